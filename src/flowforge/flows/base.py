@@ -1,0 +1,102 @@
+"""Base classes every flow layer derives from, and the two generic combinators.
+
+Direction convention (DESIGN.md): ``forward`` is the sampling direction,
+``forward(z) -> (x, log|det dx/dz|)`` and ``inverse(x) -> (z, log|det dz/dx|)``;
+log-determinants have shape ``(batch,)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from math import prod
+
+import torch
+from torch import nn
+
+
+def as_event_shape(shape: int | Iterable[int]) -> tuple[int, ...]:
+    """Normalise an int or an iterable of ints to an event-shape tuple of positive ints."""
+    shape = (shape,) if isinstance(shape, int) else tuple(int(s) for s in shape)
+    if not shape or any(s <= 0 for s in shape):
+        raise ValueError(f"expected a non-empty event shape of positive sizes, got {shape}")
+    return shape
+
+
+class Flow(nn.Module):
+    """An invertible map with a tractable log-determinant.
+
+    Subclasses implement ``forward`` (base -> data, the sampling direction) and
+    ``inverse`` (data -> base); both return the transformed tensor and the
+    log-absolute-determinant of their own Jacobian, of shape ``(batch,)``.
+    """
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def inverse(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+
+class EventFlow(Flow):
+    """A flow acting on a fixed event shape, with the input check all such layers share."""
+
+    def __init__(self, shape: int | Iterable[int]):
+        super().__init__()
+        self.shape = as_event_shape(shape)
+        self.dim = prod(self.shape)
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """Raise ValueError unless ``x`` is a batch of events of this layer's shape."""
+        if x.shape[1:] != self.shape:
+            raise ValueError(
+                f"{type(self).__name__} expects input of shape (batch, {', '.join(map(str, self.shape))}), "
+                f"got {tuple(x.shape)}"
+            )
+
+    def extra_repr(self) -> str:
+        return f"shape={self.shape}"
+
+
+class Composite(Flow):
+    """The composition ``f_K ∘ … ∘ f_1`` of a sequence of flows, itself a flow.
+
+    ``forward`` applies the flows in order and sums their log-determinants;
+    ``inverse`` applies their inverses in reverse order. The cheap direction is
+    whatever its members' cheap directions are.
+    """
+
+    def __init__(self, flows: Iterable[Flow]):
+        super().__init__()
+        self.flows = nn.ModuleList(flows)
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        log_det = z.new_zeros(z.shape[0])
+        for flow in self.flows:
+            z, layer_log_det = flow(z)
+            log_det = log_det + layer_log_det
+        return z, log_det
+
+    def inverse(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        log_det = x.new_zeros(x.shape[0])
+        for flow in reversed(self.flows):
+            x, layer_log_det = flow.inverse(x)
+            log_det = log_det + layer_log_det
+        return x, log_det
+
+
+class Reverse(Flow):
+    """The inverse of a flow as a flow: ``Reverse(f).forward = f.inverse`` and vice versa.
+
+    Useful to turn a layer whose cheap direction is density evaluation into one
+    whose cheap direction is sampling (e.g. MAF into IAF).
+    """
+
+    def __init__(self, flow: Flow):
+        super().__init__()
+        self.flow = flow
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.flow.inverse(z)
+
+    def inverse(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.flow(x)

@@ -1,0 +1,155 @@
+"""Planar flow (Rezende & Mohamed, 2015)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .base import EventFlow
+
+ACTIVATIONS = ("tanh", "leaky_relu")
+
+
+def _bisection_steps(dtype: torch.dtype) -> int:
+    """Halvings that shrink a bracket to the dtype's relative resolution, plus a margin."""
+    return int(-math.log2(torch.finfo(dtype).eps)) + 8
+
+
+class Planar(EventFlow):
+    r"""Planar flow ``x = z + û h(wᵀz + b)``.
+
+    ``log|det ∂x/∂z| = log(1 + ûᵀw h'(wᵀz + b))``. To keep the map invertible,
+    ``u`` is replaced by ``û = u + (m(wᵀu) − wᵀu) w / ‖w‖²`` with
+    ``m(a) = softplus(a) − 1``, which makes ``wᵀû > −1`` (Rezende & Mohamed 2015,
+    appendix A). Inputs of any event shape are treated as flat vectors.
+
+    Cheap direction: ``forward`` (sampling) in closed form. ``inverse`` reduces to the
+    scalar equation ``s + (wᵀû) h(s) = wᵀx + b`` for ``s = wᵀz + b``: closed form for
+    ``leaky_relu``; for ``tanh`` bisection on the bracket ``|s − (wᵀx + b)| ≤ |wᵀû|``
+    to the dtype's resolution followed by one Newton step, accurate to ~1e-15 in
+    float64 and ~1e-6 in float32. The Newton step carries the implicit-function
+    gradient, so ``inverse`` is differentiable in ``x`` and in the parameters.
+
+    Reference: D. Rezende, S. Mohamed, *Variational Inference with Normalizing Flows*,
+    ICML 2015, https://arxiv.org/abs/1505.05770.
+
+    Args:
+        shape: event shape, e.g. ``(2,)``.
+        act: ``"tanh"`` or ``"leaky_relu"``.
+        u, w, b: optional initial values (flattened to the event size; ``b`` a scalar).
+        negative_slope: slope of ``leaky_relu`` for negative inputs.
+    """
+
+    def __init__(
+        self,
+        shape: int | Iterable[int],
+        act: str = "tanh",
+        u: torch.Tensor | None = None,
+        w: torch.Tensor | None = None,
+        b: torch.Tensor | float | None = None,
+        negative_slope: float = 0.2,
+    ):
+        super().__init__(shape)
+        if act not in ACTIVATIONS:
+            raise ValueError(f"act must be one of {ACTIVATIONS}, got {act!r}")
+        if not 0.0 < negative_slope <= 1.0:
+            raise ValueError(f"negative_slope must be in (0, 1], got {negative_slope}")
+        self.act = act
+        self.negative_slope = float(negative_slope)
+        u = self._initial(u, math.sqrt(2.0), "u")
+        w = self._initial(w, math.sqrt(2.0 / self.dim), "w")
+        b = torch.zeros(1) if b is None else torch.as_tensor(b, dtype=u.dtype).reshape(1)
+        # One tensor instead of three: a third of the optimizer's per-tensor work.
+        self.parameters_uwb = nn.Parameter(torch.cat([u, w, b]))
+
+    def _split(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return torch.split(self.parameters_uwb, (self.dim, self.dim, 1))
+
+    @property
+    def u(self) -> torch.Tensor:
+        """The unconstrained ``u`` (a view of the packed parameter)."""
+        return self.parameters_uwb[: self.dim]
+
+    @property
+    def w(self) -> torch.Tensor:
+        return self.parameters_uwb[self.dim : 2 * self.dim]
+
+    @property
+    def b(self) -> torch.Tensor:
+        return self.parameters_uwb[2 * self.dim :]
+
+    def _initial(self, value: torch.Tensor | None, bound: float, name: str) -> torch.Tensor:
+        if value is None:
+            return torch.empty(self.dim).uniform_(-bound, bound)
+        value = torch.as_tensor(value, dtype=torch.get_default_dtype())
+        if value.numel() != self.dim:
+            raise ValueError(f"Planar: {name} must have {self.dim} elements for shape {self.shape}, got {tuple(value.shape)}")
+        return value.reshape(self.dim).clone()
+
+    def constrained_u(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return ``(û, wᵀû)``; ``wᵀû = softplus(wᵀu) − 1 > −1`` by construction."""
+        return self._constrain(*self._split()[:2])
+
+    @staticmethod
+    def _constrain(u: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        wu = torch.dot(w, u)
+        w_u_hat = F.softplus(wu) - 1.0
+        return torch.addcmul(u, w, (w_u_hat - wu) / torch.dot(w, w)), w_u_hat
+
+    def _activate(self, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return ``h(s)`` and ``h'(s)``."""
+        if self.act == "tanh":
+            h = torch.tanh(s)
+            return h, 1.0 - h * h
+        return F.leaky_relu(s, self.negative_slope), torch.where(s < 0, self.negative_slope, 1.0).to(s.dtype)
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self.check_input(z)
+        u, w, b = self._split()
+        u_hat, w_u_hat = self._constrain(u, w)
+        flat = z if len(self.shape) == 1 else z.flatten(1)
+        s = torch.addmv(b, flat, w)
+        if self.act == "tanh":
+            h = torch.tanh(s)
+            # 1 + c(1 − h²) written as 1 + (c − (c h) h): one fewer autograd node.
+            log_det = torch.log1p(torch.addcmul(w_u_hat, h * w_u_hat, h, value=-1.0))
+        else:
+            h, h_prime = self._activate(s)
+            log_det = torch.log1p(w_u_hat * h_prime)
+        x = torch.addr(flat, h, u_hat)
+        return (x if len(self.shape) == 1 else x.view_as(z)), log_det
+
+    def inverse(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self.check_input(x)
+        u, w, b = self._split()
+        u_hat, w_u_hat = self._constrain(u, w)
+        flat = x if len(self.shape) == 1 else x.flatten(1)
+        y = torch.addmv(b, flat, w)
+        s = self._solve_preactivation(y, w_u_hat)
+        h, h_prime = self._activate(s)
+        z = torch.addr(flat, h, u_hat, alpha=-1.0)
+        return z.view_as(x), -torch.log1p(w_u_hat * h_prime)
+
+    def _solve_preactivation(self, y: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """Solve ``s + c h(s) = y`` for ``s`` (monotone in ``s`` since ``c > −1``)."""
+        if self.act == "leaky_relu":
+            return y / (1.0 + c * torch.where(y < 0, self.negative_slope, 1.0).to(y.dtype))
+        with torch.no_grad():
+            y0, c0 = y.detach(), c.detach()
+            low, high = y0 - c0.abs(), y0 + c0.abs()
+            for _ in range(_bisection_steps(y.dtype)):
+                mid = 0.5 * (low + high)
+                above = mid + c0 * torch.tanh(mid) > y0
+                high = torch.where(above, mid, high)
+                low = torch.where(above, low, mid)
+            s0 = 0.5 * (low + high)
+        h = torch.tanh(s0)
+        slope = (1.0 + c * (1.0 - h * h)).clamp_min(torch.finfo(y.dtype).tiny)
+        return s0 - (s0 + c * h - y) / slope
+
+    def extra_repr(self) -> str:
+        return f"shape={self.shape}, act={self.act!r}"

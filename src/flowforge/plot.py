@@ -1,0 +1,123 @@
+"""Pictures of densities, samples and training, written to files (headless, no pyplot state).
+
+Every writer goes through :func:`atomic_path`, so an interrupted run never leaves a
+half-written file behind.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from PIL import Image, ImageDraw
+
+from .metrics import Bounds, evaluate_in_chunks, grid_points
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; move it into place only if the block succeeds."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial")
+    try:
+        yield Path(temporary)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+@torch.no_grad()
+def histogram2d(samples: torch.Tensor, bounds: Bounds, bins: int) -> np.ndarray:
+    """Counts of 2-D ``samples`` in a ``bins × bins`` grid over ``bounds``; ``[i, j]`` is x-bin i, y-bin j."""
+    if samples.dim() != 2 or samples.shape[1] != 2:
+        raise ValueError(f"histogram2d expects samples of shape (n, 2), got {tuple(samples.shape)}")
+    low = samples.new_tensor([bounds[0][0], bounds[1][0]])
+    width = samples.new_tensor([bounds[0][1] - bounds[0][0], bounds[1][1] - bounds[1][0]])
+    index = torch.floor((samples - low) / width * bins).long()
+    inside = ((index >= 0) & (index < bins)).all(1)
+    flat = torch.where(inside, index[:, 0] * bins + index[:, 1], bins * bins)
+    counts = torch.bincount(flat, minlength=bins * bins + 1)[: bins * bins]
+    return counts.reshape(bins, bins).cpu().numpy()
+
+
+@torch.no_grad()
+def density_on_grid(log_prob: Callable[[torch.Tensor], torch.Tensor], bounds: Bounds, size: int, like: torch.Tensor) -> np.ndarray:
+    """``exp(log_prob)`` on the cell centres of a ``size × size`` grid, ``[i, j]`` = x-cell i, y-cell j."""
+    points, _ = grid_points(bounds, size, like)
+    return torch.exp(evaluate_in_chunks(log_prob, points)).reshape(size, size).cpu().numpy()
+
+
+def _image_axes(ax, image: np.ndarray, bounds: Bounds, title: str) -> None:
+    (x0, x1), (y0, y1) = bounds
+    ax.imshow(image.T, origin="lower", extent=(x0, x1, y0, y1), cmap="viridis", interpolation="nearest", aspect="auto")
+    ax.set_title(title)
+    ax.set_xlabel("$x_1$")
+    ax.set_ylabel("$x_2$")
+
+
+def save_image(path: str | os.PathLike, image: np.ndarray, bounds: Bounds, title: str) -> None:
+    """Save a density or histogram array as a picture."""
+    figure = Figure(figsize=(6, 6), layout="constrained")
+    _image_axes(figure.subplots(), image, bounds, title)
+    _save(figure, path)
+
+
+def save_loss_curve(path: str | os.PathLike, history: np.ndarray, title: str = "loss") -> None:
+    """Loss per iteration with a running mean over 1% of the run."""
+    figure = Figure(figsize=(8, 4.5), layout="constrained")
+    ax = figure.subplots()
+    steps = np.arange(1, len(history) + 1)
+    ax.plot(steps, history, lw=0.5, alpha=0.4, label="per step")
+    window = max(1, len(history) // 100)
+    if len(history) >= window:
+        smooth = np.convolve(history, np.ones(window) / window, mode="valid")
+        ax.plot(steps[window - 1 :], smooth, lw=1.5, label=f"mean of {window}")
+    finite = history[np.isfinite(history)]
+    if finite.size:
+        low, high = np.percentile(finite, [0.5, 99.5])
+        margin = 0.05 * (high - low + 1e-12)
+        ax.set_ylim(low - margin, high + margin)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel(title)
+    ax.legend()
+    _save(figure, path)
+
+
+def save_comparison(path: str | os.PathLike, panels: Sequence[tuple[str, np.ndarray]], bounds: Bounds) -> None:
+    """Side-by-side pictures, e.g. target | learned density | samples."""
+    figure = Figure(figsize=(5 * len(panels), 5), layout="constrained")
+    for ax, (title, image) in zip(figure.subplots(1, len(panels), squeeze=False)[0], panels):
+        _image_axes(ax, image, bounds, title)
+    _save(figure, path)
+
+
+def _save(figure: Figure, path: str | os.PathLike) -> None:
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, format=Path(path).suffix.lstrip(".") or "png", dpi=100)
+
+
+def histogram_frame(counts: np.ndarray, label: str, scale: int = 2) -> np.ndarray:
+    """An RGB frame (uint8) of a histogram in viridis, upscaled ``scale`` times, labelled."""
+    normalised = counts.T[::-1] / max(counts.max(), 1)
+    rgb = (matplotlib.colormaps["viridis"](normalised)[..., :3] * 255).astype(np.uint8)
+    image = Image.fromarray(rgb).resize((rgb.shape[1] * scale, rgb.shape[0] * scale), Image.NEAREST)
+    ImageDraw.Draw(image).text((6, 4), label, fill=(255, 255, 255))
+    return np.asarray(image)
+
+
+def save_gif(path: str | os.PathLike, frames: Sequence[np.ndarray], seconds_per_frame: float = 0.1) -> None:
+    """Assemble RGB frames into a looping animated GIF (last frame held longer)."""
+    if not frames:
+        raise ValueError("save_gif needs at least one frame")
+    images = [Image.fromarray(frame) for frame in frames]
+    durations = [int(seconds_per_frame * 1000)] * (len(images) - 1) + [2000]
+    with atomic_path(path) as temporary:
+        images[0].save(temporary, format="GIF", save_all=True, append_images=images[1:], duration=durations, loop=0)
