@@ -10,7 +10,6 @@ import argparse
 import inspect
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -108,28 +107,73 @@ def _parse_target_params(name: str, pairs: list[str]) -> dict[str, float]:
 
 
 def _add_fit_arguments(parser: argparse.ArgumentParser, default_out: str | None) -> None:
-    parser.add_argument("--target", default="two-modes", choices=sorted(TARGETS), metavar="NAME", help="target density (see `flowforge targets`)")
-    parser.add_argument("--target-param", action="append", default=[], metavar="KEY=VALUE", help="target parameter, e.g. loc=2 (repeatable)")
-    parser.add_argument("--flow", default="planar", choices=sorted(PRESETS), metavar="NAME", help=f"flow family: {', '.join(sorted(PRESETS))}")
+    parser.add_argument(
+        "--target",
+        default="two-modes",
+        choices=sorted(TARGETS),
+        metavar="NAME",
+        help="target density (see `flowforge targets`)",
+    )
+    parser.add_argument(
+        "--target-param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="target parameter, e.g. loc=2 (repeatable)",
+    )
+    parser.add_argument(
+        "--flow",
+        default="planar",
+        choices=sorted(PRESETS),
+        metavar="NAME",
+        help=f"flow family: {', '.join(sorted(PRESETS))}",
+    )
     parser.add_argument("--layers", type=_positive_int, default=16, help="number of flow layers (default 16)")
-    parser.add_argument("--loss", default="reverse-kl", choices=("reverse-kl", "forward-kl"), help="reverse KL to the density, or forward KL to exact target samples")
+    parser.add_argument(
+        "--loss",
+        default="reverse-kl",
+        choices=("reverse-kl", "forward-kl"),
+        help="reverse KL to the density, or forward KL to exact target samples",
+    )
     parser.add_argument("--iterations", type=_positive_int, default=20000)
-    parser.add_argument("--anneal", type=_non_negative_int, default=10000, help="annealing iterations, 0 for none: beta = min(1, beta0 + it/anneal)")
+    parser.add_argument(
+        "--anneal",
+        type=_non_negative_int,
+        default=10000,
+        help="annealing iterations, 0 for none: beta = min(1, beta0 + it/anneal)",
+    )
     parser.add_argument("--beta0", type=_non_negative_float, default=0.01, help="initial annealing beta")
     parser.add_argument("--samples-per-step", type=_positive_int, default=40)
     parser.add_argument("--lr", type=_positive_float, default=1e-3)
     parser.add_argument("--weight-decay", type=_non_negative_float, default=1e-4)
-    parser.add_argument("--frame-every", type=_non_negative_int, default=200, help="iterations between animation frames, 0 for none")
-    parser.add_argument("--frame-samples", type=_positive_int, default=2**20, help="flow samples per picture (default 2^20)")
+    parser.add_argument(
+        "--frame-every", type=_non_negative_int, default=200, help="iterations between animation frames, 0 for none"
+    )
+    parser.add_argument(
+        "--frame-samples", type=_positive_int, default=2**20, help="flow samples per picture (default 2^20)"
+    )
     parser.add_argument("--grid-size", type=_positive_int, default=200, help="bins per axis in pictures")
-    parser.add_argument("--range", type=_range, default=None, metavar="LOW,HIGH", help="plot range on both axes (default: the target's box)")
+    parser.add_argument(
+        "--range",
+        type=_range,
+        default=None,
+        metavar="LOW,HIGH",
+        help="plot range on both axes (default: the target's box)",
+    )
     parser.add_argument("--eval-samples", type=_positive_int, default=100_000, help="samples for ESS and log Z")
     parser.add_argument("--kl-grid", type=_positive_int, default=400, help="grid points per axis for the exact KL")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    parser.add_argument("--compile", default="auto", choices=COMPILE_MODES, help="torch.compile the loss (auto: for runs >= 10000 iterations)")
+    parser.add_argument(
+        "--compile",
+        default="auto",
+        choices=COMPILE_MODES,
+        help="torch.compile the loss (auto: for runs >= 10000 iterations)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    parser.add_argument("--out", default=default_out, required=default_out is None, metavar="DIR", help="run folder to write")
+    parser.add_argument(
+        "--out", default=default_out, required=default_out is None, metavar="DIR", help="run folder to write"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -138,7 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_fit_arguments(commands.add_parser("fit", help="fit a flow to a target and write a run folder"), None)
     _add_fit_arguments(
-        commands.add_parser("demo", help="the seed workflow: 16 Planar layers to TwoModes(2, 0.1), 20000 annealed steps"),
+        commands.add_parser(
+            "demo", help="the seed workflow: 16 Planar layers to TwoModes(2, 0.1), 20000 annealed steps"
+        ),
         "flowforge-demo",
     )
     commands.add_parser("targets", help="list the targets that can be fitted")
@@ -237,7 +283,11 @@ def run_fit(args: argparse.Namespace) -> Path:
     frames = [plot.histogram_frame(initial, "iteration 0")]
 
     def record_frame(iteration: int, flow_model) -> None:
-        frames.append(plot.histogram_frame(_sample_counts(flow_model, args.frame_samples, bounds, args.grid_size), f"iteration {iteration}"))
+        frames.append(
+            plot.histogram_frame(
+                _sample_counts(flow_model, args.frame_samples, bounds, args.grid_size), f"iteration {iteration}"
+            )
+        )
 
     start = time.perf_counter()
     try:

@@ -100,7 +100,9 @@ class NormalizingFlow(nn.Module):
         with frozen_parameters(self):
             return self.log_prob(x)
 
-    def reverse_kld(self, num_samples: int = 1, beta: float | torch.Tensor = 1.0, score_fn: bool = True) -> torch.Tensor:
+    def reverse_kld(
+        self, num_samples: int = 1, beta: float | torch.Tensor = 1.0, score_fn: bool = True
+    ) -> torch.Tensor:
         """Reverse KL ``KL(q‖p)`` up to ``log Z``: ``mean(log q(x) − β log p̃(x))``, ``x ~ q``.
 
         ``beta`` anneals the target (Rezende & Mohamed 2015). ``score_fn=False`` uses the

@@ -16,8 +16,9 @@ Bounds = tuple[tuple[float, float], tuple[float, float]]
 
 
 def effective_sample_size(log_weights: torch.Tensor) -> torch.Tensor:
-    """Normalised ESS ``(Σw)² / (n Σw²)`` in ``(0, 1]`` from log importance weights."""
+    """Normalised ESS ``(Σw)² / (n Σw²)`` in ``(0, 1]`` from log importance weights (computed in float64)."""
     _check_weights(log_weights)
+    log_weights = log_weights.double()
     n = log_weights.shape[0]
     return torch.exp(2 * torch.logsumexp(log_weights, 0) - torch.logsumexp(2 * log_weights, 0) - math.log(n))
 
@@ -25,6 +26,7 @@ def effective_sample_size(log_weights: torch.Tensor) -> torch.Tensor:
 def log_normalizer(log_weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Importance-sampling estimate of ``log Z = log E_q[p̃/q]`` and its delta-method standard error."""
     _check_weights(log_weights)
+    log_weights = log_weights.double()
     n = log_weights.shape[0]
     estimate = torch.logsumexp(log_weights, 0) - math.log(n)
     ess = effective_sample_size(log_weights)

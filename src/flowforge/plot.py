@@ -49,7 +49,9 @@ def histogram2d(samples: torch.Tensor, bounds: Bounds, bins: int) -> np.ndarray:
 
 
 @torch.no_grad()
-def density_on_grid(log_prob: Callable[[torch.Tensor], torch.Tensor], bounds: Bounds, size: int, like: torch.Tensor) -> np.ndarray:
+def density_on_grid(
+    log_prob: Callable[[torch.Tensor], torch.Tensor], bounds: Bounds, size: int, like: torch.Tensor
+) -> np.ndarray:
     """``exp(log_prob)`` on the cell centres of a ``size × size`` grid, ``[i, j]`` = x-cell i, y-cell j."""
     points, _ = grid_points(bounds, size, like)
     return torch.exp(evaluate_in_chunks(log_prob, points)).reshape(size, size).cpu().numpy()
@@ -94,7 +96,7 @@ def save_loss_curve(path: str | os.PathLike, history: np.ndarray, title: str = "
 def save_comparison(path: str | os.PathLike, panels: Sequence[tuple[str, np.ndarray]], bounds: Bounds) -> None:
     """Side-by-side pictures, e.g. target | learned density | samples."""
     figure = Figure(figsize=(5 * len(panels), 5), layout="constrained")
-    for ax, (title, image) in zip(figure.subplots(1, len(panels), squeeze=False)[0], panels):
+    for ax, (title, image) in zip(figure.subplots(1, len(panels), squeeze=False)[0], panels, strict=True):
         _image_axes(ax, image, bounds, title)
     _save(figure, path)
 

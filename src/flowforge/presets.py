@@ -16,13 +16,17 @@ def _check(dim: int, layers: int) -> None:
         raise ValueError(f"dim and layers must be positive, got dim={dim}, layers={layers}")
 
 
-def PlanarFlow(dim: int, layers: int, p: nn.Module | None = None, q0: BaseDistribution | None = None, act: str = "tanh") -> NormalizingFlow:  # noqa: N802
+def PlanarFlow(
+    dim: int, layers: int, p: nn.Module | None = None, q0: BaseDistribution | None = None, act: str = "tanh"
+) -> NormalizingFlow:  # noqa: N802
     """``layers`` :class:`~flowforge.flows.Planar` layers on a trainable diagonal Gaussian."""
     _check(dim, layers)
     return NormalizingFlow(q0 or DiagGaussian(dim), [Planar((dim,), act=act) for _ in range(layers)], p)
 
 
-def RadialFlow(dim: int, layers: int, p: nn.Module | None = None, q0: BaseDistribution | None = None) -> NormalizingFlow:  # noqa: N802
+def RadialFlow(
+    dim: int, layers: int, p: nn.Module | None = None, q0: BaseDistribution | None = None
+) -> NormalizingFlow:  # noqa: N802
     """``layers`` :class:`~flowforge.flows.Radial` layers on a trainable diagonal Gaussian."""
     _check(dim, layers)
     return NormalizingFlow(q0 or DiagGaussian(dim), [Radial((dim,)) for _ in range(layers)], p)

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from ..flows.base import as_event_shape
+from ..flows.base import as_event_shape, check_event_shape
 
 
 class BaseDistribution(nn.Module):
@@ -30,10 +30,7 @@ class BaseDistribution(nn.Module):
         return self.forward(num_samples)[0]
 
     def check_input(self, z: torch.Tensor) -> None:
-        if z.shape[1:] != self.shape:
-            raise ValueError(
-                f"{type(self).__name__} expects input of shape (batch, {', '.join(map(str, self.shape))}), got {tuple(z.shape)}"
-            )
+        check_event_shape(self, z, self.shape)
 
 
 def _check_num_samples(num_samples: int) -> int:
@@ -129,7 +126,11 @@ class GaussianMixture(BaseDistribution):
         loc = torch.randn(n_modes, dim) if loc is None else torch.as_tensor(loc, dtype=torch.get_default_dtype())
         scale = torch.ones(n_modes, dim) if scale is None else torch.as_tensor(scale, dtype=torch.get_default_dtype())
         weights = torch.ones(n_modes) if weights is None else torch.as_tensor(weights, dtype=torch.get_default_dtype())
-        for name, value, expected in (("loc", loc, (n_modes, dim)), ("scale", scale, (n_modes, dim)), ("weights", weights, (n_modes,))):
+        for name, value, expected in (
+            ("loc", loc, (n_modes, dim)),
+            ("scale", scale, (n_modes, dim)),
+            ("weights", weights, (n_modes,)),
+        ):
             if tuple(value.shape) != expected:
                 raise ValueError(f"GaussianMixture: {name} must have shape {expected}, got {tuple(value.shape)}")
         if (scale <= 0).any() or (weights <= 0).any():

@@ -114,9 +114,15 @@ class CircularGaussianMixture(Target):
         self.n_modes = int(n_modes)
         self.scale = 2 / 3 * math.sin(math.pi / n_modes) if n_modes > 1 else 0.5
         half = 2 + 8 * self.scale
-        super().__init__(((-half, half), (-half, half)), -math.log(2 * math.pi * self.scale**2 * n_modes) + math.log(n_modes))
+        super().__init__(
+            ((-half, half), (-half, half)), -math.log(2 * math.pi * self.scale**2 * n_modes) + math.log(n_modes)
+        )
         angles = 2 * math.pi * torch.arange(n_modes, dtype=torch.float64) / n_modes
-        self.register_buffer("means", (2 * torch.stack([torch.sin(angles), torch.cos(angles)], 1)).to(torch.get_default_dtype()), persistent=False)
+        self.register_buffer(
+            "means",
+            (2 * torch.stack([torch.sin(angles), torch.cos(angles)], 1)).to(torch.get_default_dtype()),
+            persistent=False,
+        )
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         self.check_input(z)
@@ -125,7 +131,9 @@ class CircularGaussianMixture(Target):
 
     def sample(self, num_samples: int = 1) -> torch.Tensor:
         mode = torch.randint(0, self.n_modes, (num_samples,), device=self.means.device)
-        return self.means[mode] + self.scale * torch.randn(num_samples, 2, dtype=self.means.dtype, device=self.means.device)
+        return self.means[mode] + self.scale * torch.randn(
+            num_samples, 2, dtype=self.means.dtype, device=self.means.device
+        )
 
 
 class RingMixture(Target):
@@ -138,7 +146,9 @@ class RingMixture(Target):
         self.scale = 1 / 4 / n_rings
         half = 2 + 8 * self.scale
         super().__init__(((-half, half), (-half, half)), math.log(n_rings))
-        self.register_buffer("radii", 2 / n_rings * torch.arange(1, n_rings + 1, dtype=torch.get_default_dtype()), persistent=False)
+        self.register_buffer(
+            "radii", 2 / n_rings * torch.arange(1, n_rings + 1, dtype=torch.get_default_dtype()), persistent=False
+        )
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         self.check_input(z)

@@ -37,7 +37,7 @@ class AffineConstFlow(EventFlow):
             self.register_buffer("t", torch.zeros(parameter_shape))
 
     def check_input(self, x: torch.Tensor) -> None:
-        if x.dim() != len(self.shape) + 1 or any(p not in (1, n) for p, n in zip(self.shape, x.shape[1:])):
+        if x.dim() != len(self.shape) + 1 or any(p not in (1, n) for p, n in zip(self.shape, x.shape[1:], strict=True)):
             raise ValueError(
                 f"AffineConstFlow with parameter shape {self.shape} expects input of shape "
                 f"(batch, {', '.join(map(str, self.shape))}) (sizes of 1 broadcast), got {tuple(x.shape)}"

@@ -22,6 +22,13 @@ def as_event_shape(shape: int | Iterable[int]) -> tuple[int, ...]:
     return shape
 
 
+def check_event_shape(owner: object, x: torch.Tensor, shape: tuple[int, ...]) -> None:
+    """Raise ValueError, naming ``owner``'s class and both shapes, unless ``x.shape == (batch, *shape)``."""
+    if x.shape[1:] != shape:
+        expected = ", ".join(map(str, shape))
+        raise ValueError(f"{type(owner).__name__} expects input of shape (batch, {expected}), got {tuple(x.shape)}")
+
+
 class Flow(nn.Module):
     """An invertible map with a tractable log-determinant.
 
@@ -47,11 +54,7 @@ class EventFlow(Flow):
 
     def check_input(self, x: torch.Tensor) -> None:
         """Raise ValueError unless ``x`` is a batch of events of this layer's shape."""
-        if x.shape[1:] != self.shape:
-            raise ValueError(
-                f"{type(self).__name__} expects input of shape (batch, {', '.join(map(str, self.shape))}), "
-                f"got {tuple(x.shape)}"
-            )
+        check_event_shape(self, x, self.shape)
 
     def extra_repr(self) -> str:
         return f"shape={self.shape}"

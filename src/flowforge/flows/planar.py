@@ -87,7 +87,9 @@ class Planar(EventFlow):
             return torch.empty(self.dim).uniform_(-bound, bound)
         value = torch.as_tensor(value, dtype=torch.get_default_dtype())
         if value.numel() != self.dim:
-            raise ValueError(f"Planar: {name} must have {self.dim} elements for shape {self.shape}, got {tuple(value.shape)}")
+            raise ValueError(
+                f"Planar: {name} must have {self.dim} elements for shape {self.shape}, got {tuple(value.shape)}"
+            )
         return value.reshape(self.dim).clone()
 
     def constrained_u(self) -> tuple[torch.Tensor, torch.Tensor]:

@@ -34,7 +34,9 @@ class Radial(EventFlow):
         else:
             z_0 = torch.as_tensor(z_0, dtype=torch.get_default_dtype())
             if z_0.numel() != self.dim:
-                raise ValueError(f"Radial: z_0 must have {self.dim} elements for shape {self.shape}, got {tuple(z_0.shape)}")
+                raise ValueError(
+                    f"Radial: z_0 must have {self.dim} elements for shape {self.shape}, got {tuple(z_0.shape)}"
+                )
         bound = 1.0 / self.dim
         self.z_0 = nn.Parameter(z_0.reshape(self.dim).clone())
         self.alpha_raw = nn.Parameter(torch.empty(1).uniform_(-bound, bound))

@@ -1,0 +1,142 @@
+"""The conformance harness of DESIGN.md, run over every public layer in CATALOGUE.
+
+A new layer is not done until it has an entry here.
+"""
+
+import io
+import pickle
+
+import pytest
+import torch
+
+import flowforge as nf
+
+CATALOGUE = {
+    "Planar-tanh": (lambda: nf.flows.Planar((2,)), (2,)),
+    "Planar-tanh-5d": (lambda: nf.flows.Planar((5,)), (5,)),
+    "Planar-tanh-image": (lambda: nf.flows.Planar((2, 3)), (2, 3)),
+    "Planar-leaky_relu": (lambda: nf.flows.Planar((3,), act="leaky_relu"), (3,)),
+    "Radial": (lambda: nf.flows.Radial((2,)), (2,)),
+    "Radial-6d": (lambda: nf.flows.Radial((6,)), (6,)),
+    "AffineConstFlow": (lambda: nf.flows.AffineConstFlow((4,)), (4,)),
+    "AffineConstFlow-shared": (lambda: nf.flows.AffineConstFlow((3, 1)), (3, 2)),
+    "Permute-shuffle": (lambda: nf.flows.Permute(5, "shuffle"), (5,)),
+    "Permute-swap": (lambda: nf.flows.Permute(5, "swap"), (5,)),
+    "Permute-reverse": (lambda: nf.flows.Permute(4, "reverse"), (4,)),
+    "Composite": (
+        lambda: nf.flows.Composite([nf.flows.Planar((3,)), nf.flows.Radial((3,)), nf.flows.Permute(3)]),
+        (3,),
+    ),
+    "Reverse-Radial": (lambda: nf.flows.Reverse(nf.flows.Radial((3,))), (3,)),
+}
+
+
+def build(name, dtype=torch.float64):
+    factory, shape = CATALOGUE[name]
+    layer = factory().to(dtype)
+    with torch.no_grad():  # move away from the initialisation so no parameter is trivially zero
+        for parameter in layer.parameters():
+            parameter.add_(0.3 * torch.randn_like(parameter))
+    return layer, shape
+
+
+def jacobian_log_det(function, z):
+    """log|det| of the Jacobian of a per-sample map, by autograd, one sample at a time."""
+    values = []
+    for sample in z:
+        jacobian = torch.autograd.functional.jacobian(
+            lambda v: function(v.reshape(1, *z.shape[1:]))[0].reshape(-1), sample.reshape(-1)
+        )
+        values.append(torch.linalg.slogdet(jacobian)[1])
+    return torch.stack(values)
+
+
+names = pytest.mark.parametrize("name", sorted(CATALOGUE))
+
+
+@names
+def test_round_trip(name):
+    layer, shape = build(name)
+    z = 1.5 * torch.randn(64, *shape, dtype=torch.float64)
+    x, _ = layer(z)
+    z_back, _ = layer.inverse(x)
+    torch.testing.assert_close(z_back, z, rtol=1e-6, atol=1e-6)
+    x_again, _ = layer(layer.inverse(x)[0])
+    torch.testing.assert_close(x_again, x, rtol=1e-6, atol=1e-6)
+
+
+@names
+def test_forward_log_det_matches_autograd_jacobian(name):
+    layer, shape = build(name)
+    z = torch.randn(8, *shape, dtype=torch.float64)
+    _, log_det = layer(z)
+    torch.testing.assert_close(log_det, jacobian_log_det(layer, z), rtol=1e-6, atol=1e-8)
+
+
+@names
+def test_inverse_log_det_matches_autograd_and_negates_forward(name):
+    layer, shape = build(name)
+    z = torch.randn(8, *shape, dtype=torch.float64)
+    x, forward_log_det = layer(z)
+    _, inverse_log_det = layer.inverse(x)
+    torch.testing.assert_close(inverse_log_det, -forward_log_det, rtol=1e-6, atol=1e-8)
+    torch.testing.assert_close(inverse_log_det, jacobian_log_det(layer.inverse, x), rtol=1e-6, atol=1e-8)
+
+
+@names
+def test_batch_independence(name):
+    layer, shape = build(name)
+    z = torch.randn(16, *shape, dtype=torch.float64)
+    x, log_det = layer(z)
+    for i in (0, 7, 15):
+        x_i, log_det_i = layer(z[i : i + 1])
+        torch.testing.assert_close(x_i[0], x[i], rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(log_det_i[0], log_det[i], rtol=1e-12, atol=1e-12)
+
+
+@names
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_shapes_and_dtypes(name, dtype):
+    layer, shape = build(name, dtype)
+    z = torch.randn(5, *shape, dtype=dtype)
+    for direction in (layer.forward, layer.inverse):
+        out, log_det = direction(z)
+        assert out.shape == z.shape and out.dtype == dtype
+        assert log_det.shape == (5,) and log_det.dtype == dtype
+        assert torch.isfinite(out).all() and torch.isfinite(log_det).all()
+
+
+@names
+def test_wrong_event_shape_is_an_error(name):
+    layer, shape = build(name)
+    wrong = torch.randn(4, shape[0] + 1, *shape[1:], dtype=torch.float64)
+    for direction in (layer.forward, layer.inverse):
+        with pytest.raises(ValueError, match="expects input of shape"):
+            direction(wrong)
+
+
+@names
+def test_state_dict_and_pickle_round_trip(name):
+    layer, shape = build(name)
+    z = torch.randn(6, *shape, dtype=torch.float64)
+    expected = layer(z)
+    fresh, _ = build(name)
+    buffer = io.BytesIO()
+    torch.save(layer.state_dict(), buffer)
+    buffer.seek(0)
+    fresh.load_state_dict(torch.load(buffer, weights_only=True))
+    for got, want in zip(fresh(z), expected, strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+    for got, want in zip(pickle.loads(pickle.dumps(layer))(z), expected, strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+@names
+def test_gradients_flow_to_input_and_every_parameter(name):
+    layer, shape = build(name)
+    z = torch.randn(8, *shape, dtype=torch.float64, requires_grad=True)
+    x, log_det = layer(z)
+    (x.square().sum() + log_det.sum()).backward()
+    assert z.grad is not None and torch.isfinite(z.grad).all()
+    for parameter_name, parameter in layer.named_parameters():
+        assert parameter.grad is not None and torch.isfinite(parameter.grad).all(), parameter_name

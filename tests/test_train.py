@@ -1,0 +1,161 @@
+"""The fitting loop: schedule, reproducibility, forward KL, divergence handling, compile."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import flowforge as nf
+from flowforge import train
+from flowforge.presets import PlanarFlow
+
+
+def test_annealing_schedule():
+    assert train.annealing_beta(0, 100) == pytest.approx(0.01)
+    assert train.annealing_beta(50, 100) == pytest.approx(0.51)
+    assert train.annealing_beta(1000, 100) == 1.0
+    assert train.annealing_beta(5, None) == 1.0
+    assert train.annealing_beta(0, 10, beta0=0.5) == 0.5
+
+
+def test_fit_is_reproducible_with_a_seed():
+    histories = []
+    for _ in range(2):
+        torch.manual_seed(99)
+        model = PlanarFlow(2, 4, p=nf.distributions.TwoModes(2.0, 0.1))
+        result = train.fit(model, 60, anneal_iters=30, seed=7, progress=False, device="cpu")
+        histories.append(result.loss_history)
+    np.testing.assert_array_equal(histories[0], histories[1])
+    assert result.iterations == 60 and result.loss_history.shape == (60,)
+    assert result.iterations_per_second > 0 and not result.compiled
+
+
+def test_reverse_kl_fit_reduces_kl():
+    torch.manual_seed(0)
+    model = PlanarFlow(2, 8, p=nf.distributions.CircularGaussianMixture(2))
+    before = nf.metrics.grid_kl(model, grid_size=100)["kl"]
+    train.fit(model, 1500, samples_per_step=64, anneal_iters=500, lr=5e-3, seed=0, progress=False, device="cpu")
+    after = nf.metrics.grid_kl(model, grid_size=100)["kl"]
+    assert after < 0.5 * before and after < 0.5
+
+
+def test_forward_kl_fit_learns_a_gaussian():
+    torch.manual_seed(0)
+    covariance = torch.tensor([[1.0, 0.8], [0.8, 1.0]])
+    data = torch.distributions.MultivariateNormal(torch.tensor([1.0, -2.0]), covariance).sample((4000,))
+    model = PlanarFlow(2, 4)
+    train.fit(
+        model, 1500, loss="forward_kl", data=data, samples_per_step=256, lr=1e-2, seed=0, progress=False, device="cpu"
+    )
+    entropy = 0.5 * math.log(torch.linalg.det(2 * math.pi * math.e * covariance).item())
+    with torch.no_grad():
+        nll = float(-model.log_prob(data).mean())
+    assert nll < entropy + 0.05
+
+
+def test_forward_kl_from_a_sampler():
+    target = nf.distributions.CircularGaussianMixture(4)
+    model = PlanarFlow(2, 2)
+    result = train.fit(
+        model, 20, loss="forward_kl", data=target.sample, samples_per_step=32, progress=False, device="cpu"
+    )
+    assert np.isfinite(result.loss_history).all()
+
+
+class ExplodingTarget(torch.nn.Module):
+    """A target whose log-density turns NaN after a number of calls."""
+
+    def __init__(self, good_calls):
+        super().__init__()
+        self.calls, self.good_calls = 0, good_calls
+
+    def log_prob(self, z):
+        self.calls += 1
+        value = -0.5 * z.square().sum(1)
+        return value if self.calls <= self.good_calls else value * torch.nan
+
+
+def test_nan_loss_stops_with_a_message_and_restores_the_last_good_state():
+    torch.manual_seed(0)
+    model = PlanarFlow(2, 2, p=ExplodingTarget(good_calls=25))
+    snapshots = {}
+
+    def remember(iteration, flow_model):
+        snapshots[iteration] = {k: v.clone() for k, v in flow_model.state_dict().items()}
+
+    with pytest.raises(
+        train.TrainingDiverged, match="loss became nan at iteration 26; .* state after iteration 20"
+    ) as caught:
+        train.fit(
+            model,
+            100,
+            check_every=10,
+            callbacks=[train.Every(10, remember)],
+            progress=False,
+            device="cpu",
+            compile="off",
+        )
+    assert caught.value.result.iterations == 25
+    assert np.isfinite(caught.value.result.loss_history).all()
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(value, snapshots[20][key])
+
+
+def test_callbacks_run_at_their_interval():
+    seen = []
+    model = PlanarFlow(2, 1, p=nf.distributions.TwoModes())
+    train.fit(model, 25, callbacks=[train.Every(10, lambda it, m: seen.append(it))], progress=False, device="cpu")
+    assert seen == [10, 20]
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"iterations": 0}, "iterations must be a positive int"),
+        ({"iterations": 5, "loss": "elbo"}, "loss must be one of"),
+        ({"iterations": 5, "samples_per_step": 0}, "samples_per_step"),
+        ({"iterations": 5, "compile": "sometimes"}, "compile must be one of"),
+        ({"iterations": 5, "lr": -1.0}, "lr must be positive"),
+        ({"iterations": 5, "loss": "forward_kl"}, "forward_kl needs data"),
+        ({"iterations": 5, "loss": "forward_kl", "data": torch.tensor([[0.0, torch.nan]])}, "NaN"),
+    ],
+)
+def test_bad_arguments_raise(kwargs, message):
+    model = PlanarFlow(2, 1, p=nf.distributions.TwoModes())
+    with pytest.raises(ValueError, match=message):
+        train.fit(model, progress=False, device="cpu", **kwargs)
+
+
+def test_compiled_fit_matches_eager_quality():
+    torch.manual_seed(0)
+    model = PlanarFlow(2, 2, p=nf.distributions.CircularGaussianMixture(2))
+    result = train.fit(model, 300, compile="on", samples_per_step=64, lr=5e-3, seed=0, progress=False, device="cpu")
+    assert result.compiled and result.compile_time > 0
+    assert np.isfinite(result.loss_history).all()
+    assert result.loss_history[-50:].mean() < result.loss_history[:50].mean()
+
+
+def test_failed_compilation_falls_back_to_eager(monkeypatch):
+    def broken_compile(function, **kwargs):
+        def run():
+            raise RuntimeError("no C++ compiler")
+
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    model = PlanarFlow(2, 1, p=nf.distributions.TwoModes())
+    with pytest.warns(UserWarning, match="torch.compile failed"):
+        result = train.fit(model, 5, compile="on", progress=False, device="cpu")
+    assert not result.compiled and np.isfinite(result.loss_history).all()
+
+
+def test_auto_compile_only_for_long_runs(monkeypatch):
+    calls = []
+    monkeypatch.setattr(torch, "compile", lambda function, **kwargs: calls.append(1) or function)
+    model = PlanarFlow(2, 1, p=nf.distributions.TwoModes())
+    train.fit(model, 5, compile="auto", progress=False, device="cpu")
+    assert calls == []
+    monkeypatch.setattr(train, "AUTO_COMPILE_MIN_ITERATIONS", 5)
+    train.fit(model, 5, compile="auto", progress=False, device="cpu")
+    assert calls == [1]
