@@ -102,6 +102,12 @@ def test_nan_loss_stops_with_a_message_and_restores_the_last_good_state():
         torch.testing.assert_close(value, snapshots[20][key])
 
 
+def test_a_model_without_parameters_cannot_be_fitted():
+    model = nf.NormalizingFlow(nf.distributions.DiagGaussian(2, trainable=False), [nf.flows.Permute(2)], nf.distributions.TwoModes())
+    with pytest.raises(ValueError, match="no trainable parameters"):
+        train.fit(model, 5, progress=False, device="cpu")
+
+
 def test_callbacks_run_at_their_interval():
     seen = []
     model = PlanarFlow(2, 1, p=nf.distributions.TwoModes())

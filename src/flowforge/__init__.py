@@ -1,12 +1,25 @@
 """flowforge: normalizing flows for PyTorch.
 
-``import flowforge as nf`` gives ``nf.NormalizingFlow``, the layers under ``nf.flows``
-and the base and target densities under ``nf.distributions``.
+``import flowforge as nf`` gives ``nf.NormalizingFlow``, the layers under ``nf.flows``,
+the base and target densities under ``nf.distributions``, one-line models
+(``nf.PlanarFlow``, ``nf.RadialFlow``), the fitting loop ``nf.train.fit`` and the
+numbers in ``nf.metrics``.
 """
 
-from . import distributions, flows, metrics
+from . import distributions, flows, metrics, presets, train
 from .core import NormalizingFlow
+from .presets import PlanarFlow, RadialFlow
 
 __version__ = "0.1.0"
 
-__all__ = ["NormalizingFlow", "distributions", "flows", "metrics", "__version__"]
+__all__ = [
+    "NormalizingFlow",
+    "PlanarFlow",
+    "RadialFlow",
+    "__version__",
+    "distributions",
+    "flows",
+    "metrics",
+    "presets",
+    "train",
+]

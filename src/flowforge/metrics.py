@@ -116,7 +116,7 @@ def summary(model: NormalizingFlow, num_samples: int = 100_000, grid_size: int |
         "num_samples": num_samples,
     }
     target = model.p
-    if grid_size and getattr(target, "n_dims", None) == 2:
+    if grid_size and getattr(target, "n_dims", None) == 2 and hasattr(target, "bounds"):
         grid = grid_kl(model, grid_size=grid_size)
         result.update(grid)
         result["kl_monte_carlo"] = float(grid["log_z_grid"] - log_w.mean())

@@ -148,7 +148,10 @@ def fit(
         torch.manual_seed(seed)
     device = torch.device(device) if device is not None else default_device()
     model.to(device)
-    dtype = next(model.parameters()).dtype
+    parameters = list(model.parameters())
+    if not parameters:
+        raise ValueError("the model has no trainable parameters to fit")
+    dtype = parameters[0].dtype
     if loss == "reverse_kl":
         model._require_target()
         beta = torch.tensor(1.0, dtype=dtype, device=device)
