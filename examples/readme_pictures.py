@@ -1,6 +1,6 @@
 """Make the README's pictures: run `flowforge demo`, keep its comparison and a strip of GIF frames.
 
-    python examples/readme_pictures.py            # writes docs/demo-comparison.png, docs/demo-frames.png
+python examples/readme_pictures.py            # writes docs/demo-comparison.png, docs/demo-frames.png
 """
 
 import shutil

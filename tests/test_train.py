@@ -103,7 +103,9 @@ def test_nan_loss_stops_with_a_message_and_restores_the_last_good_state():
 
 
 def test_a_model_without_parameters_cannot_be_fitted():
-    model = nf.NormalizingFlow(nf.distributions.DiagGaussian(2, trainable=False), [nf.flows.Permute(2)], nf.distributions.TwoModes())
+    model = nf.NormalizingFlow(
+        nf.distributions.DiagGaussian(2, trainable=False), [nf.flows.Permute(2)], nf.distributions.TwoModes()
+    )
     with pytest.raises(ValueError, match="no trainable parameters"):
         train.fit(model, 5, progress=False, device="cpu")
 
