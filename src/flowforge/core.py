@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from .distributions.base import BaseDistribution
-from .flows.base import Flow
+from .flows.base import Flow, pull_back, push_forward
 
 
 @contextmanager
@@ -50,19 +50,11 @@ class NormalizingFlow(nn.Module):
 
     def forward_and_log_det(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Map base samples to data space; returns ``(x, log|det ∂x/∂z|)``."""
-        log_det = z.new_zeros(z.shape[0])
-        for flow in self.flows:
-            z, layer_log_det = flow(z)
-            log_det = log_det + layer_log_det
-        return z, log_det
+        return push_forward(self.flows, z)
 
     def inverse_and_log_det(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Map data to the base space; returns ``(z, log|det ∂z/∂x|)``."""
-        log_det = x.new_zeros(x.shape[0])
-        for flow in reversed(self.flows):
-            x, layer_log_det = flow.inverse(x)
-            log_det = log_det + layer_log_det
-        return x, log_det
+        return pull_back(self.flows, x)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """Map base samples to data space (sampling direction)."""
@@ -75,10 +67,8 @@ class NormalizingFlow(nn.Module):
     def sample(self, num_samples: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
         """Draw ``num_samples`` samples; returns ``(x, log q(x))``."""
         z, log_q = self.q0(num_samples)
-        for flow in self.flows:
-            z, log_det = flow(z)
-            log_q = log_q - log_det
-        return z, log_q
+        x, log_det = push_forward(self.flows, z)
+        return x, log_q - log_det
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """``log q(x)`` for a batch ``x``, shape ``(batch,)``."""

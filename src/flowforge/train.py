@@ -13,7 +13,7 @@ import copy
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -59,7 +59,6 @@ class FitResult:
     compiled: bool
     compile_time: float = 0.0
     device: str = "cpu"
-    extra: dict = field(default_factory=dict)
 
     @property
     def iterations_per_second(self) -> float:

@@ -7,7 +7,7 @@ log-determinants have shape ``(batch,)``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from math import prod
 
 import torch
@@ -27,6 +27,24 @@ def check_event_shape(owner: object, x: torch.Tensor, shape: tuple[int, ...]) ->
     if x.shape[1:] != shape:
         expected = ", ".join(map(str, shape))
         raise ValueError(f"{type(owner).__name__} expects input of shape (batch, {expected}), got {tuple(x.shape)}")
+
+
+def push_forward(flows: Iterable[Flow], z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Apply ``flows`` in order; return the result and the summed forward log-determinants."""
+    log_det = z.new_zeros(z.shape[0])
+    for flow in flows:
+        z, layer_log_det = flow(z)
+        log_det = log_det + layer_log_det
+    return z, log_det
+
+
+def pull_back(flows: Sequence[Flow], x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Apply the inverses of ``flows`` in reverse order; return the result and summed log-determinants."""
+    log_det = x.new_zeros(x.shape[0])
+    for flow in reversed(flows):
+        x, layer_log_det = flow.inverse(x)
+        log_det = log_det + layer_log_det
+    return x, log_det
 
 
 class Flow(nn.Module):
@@ -73,18 +91,10 @@ class Composite(Flow):
         self.flows = nn.ModuleList(flows)
 
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        log_det = z.new_zeros(z.shape[0])
-        for flow in self.flows:
-            z, layer_log_det = flow(z)
-            log_det = log_det + layer_log_det
-        return z, log_det
+        return push_forward(self.flows, z)
 
     def inverse(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        log_det = x.new_zeros(x.shape[0])
-        for flow in reversed(self.flows):
-            x, layer_log_det = flow.inverse(x)
-            log_det = log_det + layer_log_det
-        return x, log_det
+        return pull_back(self.flows, x)
 
 
 class Reverse(Flow):

@@ -109,12 +109,16 @@ class Planar(EventFlow):
             return h, 1.0 - h * h
         return F.leaky_relu(s, self.negative_slope), torch.where(s < 0, self.negative_slope, 1.0).to(s.dtype)
 
-    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        self.check_input(z)
+    def _project(self, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Check ``v``; return it flat, ``wᵀv + b``, ``û`` and ``wᵀû``."""
+        self.check_input(v)
         u, w, b = self._split()
         u_hat, w_u_hat = self._constrain(u, w)
-        flat = z if len(self.shape) == 1 else z.flatten(1)
-        s = torch.addmv(b, flat, w)
+        flat = v if len(self.shape) == 1 else v.flatten(1)
+        return flat, torch.addmv(b, flat, w), u_hat, w_u_hat
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        flat, s, u_hat, w_u_hat = self._project(z)
         if self.act == "tanh":
             h = torch.tanh(s)
             # 1 + c(1 − h²) written as 1 + (c − (c h) h): one fewer autograd node.
@@ -126,11 +130,7 @@ class Planar(EventFlow):
         return (x if len(self.shape) == 1 else x.view_as(z)), log_det
 
     def inverse(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        self.check_input(x)
-        u, w, b = self._split()
-        u_hat, w_u_hat = self._constrain(u, w)
-        flat = x if len(self.shape) == 1 else x.flatten(1)
-        y = torch.addmv(b, flat, w)
+        flat, y, u_hat, w_u_hat = self._project(x)
         s = self._solve_preactivation(y, w_u_hat)
         h, h_prime = self._activate(s)
         z = torch.addr(flat, h, u_hat, alpha=-1.0)
