@@ -129,6 +129,7 @@ def test_bad_input_gives_one_error_line(tmp_path, capsys, argv, message):
     assert cli.main([a.format(tmp=tmp_path) for a in argv]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("flowforge: error: ") and message in err[0], err
+    assert not (tmp_path / "a").exists(), "a refused run must not leave a folder behind"
 
 
 def test_sample_rejects_bad_output(short_run, tmp_path, capsys):

@@ -222,12 +222,12 @@ def _sample_counts(model, count: int, bounds, bins: int, chunk: int = 2**18) -> 
 
 def run_fit(args: argparse.Namespace) -> Path:
     target_params = _parse_target_params(args.target, args.target_param)
-    device = _device(args.device)
-    out = _prepare_out(args.out)
     try:
         TARGETS[args.target](**target_params)
     except (TypeError, ValueError) as error:
         raise UsageError(f"invalid parameters for target {args.target!r}: {error}") from None
+    device = _device(args.device)
+    out = _prepare_out(args.out)
     config = {
         "target": args.target,
         "target_params": target_params,
