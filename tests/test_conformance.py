@@ -11,6 +11,28 @@ import torch
 
 import flowforge as nf
 
+
+class WithContext(nf.flows.Flow):
+    """Runs a conditional layer with a fixed context, so the harness below applies unchanged."""
+
+    def __init__(self, layer, context_features):
+        super().__init__()
+        self.layer = layer
+        self.register_buffer("context", torch.randn(1, context_features))
+
+    def forward(self, z):
+        return self.layer(z, self.context.expand(z.shape[0], -1))
+
+    def inverse(self, x):
+        return self.layer.inverse(x, self.context.expand(x.shape[0], -1))
+
+
+def coupling(features, additive=False):
+    mask = nf.flows.alternating_mask(features)
+    scale = None if additive else nf.nets.MLP([features, 16, features])
+    return nf.flows.MaskedAffineFlow(mask, nf.nets.MLP([features, 16, features]), scale)
+
+
 CATALOGUE = {
     "Planar-tanh": (lambda: nf.flows.Planar((2,)), (2,)),
     "Planar-tanh-5d": (lambda: nf.flows.Planar((5,)), (5,)),
@@ -28,6 +50,12 @@ CATALOGUE = {
         (3,),
     ),
     "Reverse-Radial": (lambda: nf.flows.Reverse(nf.flows.Radial((3,))), (3,)),
+    "MaskedAffineFlow": (lambda: coupling(4), (4,)),
+    "MaskedAffineFlow-additive": (lambda: coupling(5, additive=True), (5,)),
+    "MaskedAffineAutoregressive": (lambda: nf.flows.MaskedAffineAutoregressive(4, 16), (4,)),
+    "MaskedAffineAutoregressive-context": (lambda: WithContext(nf.flows.MaskedAffineAutoregressive(3, 16, 2), 2), (3,)),
+    "InverseAutoregressive": (lambda: nf.flows.InverseAutoregressive(4, 16, order=torch.tensor([3, 1, 0, 2])), (4,)),
+    "InverseAutoregressive-context": (lambda: WithContext(nf.flows.InverseAutoregressive(3, 16, 4), 4), (3,)),
 }
 
 

@@ -2,24 +2,28 @@
 
 ``import flowforge as nf`` gives ``nf.NormalizingFlow``, the layers under ``nf.flows``,
 the base and target densities under ``nf.distributions``, one-line models
-(``nf.PlanarFlow``, ``nf.RadialFlow``), the fitting loop ``nf.train.fit`` and the
+(``nf.PlanarFlow``, ``nf.RealNVP``, ``nf.MAF``, ...), the fitting loop ``nf.train.fit`` and the
 numbers in ``nf.metrics``.
 """
 
-from . import distributions, flows, metrics, presets, train
+from . import distributions, flows, metrics, nets, presets, train
 from .core import NormalizingFlow
-from .presets import PlanarFlow, RadialFlow
+from .presets import IAF, MAF, PlanarFlow, RadialFlow, RealNVP
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "IAF",
+    "MAF",
     "NormalizingFlow",
     "PlanarFlow",
     "RadialFlow",
+    "RealNVP",
     "__version__",
     "distributions",
     "flows",
     "metrics",
+    "nets",
     "presets",
     "train",
 ]

@@ -8,12 +8,21 @@ from torch import nn
 
 from .core import NormalizingFlow
 from .distributions.base import BaseDistribution, DiagGaussian
-from .flows import Planar, Radial
+from .flows import (
+    InverseAutoregressive,
+    MaskedAffineAutoregressive,
+    MaskedAffineFlow,
+    Permute,
+    Planar,
+    Radial,
+    alternating_mask,
+)
+from .nets import MLP
 
 
-def _check(dim: int, layers: int) -> None:
-    if dim < 1 or layers < 1:
-        raise ValueError(f"dim and layers must be positive, got dim={dim}, layers={layers}")
+def _check(dim: int, layers: int, minimum_dim: int = 1) -> None:
+    if dim < minimum_dim or layers < 1:
+        raise ValueError(f"need dim >= {minimum_dim} and layers >= 1, got dim={dim}, layers={layers}")
 
 
 def PlanarFlow(
@@ -32,5 +41,56 @@ def RadialFlow(
     return NormalizingFlow(q0 or DiagGaussian(dim), [Radial((dim,)) for _ in range(layers)], p)
 
 
-PRESETS: dict[str, Callable[..., NormalizingFlow]] = {"planar": PlanarFlow, "radial": RadialFlow}
+def RealNVP(  # noqa: N802
+    dim: int, layers: int, hidden: int = 64, p: nn.Module | None = None, q0: BaseDistribution | None = None
+) -> NormalizingFlow:
+    """``layers`` affine couplings (:class:`~flowforge.flows.MaskedAffineFlow`) with alternating masks;
+    ``s`` and ``t`` are MLPs with two hidden layers of ``hidden`` units, zero-initialised (identity start)."""
+    _check(dim, layers, minimum_dim=2)
+    flows = []
+    for index in range(layers):
+        mask = alternating_mask(dim, even=index % 2 == 0)
+        flows.append(
+            MaskedAffineFlow(
+                mask, MLP([dim, hidden, hidden, dim], init_zeros=True), MLP([dim, hidden, hidden, dim], init_zeros=True)
+            )
+        )
+    return NormalizingFlow(q0 or DiagGaussian(dim), flows, p)
+
+
+def MAF(  # noqa: N802
+    dim: int, layers: int, hidden: int = 64, p: nn.Module | None = None, q0: BaseDistribution | None = None
+) -> NormalizingFlow:
+    """``layers`` :class:`~flowforge.flows.MaskedAffineAutoregressive` layers (two hidden layers of
+    ``hidden`` units), the order reversed between layers. Density in one pass per layer."""
+    _check(dim, layers, minimum_dim=2)
+    flows = []
+    for index in range(layers):
+        flows.append(MaskedAffineAutoregressive(dim, hidden))
+        if index < layers - 1:
+            flows.append(Permute(dim, "reverse"))
+    return NormalizingFlow(q0 or DiagGaussian(dim), flows, p)
+
+
+def IAF(  # noqa: N802
+    dim: int, layers: int, hidden: int = 64, p: nn.Module | None = None, q0: BaseDistribution | None = None
+) -> NormalizingFlow:
+    """``layers`` :class:`~flowforge.flows.InverseAutoregressive` layers, the order reversed between
+    layers. Sampling in one pass per layer (for variational inference)."""
+    _check(dim, layers, minimum_dim=2)
+    flows = []
+    for index in range(layers):
+        flows.append(InverseAutoregressive(dim, hidden))
+        if index < layers - 1:
+            flows.append(Permute(dim, "reverse"))
+    return NormalizingFlow(q0 or DiagGaussian(dim), flows, p)
+
+
+PRESETS: dict[str, Callable[..., NormalizingFlow]] = {
+    "planar": PlanarFlow,
+    "radial": RadialFlow,
+    "realnvp": RealNVP,
+    "maf": MAF,
+    "iaf": IAF,
+}
 """Presets by the names the command line uses; each is called as ``preset(dim, layers, p=target)``."""

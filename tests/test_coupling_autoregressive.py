@@ -1,0 +1,135 @@
+"""Coupling and autoregressive layers beyond the generic harness: conditioner checks, clamping,
+autoregressive structure, context, and which direction is cheap."""
+
+import pytest
+import torch
+
+import flowforge as nf
+
+
+def test_undersized_coupling_net_is_an_error_not_a_broadcast():
+    # normflows broadcasts a (batch, 1) scale over every coordinate without a word;
+    # flowforge refuses the net at its first call, naming both shapes.
+    layer = nf.flows.MaskedAffineFlow(nf.flows.alternating_mask(4), nf.nets.MLP([4, 8, 4]), nf.nets.MLP([4, 8, 1]))
+    with pytest.raises(ValueError, match=r"conditioner s returned shape \(3, 1\), expected \(3, 4\)"):
+        layer(torch.randn(3, 4))
+    with pytest.raises(ValueError, match="conditioner s returned shape"):
+        layer.inverse(torch.randn(3, 4))
+
+
+def test_large_scales_cannot_overflow():
+    class Huge(torch.nn.Module):
+        def forward(self, x):
+            return torch.full_like(x, 1e4)
+
+    layer = nf.flows.MaskedAffineFlow(nf.flows.alternating_mask(4), None, Huge(), clamp=10.0)
+    x, log_det = layer(torch.randn(5, 4))
+    assert torch.isfinite(x).all() and torch.isfinite(log_det).all()
+    assert float(log_det.max()) <= 2 * 10.0 + 1e-5
+    z, _ = layer.inverse(x)
+    assert torch.isfinite(z).all()
+
+
+def test_mask_must_be_binary():
+    with pytest.raises(ValueError, match="only 0 and 1"):
+        nf.flows.MaskedAffineFlow(torch.tensor([0.5, 1.0]), None, None)
+
+
+def test_coupling_leaves_masked_coordinates_unchanged():
+    layer = nf.flows.MaskedAffineFlow(nf.flows.alternating_mask(6), nf.nets.MLP([6, 8, 6]), nf.nets.MLP([6, 8, 6]))
+    z = torch.randn(10, 6)
+    x, _ = layer(z)
+    torch.testing.assert_close(x[:, ::2], z[:, ::2])
+
+
+@pytest.mark.parametrize("order", [None, torch.tensor([2, 0, 3, 1])])
+def test_maf_density_pass_is_autoregressive(order):
+    layer = nf.flows.MaskedAffineAutoregressive(4, 16, order=order).double()
+    with torch.no_grad():
+        for parameter in layer.parameters():
+            parameter.add_(0.3 * torch.randn_like(parameter))
+    x = torch.randn(4, dtype=torch.float64)
+    jacobian = torch.autograd.functional.jacobian(lambda v: layer.inverse(v[None])[0][0], x)
+    rank = torch.arange(4) if order is None else order  # position of each feature in the sequence
+    for i in range(4):
+        for j in range(4):
+            if rank[j] > rank[i]:
+                assert jacobian[i, j] == 0, (i, j)
+    assert (jacobian.diagonal() != 0).all()
+
+
+def test_maf_and_iaf_start_at_the_identity():
+    z = torch.randn(7, 3)
+    for layer in (nf.flows.MaskedAffineAutoregressive(3, 8), nf.flows.InverseAutoregressive(3, 8)):
+        x, log_det = layer(z)
+        torch.testing.assert_close(x, z)
+        torch.testing.assert_close(log_det, torch.zeros(7))
+
+
+def count_made_calls(layer, direction, x):
+    calls = []
+    handle = next(m for m in layer.modules() if isinstance(m, nf.nets.MADE)).register_forward_hook(
+        lambda *a: calls.append(1)
+    )
+    direction(x)
+    handle.remove()
+    return len(calls)
+
+
+def test_cheap_directions():
+    maf, iaf = nf.flows.MaskedAffineAutoregressive(5, 8), nf.flows.InverseAutoregressive(5, 8)
+    x = torch.randn(3, 5)
+    assert count_made_calls(maf, maf.inverse, x) == 1 and count_made_calls(maf, maf.forward, x) == 5
+    assert count_made_calls(iaf, iaf.forward, x) == 1 and count_made_calls(iaf, iaf.inverse, x) == 5
+
+
+def test_context_changes_the_map_and_is_checked():
+    layer = nf.flows.MaskedAffineAutoregressive(3, 16, context_features=2)
+    with torch.no_grad():
+        for parameter in layer.parameters():
+            parameter.add_(0.3 * torch.randn_like(parameter))
+    z = torch.randn(4, 3)
+    first, _ = layer(z, torch.zeros(4, 2))
+    second, _ = layer(z, torch.ones(4, 2))
+    assert not torch.allclose(first, second)
+    with pytest.raises(ValueError, match=r"context of shape \(4, 2\)"):
+        layer(z, torch.zeros(4, 3))
+    with pytest.raises(ValueError, match=r"context of shape \(4, 2\), got None"):
+        layer(z)
+    with pytest.raises(ValueError, match="without context_features"):
+        nf.flows.MaskedAffineAutoregressive(3, 16)(z, torch.zeros(4, 2))
+
+
+def test_made_rejects_a_bad_order():
+    with pytest.raises(ValueError, match="permutation"):
+        nf.nets.MADE(3, 8, order=torch.tensor([0, 0, 1]))
+
+
+def test_mlp_options():
+    net = nf.nets.MLP([3, 8, 2], leaky=0.1, output_fn="tanh", output_scale=2.0, init_zeros=True)
+    torch.testing.assert_close(net(torch.randn(4, 3)), torch.zeros(4, 2))
+    with torch.no_grad():
+        net.net[-1].bias.fill_(100.0)
+    assert float(net(torch.randn(4, 3)).max()) <= 2.0
+    with pytest.raises(ValueError, match="output_fn"):
+        nf.nets.MLP([3, 2], output_fn="softmax")
+
+
+@pytest.mark.parametrize("preset", [nf.RealNVP, nf.MAF, nf.IAF])
+def test_presets_fit_samples_by_forward_kl(preset):
+    torch.manual_seed(0)
+    data = nf.distributions.CircularGaussianMixture(4).sample(3000)
+    model = preset(2, 4, hidden=32)
+    with torch.no_grad():
+        before = float(-model.log_prob(data).mean())
+    nf.train.fit(
+        model, 400, loss="forward_kl", data=data, samples_per_step=256, lr=3e-3, seed=0, progress=False, device="cpu"
+    )
+    with torch.no_grad():
+        after = float(-model.log_prob(data).mean())
+    assert after < before - 0.5, (before, after)
+
+
+def test_presets_need_two_dimensions():
+    with pytest.raises(ValueError, match="dim >= 2"):
+        nf.RealNVP(1, 2)
