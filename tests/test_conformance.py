@@ -4,6 +4,7 @@ A new layer is not done until it has an entry here.
 """
 
 import io
+import math
 import pickle
 
 import pytest
@@ -56,16 +57,43 @@ CATALOGUE = {
     "MaskedAffineAutoregressive-context": (lambda: WithContext(nf.flows.MaskedAffineAutoregressive(3, 16, 2), 2), (3,)),
     "InverseAutoregressive": (lambda: nf.flows.InverseAutoregressive(4, 16, order=torch.tensor([3, 1, 0, 2])), (4,)),
     "InverseAutoregressive-context": (lambda: WithContext(nf.flows.InverseAutoregressive(3, 16, 4), 4), (3,)),
+    "RationalQuadraticCoupling": (lambda: nf.flows.RationalQuadraticCoupling(4, 16, num_bins=5), (4,)),
+    "RationalQuadraticCoupling-circular": (
+        lambda: nf.flows.RationalQuadraticCoupling(5, 16, num_bins=4, tail_bound=math.pi, circular=[0, 1, 3]),
+        (5,),
+        "angles",
+    ),
+    "RationalQuadraticCoupling-context": (
+        lambda: WithContext(nf.flows.RationalQuadraticCoupling(3, 16, num_bins=4, context_features=2), 2),
+        (3,),
+    ),
+    "RationalQuadraticAutoregressive": (lambda: nf.flows.RationalQuadraticAutoregressive(3, 16, num_bins=5), (3,)),
+    "RationalQuadraticAutoregressive-circular-context": (
+        lambda: WithContext(
+            nf.flows.RationalQuadraticAutoregressive(3, 16, num_bins=4, circular=[1], context_features=2), 2
+        ),
+        (3,),
+        "angles",
+    ),
 }
 
 
 def build(name, dtype=torch.float64):
-    factory, shape = CATALOGUE[name]
+    factory, shape = CATALOGUE[name][:2]
     layer = factory().to(dtype)
     with torch.no_grad():  # move away from the initialisation so no parameter is trivially zero
         for parameter in layer.parameters():
             parameter.add_(0.3 * torch.randn_like(parameter))
     return layer, shape
+
+
+def inputs(name, batch, shape, dtype=torch.float64, scale=1.0):
+    """Inputs for a catalogue entry: Gaussian, or uniform on (−2.9, 2.9) for layers with angles
+    (circular coordinates are taken modulo the period, so a point at the seam may come back as
+    the same angle on the other end)."""
+    if CATALOGUE[name][2:] == ("angles",):
+        return 5.8 * torch.rand(batch, *shape, dtype=dtype) - 2.9
+    return scale * torch.randn(batch, *shape, dtype=dtype)
 
 
 def jacobian_log_det(function, z):
@@ -85,7 +113,7 @@ names = pytest.mark.parametrize("name", sorted(CATALOGUE))
 @names
 def test_round_trip(name):
     layer, shape = build(name)
-    z = 1.5 * torch.randn(64, *shape, dtype=torch.float64)
+    z = inputs(name, 64, shape, scale=1.5)
     x, _ = layer(z)
     z_back, _ = layer.inverse(x)
     torch.testing.assert_close(z_back, z, rtol=1e-6, atol=1e-6)
@@ -96,7 +124,7 @@ def test_round_trip(name):
 @names
 def test_forward_log_det_matches_autograd_jacobian(name):
     layer, shape = build(name)
-    z = torch.randn(8, *shape, dtype=torch.float64)
+    z = inputs(name, 8, shape)
     _, log_det = layer(z)
     torch.testing.assert_close(log_det, jacobian_log_det(layer, z), rtol=1e-6, atol=1e-8)
 
@@ -104,7 +132,7 @@ def test_forward_log_det_matches_autograd_jacobian(name):
 @names
 def test_inverse_log_det_matches_autograd_and_negates_forward(name):
     layer, shape = build(name)
-    z = torch.randn(8, *shape, dtype=torch.float64)
+    z = inputs(name, 8, shape)
     x, forward_log_det = layer(z)
     _, inverse_log_det = layer.inverse(x)
     torch.testing.assert_close(inverse_log_det, -forward_log_det, rtol=1e-6, atol=1e-8)
@@ -114,7 +142,7 @@ def test_inverse_log_det_matches_autograd_and_negates_forward(name):
 @names
 def test_batch_independence(name):
     layer, shape = build(name)
-    z = torch.randn(16, *shape, dtype=torch.float64)
+    z = inputs(name, 16, shape)
     x, log_det = layer(z)
     for i in (0, 7, 15):
         x_i, log_det_i = layer(z[i : i + 1])
@@ -126,7 +154,7 @@ def test_batch_independence(name):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_shapes_and_dtypes(name, dtype):
     layer, shape = build(name, dtype)
-    z = torch.randn(5, *shape, dtype=dtype)
+    z = inputs(name, 5, shape, dtype)
     for direction in (layer.forward, layer.inverse):
         out, log_det = direction(z)
         assert out.shape == z.shape and out.dtype == dtype
@@ -146,7 +174,7 @@ def test_wrong_event_shape_is_an_error(name):
 @names
 def test_state_dict_and_pickle_round_trip(name):
     layer, shape = build(name)
-    z = torch.randn(6, *shape, dtype=torch.float64)
+    z = inputs(name, 6, shape)
     expected = layer(z)
     fresh, _ = build(name)
     buffer = io.BytesIO()
@@ -162,7 +190,7 @@ def test_state_dict_and_pickle_round_trip(name):
 @names
 def test_gradients_flow_to_input_and_every_parameter(name):
     layer, shape = build(name)
-    z = torch.randn(8, *shape, dtype=torch.float64, requires_grad=True)
+    z = inputs(name, 8, shape).requires_grad_()
     x, log_det = layer(z)
     (x.square().sum() + log_det.sum()).backward()
     assert z.grad is not None and torch.isfinite(z.grad).all()

@@ -115,7 +115,7 @@ def test_mlp_options():
         nf.nets.MLP([3, 2], output_fn="softmax")
 
 
-@pytest.mark.parametrize("preset", [nf.RealNVP, nf.MAF, nf.IAF])
+@pytest.mark.parametrize("preset", [nf.RealNVP, nf.MAF, nf.IAF, nf.NSF, nf.NSFAutoregressive])
 def test_presets_fit_samples_by_forward_kl(preset):
     torch.manual_seed(0)
     data = nf.distributions.CircularGaussianMixture(4).sample(3000)
@@ -133,3 +133,26 @@ def test_presets_fit_samples_by_forward_kl(preset):
 def test_presets_need_two_dimensions():
     with pytest.raises(ValueError, match="dim >= 2"):
         nf.RealNVP(1, 2)
+
+
+@pytest.mark.parametrize("reverse_mask, kept", [(False, slice(0, None, 2)), (True, slice(1, None, 2))])
+def test_normflows_spline_coupling_keeps_the_coordinates_normflows_keeps(reverse_mask, kept):
+    # normflows' alternating mask (even=reverse_mask) marks the transformed coordinates.
+    layer = nf.flows.CoupledRationalQuadraticSpline(5, 2, 16, reverse_mask=reverse_mask)
+    with torch.no_grad():
+        for parameter in layer.parameters():
+            parameter.add_(0.5 * torch.randn_like(parameter))
+    z = torch.randn(8, 5)
+    x, _ = layer(z)
+    torch.testing.assert_close(x[:, kept], z[:, kept])
+    assert not torch.allclose(x, z)
+
+
+def test_normflows_spline_names_take_normflows_arguments():
+    nf.flows.AutoregressiveRationalQuadraticSpline(
+        4, 2, 32, num_context_channels=3, permute_mask=True, init_identity=False
+    )
+    nf.flows.CircularCoupledRationalQuadraticSpline(4, 2, 32, [0, 2], tail_bound=torch.pi)
+    nf.flows.CircularAutoregressiveRationalQuadraticSpline(4, 2, 32, [1])
+    with pytest.raises(ValueError, match="tails must be 'linear'"):
+        nf.flows.CoupledRationalQuadraticSpline(4, 2, 32, tails="circular")

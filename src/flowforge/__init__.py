@@ -8,13 +8,15 @@ numbers in ``nf.metrics``.
 
 from . import distributions, flows, metrics, nets, presets, train
 from .core import NormalizingFlow
-from .presets import IAF, MAF, PlanarFlow, RadialFlow, RealNVP
+from .presets import IAF, MAF, NSF, NSFAutoregressive, PlanarFlow, RadialFlow, RealNVP
 
 __version__ = "0.1.0"
 
 __all__ = [
     "IAF",
     "MAF",
+    "NSF",
+    "NSFAutoregressive",
     "NormalizingFlow",
     "PlanarFlow",
     "RadialFlow",

@@ -15,6 +15,8 @@ from .flows import (
     Permute,
     Planar,
     Radial,
+    RationalQuadraticAutoregressive,
+    RationalQuadraticCoupling,
     alternating_mask,
 )
 from .nets import MLP
@@ -86,11 +88,46 @@ def IAF(  # noqa: N802
     return NormalizingFlow(q0 or DiagGaussian(dim), flows, p)
 
 
+def NSF(  # noqa: N802
+    dim: int,
+    layers: int,
+    hidden: int = 64,
+    bins: int = 8,
+    tail_bound: float = 3.0,
+    autoregressive: bool = False,
+    p: nn.Module | None = None,
+    q0: BaseDistribution | None = None,
+) -> NormalizingFlow:
+    """Neural spline flow (Durkan et al. 2019): ``layers`` rational-quadratic spline layers with
+    ``bins`` bins on ``[−tail_bound, tail_bound]`` and linear tails; coupling layers with
+    alternating masks (residual conditioner, two blocks of ``hidden`` units), or with
+    ``autoregressive=True`` MADE layers with the order reversed between layers. Starts at the
+    identity."""
+    _check(dim, layers, minimum_dim=2)
+    flows = []
+    for index in range(layers):
+        if autoregressive:
+            flows.append(RationalQuadraticAutoregressive(dim, hidden, num_bins=bins, tail_bound=tail_bound))
+            if index < layers - 1:
+                flows.append(Permute(dim, "reverse"))
+        else:
+            mask = alternating_mask(dim, even=index % 2 == 0)
+            flows.append(RationalQuadraticCoupling(dim, hidden, num_bins=bins, tail_bound=tail_bound, mask=mask))
+    return NormalizingFlow(q0 or DiagGaussian(dim), flows, p)
+
+
+def NSFAutoregressive(dim: int, layers: int, **kwargs) -> NormalizingFlow:  # noqa: N802
+    """:func:`NSF` with ``autoregressive=True``."""
+    return NSF(dim, layers, autoregressive=True, **kwargs)
+
+
 PRESETS: dict[str, Callable[..., NormalizingFlow]] = {
     "planar": PlanarFlow,
     "radial": RadialFlow,
     "realnvp": RealNVP,
     "maf": MAF,
     "iaf": IAF,
+    "nsf": NSF,
+    "nsf-ar": NSFAutoregressive,
 }
 """Presets by the names the command line uses; each is called as ``preset(dim, layers, p=target)``."""

@@ -1,4 +1,4 @@
-"""Affine autoregressive flows on a MADE conditioner: MAF and IAF."""
+"""Autoregressive flows on a MADE conditioner: the shared machinery, MAF and IAF."""
 
 from __future__ import annotations
 
@@ -9,7 +9,39 @@ from .base import EventFlow
 from .coupling import soft_clamp
 
 
-class MaskedAffineAutoregressive(EventFlow):
+class AutoregressiveFlow(EventFlow):
+    r"""An elementwise map ``xᵢ = τ(zᵢ; θᵢ(x_{<i}, c))`` whose parameters come from a MADE on ``x``.
+
+    Cheap direction: ``inverse`` (density), one MADE pass on ``x``. ``forward`` (sampling) takes
+    D passes, each fixing one more coordinate in the autoregressive order. Subclasses give the
+    elementwise map in :meth:`elementwise`.
+    """
+
+    def __init__(self, made: MADE):
+        super().__init__((made.features,))
+        self.made = made
+
+    def elementwise(
+        self, values: torch.Tensor, params: torch.Tensor, inverse: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Apply ``τ`` (or its inverse) with ``params`` of shape ``(batch, D, P)``; return values and
+        elementwise log-derivatives of the direction applied."""
+        raise NotImplementedError
+
+    def forward(self, z: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        self.check_input(z)
+        x = torch.zeros_like(z)
+        for _ in range(self.dim):
+            x, log_derivative = self.elementwise(z, self.made(x, context), inverse=False)
+        return x, log_derivative.sum(1)
+
+    def inverse(self, x: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        self.check_input(x)
+        z, log_derivative = self.elementwise(x, self.made(x, context), inverse=True)
+        return z, log_derivative.sum(1)
+
+
+class MaskedAffineAutoregressive(AutoregressiveFlow):
     r"""Masked autoregressive flow layer (MAF; Papamakarios et al. 2017, https://arxiv.org/abs/1705.07057).
 
     ``xᵢ = zᵢ exp(sᵢ(x_{<i}, c)) + mᵢ(x_{<i}, c)``, ``log|det ∂x/∂z| = Σᵢ sᵢ``, with ``(m, s)`` from a
@@ -17,8 +49,8 @@ class MaskedAffineAutoregressive(EventFlow):
     ``±clamp``.
 
     Cheap direction: ``inverse`` (density), one MADE pass:
-    ``zᵢ = (xᵢ − mᵢ(x)) exp(−sᵢ(x))``. ``forward`` (sampling) takes D sequential passes, each fixing
-    one more coordinate. Starts at the identity (MADE's output layer is zero).
+    ``zᵢ = (xᵢ − mᵢ(x)) exp(−sᵢ(x))``. ``forward`` (sampling) takes D sequential passes. Starts at
+    the identity (MADE's output layer is zero).
     """
 
     def __init__(
@@ -30,27 +62,16 @@ class MaskedAffineAutoregressive(EventFlow):
         order: torch.Tensor | None = None,
         clamp: float | None = 5.0,
     ):
-        super().__init__((features,))
-        self.features = features
+        super().__init__(MADE(features, hidden_features, context_features, num_blocks, 2, order))
         self.clamp = clamp
-        self.made = MADE(features, hidden_features, context_features, num_blocks, 2, order)
 
-    def _shift_and_log_scale(self, x: torch.Tensor, context: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        out = self.made(x, context)
-        return out[..., 0], soft_clamp(out[..., 1], self.clamp)
-
-    def forward(self, z: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        self.check_input(z)
-        x = torch.zeros_like(z)
-        for _ in range(self.features):
-            shift, log_scale = self._shift_and_log_scale(x, context)
-            x = z * torch.exp(log_scale) + shift
-        return x, log_scale.sum(1)
-
-    def inverse(self, x: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        self.check_input(x)
-        shift, log_scale = self._shift_and_log_scale(x, context)
-        return (x - shift) * torch.exp(-log_scale), -log_scale.sum(1)
+    def elementwise(
+        self, values: torch.Tensor, params: torch.Tensor, inverse: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        shift, log_scale = params[..., 0], soft_clamp(params[..., 1], self.clamp)
+        if inverse:
+            return (values - shift) * torch.exp(-log_scale), -log_scale
+        return values * torch.exp(log_scale) + shift, log_scale
 
 
 class InverseAutoregressive(EventFlow):
@@ -74,9 +95,7 @@ class InverseAutoregressive(EventFlow):
         self.maf = MaskedAffineAutoregressive(features, hidden_features, context_features, num_blocks, order, clamp)
 
     def forward(self, z: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        self.check_input(z)
         return self.maf.inverse(z, context)
 
     def inverse(self, x: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        self.check_input(x)
         return self.maf(x, context)

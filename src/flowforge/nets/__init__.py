@@ -1,6 +1,7 @@
-"""Conditioner networks: ``nf.nets.MLP``, ``nf.nets.MADE``."""
+"""Conditioner networks: ``nf.nets.MLP``, ``nf.nets.MADE``, ``nf.nets.ResidualNet``."""
 
 from .made import MADE, MaskedLinear
 from .mlp import MLP
+from .residual import ResidualNet
 
-__all__ = ["MADE", "MLP", "MaskedLinear"]
+__all__ = ["MADE", "MLP", "MaskedLinear", "ResidualNet"]

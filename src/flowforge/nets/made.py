@@ -38,6 +38,7 @@ class MADE(nn.Module):
         context_features: size of the context vector, or None.
         num_blocks: number of hidden layers.
         output_multiplier: parameters per feature (2 for affine: shift and log-scale).
+        activation: activation module class; dropout_probability: dropout after each hidden layer.
         order: a permutation of ``range(D)``; ``order[i]`` is feature ``i``'s position in the
             autoregressive sequence, so its outputs see the features with smaller positions
             (default: ``0, 1, …, D−1``).
@@ -52,6 +53,7 @@ class MADE(nn.Module):
         output_multiplier: int = 2,
         order: torch.Tensor | None = None,
         activation: type[nn.Module] = nn.ReLU,
+        dropout_probability: float = 0.0,
     ):
         super().__init__()
         if features < 1 or hidden_features < 1 or num_blocks < 1 or output_multiplier < 1:
@@ -75,6 +77,7 @@ class MADE(nn.Module):
         nn.init.zeros_(self.output.weight)
         nn.init.zeros_(self.output.bias)
         self.activation = activation()
+        self.dropout = nn.Dropout(dropout_probability)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         if x.dim() != 2 or x.shape[1] != self.features:
@@ -87,7 +90,7 @@ class MADE(nn.Module):
             h = h + self.context(context)
         elif context is not None:
             raise ValueError("this MADE was built without context_features but was given a context")
-        h = self.activation(h)
+        h = self.dropout(self.activation(h))
         for layer in self.hidden[1:]:
-            h = self.activation(layer(h))
+            h = self.dropout(self.activation(layer(h)))
         return self.output(h).view(x.shape[0], self.features, self.output_multiplier)
