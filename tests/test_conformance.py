@@ -34,6 +34,19 @@ def coupling(features, additive=False):
     return nf.flows.MaskedAffineFlow(mask, nf.nets.MLP([features, 16, features]), scale)
 
 
+def initialized_actnorm(shape):
+    layer = nf.flows.ActNorm(shape)
+    layer.inverse(2 * torch.randn(64, *(4 if size == 1 else size for size in shape)) + 1)
+    return layer
+
+
+def batchnorm_in_evaluation(features):
+    layer = nf.flows.BatchNorm((features,))
+    layer.running_mean.normal_()
+    layer.running_var.uniform_(0.5, 2.0)
+    return layer.eval()
+
+
 CATALOGUE = {
     "Planar-tanh": (lambda: nf.flows.Planar((2,)), (2,)),
     "Planar-tanh-5d": (lambda: nf.flows.Planar((5,)), (5,)),
@@ -75,7 +88,19 @@ CATALOGUE = {
         (3,),
         "angles",
     ),
+    "Sigmoid": (nf.flows.Sigmoid, (3,)),
+    "Tanh": (nf.flows.Tanh, (3,)),
+    "Logit": (lambda: nf.flows.Logit(alpha=0.05), (3,), "unit"),
+    "PeriodicWrap": (lambda: nf.flows.PeriodicWrap([0, 2], bound=3.0), (4,), "angles"),
+    "PeriodicShift": (lambda: nf.flows.PeriodicShift([1], bound=3.0, shift=0.7), (3,), "angles"),
+    "ActNorm": (lambda: initialized_actnorm((4,)), (4,)),
+    "ActNorm-per-channel": (lambda: initialized_actnorm((3, 1)), (3, 4)),
+    "BatchNorm": (lambda: batchnorm_in_evaluation(4), (4,)),
 }
+
+
+SHAPE_AGNOSTIC = {"Sigmoid", "Tanh", "Logit", "PeriodicWrap", "PeriodicShift"}
+"""Elementwise layers without parameters of an event shape: they work on any shape."""
 
 
 def build(name, dtype=torch.float64):
@@ -88,11 +113,14 @@ def build(name, dtype=torch.float64):
 
 
 def inputs(name, batch, shape, dtype=torch.float64, scale=1.0):
-    """Inputs for a catalogue entry: Gaussian, or uniform on (−2.9, 2.9) for layers with angles
+    """Inputs for a catalogue entry: Gaussian, uniform on (0, 1) for layers defined there, or
+    uniform on (−2.9, 2.9) for layers with angles
     (circular coordinates are taken modulo the period, so a point at the seam may come back as
     the same angle on the other end)."""
     if CATALOGUE[name][2:] == ("angles",):
         return 5.8 * torch.rand(batch, *shape, dtype=dtype) - 2.9
+    if CATALOGUE[name][2:] == ("unit",):
+        return 0.02 + 0.96 * torch.rand(batch, *shape, dtype=dtype)
     return scale * torch.randn(batch, *shape, dtype=dtype)
 
 
@@ -155,8 +183,9 @@ def test_batch_independence(name):
 def test_shapes_and_dtypes(name, dtype):
     layer, shape = build(name, dtype)
     z = inputs(name, 5, shape, dtype)
-    for direction in (layer.forward, layer.inverse):
-        out, log_det = direction(z)
+    x = layer(z)[0].detach()  # the inverse's inputs come from the data side (bounded supports)
+    for direction, values in ((layer.forward, z), (layer.inverse, x)):
+        out, log_det = direction(values)
         assert out.shape == z.shape and out.dtype == dtype
         assert log_det.shape == (5,) and log_det.dtype == dtype
         assert torch.isfinite(out).all() and torch.isfinite(log_det).all()
@@ -166,6 +195,10 @@ def test_shapes_and_dtypes(name, dtype):
 def test_wrong_event_shape_is_an_error(name):
     layer, shape = build(name)
     wrong = torch.randn(4, shape[0] + 1, *shape[1:], dtype=torch.float64)
+    if name in SHAPE_AGNOSTIC:
+        other = inputs(name, 4, (shape[0] + 1, *shape[1:]))
+        torch.testing.assert_close(layer.inverse(layer(other)[0])[0], other)
+        return
     for direction in (layer.forward, layer.inverse):
         with pytest.raises(ValueError, match="expects input of shape"):
             direction(wrong)

@@ -3,8 +3,10 @@
 from .affine import AffineConstFlow
 from .autoregressive import AutoregressiveFlow, InverseAutoregressive, MaskedAffineAutoregressive
 from .base import Composite, EventFlow, Flow, Reverse
+from .bounded import Logit, PeriodicShift, PeriodicWrap, Sigmoid, Tanh
 from .coupling import MaskedAffineFlow, alternating_mask
 from .mixing import Permute
+from .normalization import ActNorm, BatchNorm
 from .planar import Planar
 from .radial import Radial
 from .splines import (
@@ -17,6 +19,13 @@ from .splines import (
 )
 
 __all__ = [
+    "ActNorm",
+    "BatchNorm",
+    "Logit",
+    "PeriodicShift",
+    "PeriodicWrap",
+    "Sigmoid",
+    "Tanh",
     "AffineConstFlow",
     "AutoregressiveFlow",
     "AutoregressiveRationalQuadraticSpline",

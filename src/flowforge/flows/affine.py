@@ -7,7 +7,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from .base import EventFlow
+from .base import EventFlow, check_shared_event_shape
 
 
 class AffineConstFlow(EventFlow):
@@ -37,11 +37,7 @@ class AffineConstFlow(EventFlow):
             self.register_buffer("t", torch.zeros(parameter_shape))
 
     def check_input(self, x: torch.Tensor) -> None:
-        if x.dim() != len(self.shape) + 1 or any(p not in (1, n) for p, n in zip(self.shape, x.shape[1:], strict=True)):
-            raise ValueError(
-                f"AffineConstFlow with parameter shape {self.shape} expects input of shape "
-                f"(batch, {', '.join(map(str, self.shape))}) (sizes of 1 broadcast), got {tuple(x.shape)}"
-            )
+        check_shared_event_shape(self, x, self.shape)
 
     def _log_det(self, x: torch.Tensor) -> torch.Tensor:
         shared = x[0].numel() // self.s.numel()

@@ -47,6 +47,16 @@ def pull_back(flows: Sequence[Flow], x: torch.Tensor) -> tuple[torch.Tensor, tor
     return x, log_det
 
 
+def check_shared_event_shape(owner: object, x: torch.Tensor, shape: tuple[int, ...]) -> None:
+    """Like :func:`check_event_shape`, but a size of 1 in ``shape`` is a parameter shared along that axis."""
+    if x.dim() != len(shape) + 1 or any(p not in (1, n) for p, n in zip(shape, x.shape[1:], strict=True)):
+        expected = ", ".join(map(str, shape))
+        raise ValueError(
+            f"{type(owner).__name__} with parameter shape {shape} expects input of shape (batch, {expected}) "
+            f"(sizes of 1 are shared), got {tuple(x.shape)}"
+        )
+
+
 class Flow(nn.Module):
     """An invertible map with a tractable log-determinant.
 

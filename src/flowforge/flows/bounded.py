@@ -1,0 +1,147 @@
+"""Elementwise maps between the real line and bounded supports (intervals, circles).
+
+Points outside a layer's support have zero density: the density direction returns a log-det of
+``−inf`` there (never NaN), so ``log_prob`` is ``−inf`` rather than silently wrong.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import torch
+import torch.nn.functional as F
+
+from .base import Flow
+
+
+def _batch_sum(values: torch.Tensor) -> torch.Tensor:
+    return values.flatten(1).sum(1)
+
+
+def _outside_to_minus_inf(log_det: torch.Tensor, inside: torch.Tensor) -> torch.Tensor:
+    return torch.where(inside.flatten(1).all(1), log_det, -torch.inf)
+
+
+class Sigmoid(Flow):
+    r"""``x = σ(z)`` elementwise, mapping the real line onto ``(0, 1)``.
+
+    ``log|det ∂x/∂z| = Σ log σ(z)(1 − σ(z)) = −Σ (softplus(z) + softplus(−z))``. Both directions
+    are cheap: ``z = log x − log(1 − x)``; outside ``(0, 1)`` the inverse log-det is ``−inf``.
+    Use it last in a flow for data on an interval (after an affine map for ``(a, b)``).
+    """
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.sigmoid(z), -_batch_sum(F.softplus(z) + F.softplus(-z))
+
+    def inverse(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        inside = (x > 0) & (x < 1)
+        tiny = torch.finfo(x.dtype).tiny
+        safe = x.clamp(tiny, 1 - torch.finfo(x.dtype).eps)
+        log_x, log_1mx = torch.log(safe), torch.log1p(-safe)
+        return log_x - log_1mx, _outside_to_minus_inf(-_batch_sum(log_x + log_1mx), inside)
+
+
+class Logit(Flow):
+    r"""``z = logit(α + (1 − 2α) x)`` elementwise, mapping ``(0, 1)`` onto the real line.
+
+    The data-space preprocessing of RealNVP (Dinh et al. 2017), ``α`` keeping the argument away
+    from 0 and 1. ``log|det| = Σ log(1 − 2α) − log y − log(1 − y)`` with ``y = α + (1 − 2α)x``.
+    Both directions cheap; the inverse is ``x = (σ(z) − α)/(1 − 2α)``. Outside ``(0, 1)`` the
+    forward log-det is ``−inf``.
+    """
+
+    def __init__(self, alpha: float = 0.0):
+        super().__init__()
+        if not 0.0 <= alpha < 0.5:
+            raise ValueError(f"alpha must be in [0, 0.5), got {alpha}")
+        self.alpha = float(alpha)
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        inside = (z > 0) & (z < 1) if self.alpha == 0 else (z >= 0) & (z <= 1)
+        y = self.alpha + (1 - 2 * self.alpha) * z
+        safe = y.clamp(torch.finfo(z.dtype).tiny, 1 - torch.finfo(z.dtype).eps)
+        log_y, log_1my = torch.log(safe), torch.log1p(-safe)
+        log_det = z[0].numel() * math.log(1 - 2 * self.alpha) - _batch_sum(log_y + log_1my)
+        return log_y - log_1my, _outside_to_minus_inf(log_det, inside)
+
+    def inverse(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        y = torch.sigmoid(x)
+        log_det = -x[0].numel() * math.log(1 - 2 * self.alpha) - _batch_sum(F.softplus(x) + F.softplus(-x))
+        return (y - self.alpha) / (1 - 2 * self.alpha), log_det
+
+
+class Tanh(Flow):
+    r"""``x = tanh(z)`` elementwise, mapping the real line onto ``(−1, 1)``.
+
+    ``log|det| = Σ log(1 − tanh² z) = Σ 2(log 2 − z − softplus(−2z))`` (stable for large ``|z|``).
+    Both directions cheap: ``z = atanh(x)``; outside ``(−1, 1)`` the inverse log-det is ``−inf``.
+    """
+
+    @staticmethod
+    def _log_derivative(z: torch.Tensor) -> torch.Tensor:
+        return _batch_sum(2 * (math.log(2.0) - z - F.softplus(-2 * z)))
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.tanh(z), self._log_derivative(z)
+
+    def inverse(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        inside = x.abs() < 1
+        z = torch.atanh(x.clamp(-1 + torch.finfo(x.dtype).eps, 1 - torch.finfo(x.dtype).eps))
+        return z, _outside_to_minus_inf(-self._log_derivative(z), inside)
+
+
+def _wrap(values: torch.Tensor, bound) -> torch.Tensor:
+    return torch.remainder(values + bound, 2 * bound) - bound
+
+
+class _Periodic(Flow):
+    def __init__(self, ind: Iterable[int], bound: float | torch.Tensor = 1.0):
+        super().__init__()
+        self.ind = [int(i) for i in ind]
+        if torch.is_tensor(bound):
+            self.register_buffer("bound", bound)
+        else:
+            if not bound > 0:
+                raise ValueError(f"bound must be positive, got {bound}")
+            self.bound = float(bound)
+
+    def _rotate(self, values: torch.Tensor, shift) -> torch.Tensor:
+        out = values.clone()
+        out[..., self.ind] = _wrap(values[..., self.ind] + shift, self.bound)
+        return out
+
+
+class PeriodicWrap(_Periodic):
+    """Identify the coordinates ``ind`` with the circle ``[−bound, bound)``.
+
+    ``forward`` is the identity; ``inverse`` wraps data into ``[−bound, bound)``; ``log|det| = 0``.
+    Place it first in a flow (data side) for angles given in any turn. As in normflows.
+    """
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return z, z.new_zeros(z.shape[0])
+
+    def inverse(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._rotate(x, 0.0), x.new_zeros(x.shape[0])
+
+
+class PeriodicShift(_Periodic):
+    """Rotate the circle coordinates ``ind``: ``x = wrap(z + shift)`` on ``[−bound, bound)``.
+
+    Volume preserving (``log|det| = 0``), both directions cheap; used between circular spline
+    layers so that their fixed point at ``±bound`` moves. As in normflows.
+    """
+
+    def __init__(self, ind: Iterable[int], bound: float | torch.Tensor = 1.0, shift: float | torch.Tensor = 0.0):
+        super().__init__(ind, bound)
+        if torch.is_tensor(shift):
+            self.register_buffer("shift", shift)
+        else:
+            self.shift = float(shift)
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._rotate(z, self.shift), z.new_zeros(z.shape[0])
+
+    def inverse(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._rotate(x, -self.shift), x.new_zeros(x.shape[0])

@@ -1,0 +1,107 @@
+"""Normalisation layers as flows: ActNorm and BatchNorm."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+
+from .affine import AffineConstFlow
+from .base import EventFlow, check_shared_event_shape
+
+
+class ActNorm(AffineConstFlow):
+    r"""Affine layer ``x = z ⊙ exp(s) + t`` whose parameters are set from the first batch it sees
+    (Kingma & Dhariwal 2018, Glow, https://arxiv.org/abs/1807.03039).
+
+    On its first call in the density direction (``inverse``) it sets ``t`` and ``s`` to the batch
+    mean and log standard deviation, so that its output has zero mean and unit variance per
+    parameter; on a first call in the sampling direction (``forward``) it standardises that
+    direction's output instead. Statistics are taken over the batch and over every axis where
+    ``shape`` is 1 (e.g. ``(C, 1, 1)`` for per-channel image statistics). Whether it has been
+    initialised is a buffer, so a saved and reloaded model is not initialised again.
+    """
+
+    def __init__(self, shape: int | Iterable[int], scale: bool = True, shift: bool = True):
+        super().__init__(shape, scale, shift)
+        self.register_buffer("initialized", torch.tensor(False))
+        self._initialized = False
+        self.batch_dims = [0] + [i + 1 for i, size in enumerate(self.shape) if size == 1]
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._initialized = bool(self.initialized)
+
+    @torch.no_grad()
+    def _initialize(self, values: torch.Tensor, density_direction: bool) -> None:
+        if values.shape[0] < 2:
+            raise ValueError("ActNorm initialises from the first batch, which needs at least 2 samples")
+        mean = values.mean(dim=self.batch_dims, keepdim=True)
+        log_std = torch.log(values.std(dim=self.batch_dims, keepdim=True) + 1e-6)
+        if density_direction:
+            self.s.copy_(log_std)
+            self.t.copy_(mean)
+        else:
+            self.s.copy_(-log_std)
+            self.t.copy_(-mean * torch.exp(-log_std))
+        self.initialized.fill_(True)
+        self._initialized = True
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self._initialized:
+            self.check_input(z)
+            self._initialize(z, density_direction=False)
+        return super().forward(z)
+
+    def inverse(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self._initialized:
+            self.check_input(x)
+            self._initialize(x, density_direction=True)
+        return super().inverse(x)
+
+
+class BatchNorm(EventFlow):
+    r"""Batch normalisation as a flow (Dinh et al. 2017, RealNVP, https://arxiv.org/abs/1605.08803).
+
+    Density direction (``inverse``): ``z = (x − μ) / sqrt(σ² + ε)``,
+    ``log|det| = −½ Σ log(σ² + ε)``; sampling direction (``forward``): ``x = μ + z sqrt(σ² + ε)``.
+    In training mode ``inverse`` uses the batch's statistics (treated as constants of the map, as
+    in RealNVP) and updates running averages with ``momentum``; in evaluation mode, and always in
+    ``forward``, the running statistics are used, so the two directions are exact inverses in
+    evaluation mode. Statistics are per feature (over the batch and the axes where ``shape`` is 1).
+    """
+
+    def __init__(self, shape: int | Iterable[int], eps: float = 1e-5, momentum: float = 0.1):
+        super().__init__(shape)
+        if not eps > 0 or not 0 < momentum <= 1:
+            raise ValueError(f"need eps > 0 and 0 < momentum <= 1, got {eps}, {momentum}")
+        self.eps, self.momentum = float(eps), float(momentum)
+        self.register_buffer("running_mean", torch.zeros(1, *self.shape))
+        self.register_buffer("running_var", torch.ones(1, *self.shape))
+        self.batch_dims = [0] + [i + 1 for i, size in enumerate(self.shape) if size == 1]
+
+    def check_input(self, x: torch.Tensor) -> None:
+        check_shared_event_shape(self, x, self.shape)
+
+    def _log_det(self, var: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        shared = x[0].numel() // var.numel()
+        return (-0.5 * shared * torch.log(var + self.eps).sum()).expand(x.shape[0])
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self.check_input(z)
+        x = self.running_mean + z * torch.sqrt(self.running_var + self.eps)
+        return x, -self._log_det(self.running_var, z)
+
+    def inverse(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self.check_input(x)
+        if self.training:
+            if x.shape[0] < 2:
+                raise ValueError("BatchNorm in training mode needs batches of at least 2 samples")
+            mean = x.mean(dim=self.batch_dims, keepdim=True)
+            var = x.var(dim=self.batch_dims, keepdim=True, unbiased=False)
+            with torch.no_grad():
+                self.running_mean.lerp_(mean.detach(), self.momentum)
+                self.running_var.lerp_(var.detach(), self.momentum)
+        else:
+            mean, var = self.running_mean, self.running_var
+        return (x - mean) / torch.sqrt(var + self.eps), self._log_det(var, x)
