@@ -5,6 +5,7 @@ from .autoregressive import AutoregressiveFlow, InverseAutoregressive, MaskedAff
 from .base import Composite, EventFlow, Flow, Reverse
 from .bounded import Logit, PeriodicShift, PeriodicWrap, Sigmoid, Tanh
 from .coupling import MaskedAffineFlow, alternating_mask
+from .linear import Invertible1x1Conv, InvertibleAffine, InvertibleMatrix, LULinearPermute
 from .mixing import Permute
 from .normalization import ActNorm, BatchNorm
 from .planar import Planar
@@ -19,6 +20,10 @@ from .splines import (
 )
 
 __all__ = [
+    "Invertible1x1Conv",
+    "InvertibleAffine",
+    "InvertibleMatrix",
+    "LULinearPermute",
     "ActNorm",
     "BatchNorm",
     "Logit",
