@@ -101,11 +101,31 @@ CATALOGUE = {
     "Invertible1x1Conv": (lambda: nf.flows.Invertible1x1Conv(3), (3, 2, 2)),
     "Invertible1x1Conv-LU": (lambda: nf.flows.Invertible1x1Conv(2, use_lu=True), (2, 3, 2)),
     "LULinearPermute": (lambda: nf.flows.LULinearPermute(4), (4,)),
+    "Squeeze": (nf.flows.Squeeze, (4, 2, 2)),
+    "AffineCouplingBlock-channel": (
+        lambda: nf.flows.AffineCouplingBlock(nf.nets.ConvNet2d((2, 8, 4), (3, 3), init_zeros=False)),
+        (4, 3, 3),
+    ),
+    "AffineCouplingBlock-checkerboard-sigmoid": (
+        lambda: nf.flows.AffineCouplingBlock(nf.nets.MLP([2, 8, 4]), scale_map="sigmoid", split_mode="checkerboard"),
+        (4,),
+    ),
+    "AffineCouplingBlock-additive": (
+        lambda: nf.flows.AffineCouplingBlock(nf.nets.MLP([3, 8, 2]), scale=False, split_mode="channel"),
+        (5,),
+    ),
+    "GlowBlock": (lambda: nf.flows.GlowBlock(4, 8, init_zeros=False), (4, 2, 2)),
+    "GlowBlock-checkerboard": (
+        lambda: nf.flows.GlowBlock(2, 8, split_mode="checkerboard", scale_map="exp", init_zeros=False),
+        (2, 2, 2),
+    ),
 }
 
 
-SHAPE_AGNOSTIC = {"Sigmoid", "Tanh", "Logit", "PeriodicWrap", "PeriodicShift"}
-"""Elementwise layers without parameters of an event shape: they work on any shape."""
+SHAPE_AGNOSTIC = {"Sigmoid", "Tanh", "Logit", "PeriodicWrap", "PeriodicShift", "Squeeze"}
+"""Layers without parameters of an event shape: they work on any (suitable) shape."""
+RESHAPING = {"Squeeze"}
+"""Layers whose output has another shape (same number of elements) than their input."""
 
 
 def build(name, dtype=torch.float64):
@@ -191,7 +211,10 @@ def test_shapes_and_dtypes(name, dtype):
     x = layer(z)[0].detach()  # the inverse's inputs come from the data side (bounded supports)
     for direction, values in ((layer.forward, z), (layer.inverse, x)):
         out, log_det = direction(values)
-        assert out.shape == z.shape and out.dtype == dtype
+        if name in RESHAPING:
+            assert out.shape[0] == values.shape[0] and out[0].numel() == values[0].numel() and out.dtype == dtype
+        else:
+            assert out.shape == z.shape and out.dtype == dtype
         assert log_det.shape == (5,) and log_det.dtype == dtype
         assert torch.isfinite(out).all() and torch.isfinite(log_det).all()
 
@@ -201,7 +224,7 @@ def test_wrong_event_shape_is_an_error(name):
     layer, shape = build(name)
     wrong = torch.randn(4, shape[0] + 1, *shape[1:], dtype=torch.float64)
     if name in SHAPE_AGNOSTIC:
-        other = inputs(name, 4, (shape[0] + 1, *shape[1:]))
+        other = inputs(name, 4, (2 * shape[0], *shape[1:]))
         torch.testing.assert_close(layer.inverse(layer(other)[0])[0], other)
         return
     for direction in (layer.forward, layer.inverse):

@@ -8,11 +8,12 @@ numbers in ``nf.metrics``.
 
 from . import distributions, flows, metrics, nets, presets, train
 from .core import NormalizingFlow
-from .presets import IAF, MAF, NSF, NSFAutoregressive, PlanarFlow, RadialFlow, RealNVP
+from .presets import IAF, MAF, NSF, Glow, NSFAutoregressive, PlanarFlow, RadialFlow, RealNVP
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Glow",
     "IAF",
     "MAF",
     "NSF",

@@ -9,6 +9,7 @@ from torch import nn
 from .core import NormalizingFlow
 from .distributions.base import BaseDistribution, DiagGaussian
 from .flows import (
+    GlowBlock,
     InverseAutoregressive,
     MaskedAffineAutoregressive,
     MaskedAffineFlow,
@@ -17,6 +18,7 @@ from .flows import (
     Radial,
     RationalQuadraticAutoregressive,
     RationalQuadraticCoupling,
+    Squeeze,
     alternating_mask,
 )
 from .nets import MLP
@@ -114,6 +116,33 @@ def NSF(  # noqa: N802
             mask = alternating_mask(dim, even=index % 2 == 0)
             flows.append(RationalQuadraticCoupling(dim, hidden, num_bins=bins, tail_bound=tail_bound, mask=mask))
     return NormalizingFlow(q0 or DiagGaussian(dim), flows, p)
+
+
+def Glow(  # noqa: N802
+    shape: tuple[int, int, int],
+    levels: int = 2,
+    steps: int = 4,
+    hidden: int = 64,
+    p: nn.Module | None = None,
+    q0: BaseDistribution | None = None,
+) -> NormalizingFlow:
+    """Glow (Kingma & Dhariwal 2018) for images of ``shape = (C, H, W)``: in the density direction,
+    ``levels`` times a :class:`~flowforge.flows.Squeeze` followed by ``steps`` :class:`GlowBlock` s
+    (ActNorm, LU 1x1 convolution, affine coupling with a conv net of ``hidden`` channels).
+    Every dimension is carried to the base here; :class:`MultiscaleFlow` factors latents out
+    per level. ``H`` and ``W`` must be divisible by ``2**levels``."""
+    channels, height, width = (int(v) for v in shape)
+    if levels < 1 or steps < 1 or height % 2**levels or width % 2**levels:
+        raise ValueError(
+            f"Glow needs levels, steps >= 1 and H, W divisible by 2**levels; got {shape}, {levels}, {steps}"
+        )
+    density_order: list[nn.Module] = []
+    for _ in range(levels):
+        channels *= 4
+        density_order.append(Squeeze())
+        density_order += [GlowBlock(channels, hidden) for _ in range(steps)]
+    base_shape = (channels, height // 2**levels, width // 2**levels)
+    return NormalizingFlow(q0 or DiagGaussian(base_shape), list(reversed(density_order)), p)
 
 
 def NSFAutoregressive(dim: int, layers: int, **kwargs) -> NormalizingFlow:  # noqa: N802

@@ -4,12 +4,14 @@ from .affine import AffineConstFlow
 from .autoregressive import AutoregressiveFlow, InverseAutoregressive, MaskedAffineAutoregressive
 from .base import Composite, EventFlow, Flow, Reverse
 from .bounded import Logit, PeriodicShift, PeriodicWrap, Sigmoid, Tanh
-from .coupling import MaskedAffineFlow, alternating_mask
+from .coupling import AffineCoupling, AffineCouplingBlock, MaskedAffineFlow, alternating_mask
+from .glow import GlowBlock
 from .linear import Invertible1x1Conv, InvertibleAffine, InvertibleMatrix, LULinearPermute
 from .mixing import Permute
 from .normalization import ActNorm, BatchNorm
 from .planar import Planar
 from .radial import Radial
+from .reshape import Merge, Split, Squeeze
 from .splines import (
     AutoregressiveRationalQuadraticSpline,
     CircularAutoregressiveRationalQuadraticSpline,
@@ -20,6 +22,12 @@ from .splines import (
 )
 
 __all__ = [
+    "AffineCoupling",
+    "AffineCouplingBlock",
+    "GlowBlock",
+    "Merge",
+    "Split",
+    "Squeeze",
     "Invertible1x1Conv",
     "InvertibleAffine",
     "InvertibleMatrix",

@@ -5,8 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
-from .base import Flow, as_event_shape, check_event_shape
+from .base import Flow, as_event_shape, check_event_shape, pull_back, push_forward
+from .reshape import Merge, Split
 
 
 def soft_clamp(log_scale: torch.Tensor, bound: float | None) -> torch.Tensor:
@@ -97,3 +100,77 @@ def alternating_mask(features: int, even: bool = True) -> torch.Tensor:
     """``[1, 0, 1, 0, …]`` (or its complement when ``even`` is False)."""
     mask = (torch.arange(features) % 2 == 0).to(torch.get_default_dtype())
     return mask if even else 1 - mask
+
+
+SCALE_MAPS = ("exp", "sigmoid", "sigmoid_inv")
+
+
+class AffineCoupling(Flow):
+    r"""Affine coupling on a split input ``[z1, z2]`` (normflows' interface; RealNVP / Glow).
+
+    ``x1 = z1``, ``x2 = z2 ⊙ a + m`` with ``(m, ŝ)`` interleaved along dimension 1 of
+    ``param_map(z1)`` (``m = p[:, 0::2]``, ``ŝ = p[:, 1::2]``) and ``a`` by ``scale_map``:
+    ``"exp"``: ``exp(clamp·tanh(ŝ/clamp))`` (soft-clamped, cannot overflow); ``"sigmoid"``:
+    ``1/σ(ŝ + 2)`` (Glow); ``"sigmoid_inv"``: ``σ(ŝ + 2)``. Without ``scale`` it is additive
+    (``x2 = z2 + param_map(z1)``). ``log|det| = Σ log a``. Both directions cheap. The net's output
+    shape is checked: normflows broadcasts a net of the wrong width silently, flowforge raises.
+    """
+
+    def __init__(self, param_map: nn.Module, scale: bool = True, scale_map: str = "exp", clamp: float | None = 10.0):
+        super().__init__()
+        if scale_map not in SCALE_MAPS:
+            raise ValueError(f"scale_map must be one of {SCALE_MAPS}, got {scale_map!r}")
+        self.param_map = param_map
+        self.scale, self.scale_map, self.clamp = scale, scale_map, clamp
+
+    def _shift_and_log_scale(self, z1: torch.Tensor, z2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        width_in = getattr(self.param_map, "in_features", None) or getattr(self.param_map, "in_channels", None)
+        width_out = getattr(self.param_map, "out_features", None) or getattr(self.param_map, "out_channels", None)
+        per_feature = 2 if self.scale else 1
+        wrong_in = width_in is not None and z1.shape[1] != width_in
+        wrong_out = width_out is not None and per_feature * z2.shape[1] != width_out
+        if wrong_in or wrong_out:
+            moved = width_out // per_feature if width_out else "?"
+            raise ValueError(
+                f"AffineCoupling expects input of shape whose parts have {width_in} and {moved} features or "
+                f"channels (the widths of its param_map), got parts of shapes {tuple(z1.shape)} and {tuple(z2.shape)}"
+            )
+        params = self.param_map(z1)
+        expected = (z2.shape[0], (2 if self.scale else 1) * z2.shape[1], *z2.shape[2:])
+        _check_conditioner_output("param_map", params, torch.Size(expected))
+        if not self.scale:
+            return params, None
+        shift, raw = params[:, 0::2], params[:, 1::2]
+        if self.scale_map == "exp":
+            return shift, soft_clamp(raw, self.clamp)
+        log_sigmoid = F.logsigmoid(raw + 2)
+        return shift, -log_sigmoid if self.scale_map == "sigmoid" else log_sigmoid
+
+    def forward(self, z):
+        z1, z2 = z
+        shift, log_scale = self._shift_and_log_scale(z1, z2)
+        if log_scale is None:
+            return [z1, z2 + shift], z2.new_zeros(z2.shape[0])
+        return [z1, z2 * torch.exp(log_scale) + shift], log_scale.flatten(1).sum(1)
+
+    def inverse(self, x):
+        x1, x2 = x
+        shift, log_scale = self._shift_and_log_scale(x1, x2)
+        if log_scale is None:
+            return [x1, x2 - shift], x2.new_zeros(x2.shape[0])
+        return [x1, (x2 - shift) * torch.exp(-log_scale)], -log_scale.flatten(1).sum(1)
+
+
+class AffineCouplingBlock(Flow):
+    """``Split(split_mode) -> AffineCoupling -> Merge(split_mode)``: an affine coupling on a tensor
+    (normflows' argument order). Both directions cheap."""
+
+    def __init__(self, param_map: nn.Module, scale: bool = True, scale_map: str = "exp", split_mode: str = "channel"):
+        super().__init__()
+        self.flows = nn.ModuleList([Split(split_mode), AffineCoupling(param_map, scale, scale_map), Merge(split_mode)])
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return push_forward(self.flows, z)
+
+    def inverse(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return pull_back(self.flows, x)

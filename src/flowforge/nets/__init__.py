@@ -1,7 +1,8 @@
-"""Conditioner networks: ``nf.nets.MLP``, ``nf.nets.MADE``, ``nf.nets.ResidualNet``."""
+"""Conditioner networks: ``nf.nets.MLP``, ``nf.nets.MADE``, ``nf.nets.ResidualNet``, ``nf.nets.ConvNet2d``."""
 
+from .conv import ConvNet2d
 from .made import MADE, MaskedLinear
 from .mlp import MLP
 from .residual import ResidualNet
 
-__all__ = ["MADE", "MLP", "MaskedLinear", "ResidualNet"]
+__all__ = ["ConvNet2d", "MADE", "MLP", "MaskedLinear", "ResidualNet"]
