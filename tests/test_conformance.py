@@ -114,6 +114,14 @@ CATALOGUE = {
         lambda: nf.flows.AffineCouplingBlock(nf.nets.MLP([3, 8, 2]), scale=False, split_mode="channel"),
         (5,),
     ),
+    "Residual-exact": (
+        lambda: nf.flows.Residual(nf.nets.LipschitzMLP([2, 16, 16, 2], init_zeros=False), brute_force=True),
+        (2,),
+    ),
+    "Residual-exact-forward": (
+        lambda: nf.flows.Residual(nf.nets.LipschitzMLP([3, 16, 3], init_zeros=False), reverse=False, brute_force=True),
+        (3,),
+    ),
     "GlowBlock": (lambda: nf.flows.GlowBlock(4, 8, init_zeros=False), (4, 2, 2)),
     "GlowBlock-checkerboard": (
         lambda: nf.flows.GlowBlock(2, 8, split_mode="checkerboard", scale_map="exp", init_zeros=False),

@@ -6,9 +6,9 @@ the base and target densities under ``nf.distributions``, one-line models
 numbers in ``nf.metrics``.
 """
 
-from . import distributions, flows, metrics, nets, presets, train
+from . import distributions, flows, metrics, nets, presets, train, utils
 from .core import NormalizingFlow
-from .presets import IAF, MAF, NSF, Glow, NSFAutoregressive, PlanarFlow, RadialFlow, RealNVP
+from .presets import IAF, MAF, NSF, Glow, NSFAutoregressive, PlanarFlow, RadialFlow, RealNVP, ResidualFlow
 
 __version__ = "0.1.0"
 
@@ -22,6 +22,7 @@ __all__ = [
     "PlanarFlow",
     "RadialFlow",
     "RealNVP",
+    "ResidualFlow",
     "__version__",
     "distributions",
     "flows",
@@ -29,4 +30,5 @@ __all__ = [
     "nets",
     "presets",
     "train",
+    "utils",
 ]

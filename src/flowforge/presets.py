@@ -18,10 +18,11 @@ from .flows import (
     Radial,
     RationalQuadraticAutoregressive,
     RationalQuadraticCoupling,
+    Residual,
     Squeeze,
     alternating_mask,
 )
-from .nets import MLP
+from .nets import MLP, LipschitzMLP
 
 
 def _check(dim: int, layers: int, minimum_dim: int = 1) -> None:
@@ -145,6 +146,24 @@ def Glow(  # noqa: N802
     return NormalizingFlow(q0 or DiagGaussian(base_shape), list(reversed(density_order)), p)
 
 
+def ResidualFlow(  # noqa: N802
+    dim: int,
+    layers: int,
+    hidden: int = 64,
+    exact_log_det: bool | None = None,
+    p: nn.Module | None = None,
+    q0: BaseDistribution | None = None,
+) -> NormalizingFlow:
+    """Residual flow (Chen et al. 2019): ``layers`` :class:`~flowforge.flows.Residual` blocks on
+    Lipschitz MLPs (two hidden layers of ``hidden`` units, Lip < 0.97), density direction
+    ``x + g(x)``. The log-det is exact (full Jacobian) when ``exact_log_det`` or, by default, when
+    ``dim <= 4``; otherwise the unbiased Russian-roulette estimator. Starts near the identity."""
+    _check(dim, layers)
+    exact = dim <= 4 if exact_log_det is None else exact_log_det
+    flows = [Residual(LipschitzMLP([dim, hidden, hidden, dim]), brute_force=exact) for _ in range(layers)]
+    return NormalizingFlow(q0 or DiagGaussian(dim), flows, p)
+
+
 def NSFAutoregressive(dim: int, layers: int, **kwargs) -> NormalizingFlow:  # noqa: N802
     """:func:`NSF` with ``autoregressive=True``."""
     return NSF(dim, layers, autoregressive=True, **kwargs)
@@ -158,5 +177,6 @@ PRESETS: dict[str, Callable[..., NormalizingFlow]] = {
     "iaf": IAF,
     "nsf": NSF,
     "nsf-ar": NSFAutoregressive,
+    "residual": ResidualFlow,
 }
 """Presets by the names the command line uses; each is called as ``preset(dim, layers, p=target)``."""

@@ -20,6 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .core import NormalizingFlow
+from .nets.lipschitz import SpectralNormLinear
 
 LOSSES = ("reverse_kl", "forward_kl")
 COMPILE_MODES = ("auto", "on", "off")
@@ -172,6 +173,8 @@ def fit(
         compile_mode == "auto" and iterations >= AUTO_COMPILE_MIN_ITERATIONS and score_fn and loss == "reverse_kl"
     )
     compiled = torch.compile(step_loss, fullgraph=True, dynamic=False) if use_compile else None
+    # Residual flows: keep their spectral-norm estimates in step with the weights.
+    lipschitz_layers = [m for m in model.modules() if isinstance(m, SpectralNormLinear)]
     history = torch.empty(iterations, dtype=dtype, device=device)
     good_state = _snapshot(model, optimizer)
     good_until = 0
@@ -189,6 +192,8 @@ def fit(
             value = (compiled or step_loss)()
             value.backward()
         optimizer.step()
+        for layer in lipschitz_layers:
+            layer.update_norm()
         history[it] = value.detach()
         if it > 0:
             step_time += time.perf_counter() - step_start

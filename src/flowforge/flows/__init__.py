@@ -12,6 +12,7 @@ from .normalization import ActNorm, BatchNorm
 from .planar import Planar
 from .radial import Radial
 from .reshape import Merge, Split, Squeeze
+from .residual import Residual
 from .splines import (
     AutoregressiveRationalQuadraticSpline,
     CircularAutoregressiveRationalQuadraticSpline,
@@ -22,6 +23,7 @@ from .splines import (
 )
 
 __all__ = [
+    "Residual",
     "AffineCoupling",
     "AffineCouplingBlock",
     "GlowBlock",

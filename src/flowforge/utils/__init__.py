@@ -1,0 +1,6 @@
+"""Helpers with normflows' module paths (``nf.utils.optim.update_lipschitz``)."""
+
+from . import optim
+from .optim import update_lipschitz
+
+__all__ = ["optim", "update_lipschitz"]

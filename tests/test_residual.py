@@ -1,0 +1,102 @@
+"""Residual flows: the log-det estimator, exact implicit gradients, Lipschitz bounds."""
+
+import pytest
+import torch
+
+import flowforge as nf
+
+
+def residual_pair(dim=3, **kwargs):
+    torch.manual_seed(0)
+    net = nf.nets.LipschitzMLP([dim, 32, 32, dim], init_zeros=False)
+    exact = nf.flows.Residual(net, brute_force=True).double()
+    estimated = nf.flows.Residual(net, **kwargs).double()
+    return exact, estimated
+
+
+@pytest.mark.parametrize(
+    "kwargs, repeats",
+    [({}, 3000), ({"n_samples": 2, "n_exact_terms": 1}, 3000), ({"n_dist": "poisson", "lamb": 2.0}, 12000)],
+)
+def test_russian_roulette_estimator_is_unbiased(kwargs, repeats):
+    # Poisson's reweighting grows like k!/λ^k, so its draws are heavy-tailed: more of them are needed.
+    exact, estimated = residual_pair(**kwargs)
+    x = torch.randn(4, 3, dtype=torch.float64)
+    with torch.no_grad():
+        truth = exact.inverse(x)[1]
+        draws = torch.stack([estimated.inverse(x)[1] for _ in range(repeats)])
+    error = draws.mean(0) - truth
+    standard_error = draws.std(0) / draws.shape[0] ** 0.5
+    assert (error.abs() < 3 * standard_error + 1e-12).all(), (error, standard_error)
+
+
+def test_truncated_series_is_close_but_deterministic():
+    exact, truncated = residual_pair(n_power_series=12)
+    x = torch.randn(4, 3, dtype=torch.float64)
+    torch.manual_seed(1)
+    first = truncated.inverse(x)[1]
+    torch.manual_seed(1)
+    torch.testing.assert_close(truncated.inverse(x)[1], first)
+
+
+def test_parameter_gradients_through_the_fixed_point_match_finite_differences():
+    exact, _ = residual_pair(dim=2)
+    z = torch.randn(5, 2, dtype=torch.float64)
+    parameter = exact.net.net[0].weight
+
+    def loss():
+        x, log_det = exact(z)
+        return x.square().sum() + log_det.sum()
+
+    (gradient,) = torch.autograd.grad(loss(), parameter)
+    step, index = 1e-6, (3, 1)
+    with torch.no_grad():
+        parameter[index] += step
+        upper = loss()
+        parameter[index] -= 2 * step
+        lower = loss()
+        parameter[index] += step
+    assert float(gradient[index]) == pytest.approx(float((upper - lower) / (2 * step)), rel=1e-5, abs=1e-8)
+
+
+@pytest.mark.parametrize("exact", [True, False])
+def test_lipschitz_constant_stays_below_one_after_updates(exact):
+    torch.manual_seed(0)
+    net = nf.nets.LipschitzMLP([4, 64, 64, 4], init_zeros=False)
+    for layer in net.net:
+        if isinstance(layer, nf.nets.SpectralNormLinear):
+            layer.exact = exact
+    with torch.no_grad():
+        for layer in net.net:
+            if isinstance(layer, nf.nets.SpectralNormLinear):
+                layer.weight.mul_(10)
+    nf.utils.optim.update_lipschitz(net, 100)
+    for layer in net.net:
+        if isinstance(layer, nf.nets.SpectralNormLinear):
+            assert float(torch.linalg.matrix_norm(layer.normalized_weight(), ord=2)) < 0.97 + 1e-4
+
+
+def test_fixed_point_direction_converges_for_large_inputs():
+    exact, _ = residual_pair(dim=2)
+    z = 50 * torch.randn(10, 2, dtype=torch.float64)
+    x, _ = exact(z)
+    torch.testing.assert_close(exact.inverse(x)[0], z)
+
+
+def test_residual_flow_preset_fits_by_reverse_kl():
+    torch.manual_seed(0)
+    model = nf.ResidualFlow(2, 4, hidden=32, p=nf.distributions.CircularGaussianMixture(2))
+    before = nf.metrics.grid_kl(model, grid_size=60)["kl"]
+    nf.train.fit(model, 300, samples_per_step=64, lr=5e-3, seed=0, progress=False, device="cpu")
+    after = nf.metrics.grid_kl(model, grid_size=60)["kl"]
+    assert after < before
+    x, log_q = model.sample(50)
+    torch.testing.assert_close(log_q, model.log_prob(x), rtol=1e-4, atol=1e-4)
+
+
+def test_net_of_the_wrong_shape_is_an_error():
+    layer = nf.flows.Residual(nf.nets.LipschitzMLP([2, 8, 3]), brute_force=True)
+    with pytest.raises(ValueError, match=r"net returned shape \(4, 3\) for input of shape \(4, 2\)"):
+        layer.inverse(torch.randn(4, 2))
+    with pytest.raises(ValueError, match=r"Residual expects input of shape \(batch, 2\), got \(4, 5\)"):
+        layer.inverse(torch.randn(4, 5))
