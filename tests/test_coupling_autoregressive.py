@@ -156,3 +156,30 @@ def test_normflows_spline_names_take_normflows_arguments():
     nf.flows.CircularAutoregressiveRationalQuadraticSpline(4, 2, 32, [1])
     with pytest.raises(ValueError, match="tails must be 'linear'"):
         nf.flows.CoupledRationalQuadraticSpline(4, 2, 32, tails="circular")
+
+
+def test_normflows_autoregressive_argument_order():
+    import torch.nn.functional as F
+
+    layer = nf.flows.MaskedAffineAutoregressive(3, 16, None, 2, True, True, F.relu, 0.0, False)
+    assert layer.made.residual
+    z = torch.randn(4, 3)
+    x, _ = layer(z)
+    torch.testing.assert_close(layer.inverse(x)[0], z)
+    plain = nf.flows.MaskedAffineAutoregressive(3, 16, use_residual_blocks=False, activation=torch.nn.Tanh)
+    assert not plain.made.residual and isinstance(plain.made.activation, torch.nn.Tanh)
+    with pytest.raises(ValueError, match="use_batch_norm is not supported"):
+        nf.flows.MaskedAffineAutoregressive(3, 16, use_batch_norm=True)
+
+
+@pytest.mark.parametrize("residual", [True, False])
+def test_made_is_autoregressive_with_and_without_residual_blocks(residual):
+    order = torch.tensor([2, 0, 3, 1])
+    made = nf.nets.MADE(4, 16, num_blocks=3, output_multiplier=2, use_residual_blocks=residual, order=order)
+    torch.nn.init.normal_(made.output.weight)
+    jacobian = torch.autograd.functional.jacobian(lambda v: made(v).sum(-1), torch.randn(1, 4))[0, :, 0, :]
+    for i in range(4):
+        for j in range(4):
+            if order[j] >= order[i]:
+                assert jacobian[i, j] == 0, (i, j)
+    assert (jacobian != 0).sum() > 0

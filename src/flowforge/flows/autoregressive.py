@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from ..nets.made import MADE
 from .base import EventFlow
@@ -50,7 +51,8 @@ class MaskedAffineAutoregressive(AutoregressiveFlow):
 
     Cheap direction: ``inverse`` (density), one MADE pass:
     ``zᵢ = (xᵢ − mᵢ(x)) exp(−sᵢ(x))``. ``forward`` (sampling) takes D sequential passes. Starts at
-    the identity (MADE's output layer is zero).
+    the identity (MADE's output layer is zero). Arguments in normflows' order; see
+    :class:`~flowforge.nets.MADE` for the conditioner's.
     """
 
     def __init__(
@@ -59,10 +61,19 @@ class MaskedAffineAutoregressive(AutoregressiveFlow):
         hidden_features: int,
         context_features: int | None = None,
         num_blocks: int = 2,
+        use_residual_blocks: bool = True,
+        random_mask: bool = False,
+        activation=F.relu,
+        dropout_probability: float = 0.0,
+        use_batch_norm: bool = False,
         order: torch.Tensor | None = None,
         clamp: float | None = 5.0,
     ):
-        super().__init__(MADE(features, hidden_features, context_features, num_blocks, 2, order))
+        made = MADE(
+            features, hidden_features, context_features, num_blocks, 2, use_residual_blocks, random_mask,
+            activation, dropout_probability, use_batch_norm, order,
+        )  # fmt: skip
+        super().__init__(made)
         self.clamp = clamp
 
     def elementwise(
@@ -88,11 +99,19 @@ class InverseAutoregressive(EventFlow):
         hidden_features: int,
         context_features: int | None = None,
         num_blocks: int = 2,
+        use_residual_blocks: bool = True,
+        random_mask: bool = False,
+        activation=F.relu,
+        dropout_probability: float = 0.0,
+        use_batch_norm: bool = False,
         order: torch.Tensor | None = None,
         clamp: float | None = 5.0,
     ):
         super().__init__((features,))
-        self.maf = MaskedAffineAutoregressive(features, hidden_features, context_features, num_blocks, order, clamp)
+        self.maf = MaskedAffineAutoregressive(
+            features, hidden_features, context_features, num_blocks, use_residual_blocks, random_mask,
+            activation, dropout_probability, use_batch_norm, order, clamp,
+        )  # fmt: skip
 
     def forward(self, z: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         return self.maf.inverse(z, context)

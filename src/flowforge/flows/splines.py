@@ -268,15 +268,9 @@ class RationalQuadraticAutoregressive(AutoregressiveFlow):
         if num_bins < 2 or tail_bound <= 0:
             raise ValueError(f"need num_bins >= 2 and tail_bound > 0, got {num_bins}, {tail_bound}")
         made = MADE(
-            features,
-            hidden_features,
-            context_features,
-            num_blocks,
-            3 * num_bins,
-            order,
-            activation,
-            dropout_probability,
-        )
+            features, hidden_features, context_features, num_blocks, 3 * num_bins,
+            activation=activation, dropout_probability=dropout_probability, order=order,
+        )  # fmt: skip
         super().__init__(made)
         self.num_bins, self.tail_bound = num_bins, float(tail_bound)
         self.periodic = tuple(i in set(int(c) for c in circular) for i in range(features))

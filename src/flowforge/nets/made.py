@@ -20,15 +20,22 @@ class MaskedLinear(nn.Linear):
         return F.linear(x, self.weight * self.mask, self.bias)
 
 
+def _activation_module(activation) -> nn.Module | object:
+    """Accept an activation class (``nn.ReLU``) or a function (``F.relu``), as normflows users pass both."""
+    return activation() if isinstance(activation, type) else activation
+
+
 class MADE(nn.Module):
     r"""Masked autoencoder for distribution estimation (Germain et al. 2015, https://arxiv.org/abs/1502.03509).
 
     Maps ``x ∈ R^D`` (and an optional context ``c``) to ``D × output_multiplier`` outputs, where the
-    outputs of feature ``i`` (in ``order``) depend only on features before it and on ``c``. Hidden
-    units get degrees ``1 … D−1`` cyclically; a connection ``j → k`` exists when
-    ``degree(k) ≥ degree(j)`` (hidden) or ``degree(k) > degree(j)`` (output). The context enters
-    the first layer unmasked. The output layer starts at zero, so a flow built on it starts at the
-    identity.
+    outputs of feature ``i`` depend only on the features before it in the autoregressive order and
+    on ``c``. Hidden units get degrees ``1 … D−1`` cyclically; a connection ``j → k`` exists when
+    ``degree(k) ≥ degree(j)`` (hidden) or ``degree(k) > degree(j)`` (output). With
+    ``use_residual_blocks`` the hidden layers are residual blocks ``h + W₂ act(W₁ act(h) + V c)``
+    (masks keep them autoregressive); otherwise plain layers. The context enters unmasked. The
+    output layer starts at zero, so a flow built on it starts at the identity. Argument order as
+    normflows' (nflows') MADE.
 
     Output shape: ``(batch, features, output_multiplier)``.
 
@@ -36,9 +43,12 @@ class MADE(nn.Module):
         features: D.
         hidden_features: width of each hidden layer.
         context_features: size of the context vector, or None.
-        num_blocks: number of hidden layers.
+        num_blocks: number of hidden layers (or residual blocks).
         output_multiplier: parameters per feature (2 for affine: shift and log-scale).
-        activation: activation module class; dropout_probability: dropout after each hidden layer.
+        use_residual_blocks: residual hidden blocks.
+        random_mask: draw a random autoregressive order (ignored when ``order`` is given).
+        activation: activation class or function; dropout_probability: dropout in hidden layers.
+        use_batch_norm: not supported (raises); put :class:`~flowforge.flows.BatchNorm` between flows.
         order: a permutation of ``range(D)``; ``order[i]`` is feature ``i``'s position in the
             autoregressive sequence, so its outputs see the features with smaller positions
             (default: ``0, 1, …, D−1``).
@@ -50,24 +60,36 @@ class MADE(nn.Module):
         hidden_features: int,
         context_features: int | None = None,
         num_blocks: int = 2,
-        output_multiplier: int = 2,
-        order: torch.Tensor | None = None,
-        activation: type[nn.Module] = nn.ReLU,
+        output_multiplier: int = 1,
+        use_residual_blocks: bool = True,
+        random_mask: bool = False,
+        activation=F.relu,
         dropout_probability: float = 0.0,
+        use_batch_norm: bool = False,
+        order: torch.Tensor | None = None,
     ):
         super().__init__()
         if features < 1 or hidden_features < 1 or num_blocks < 1 or output_multiplier < 1:
             raise ValueError("MADE sizes must be positive")
-        order = torch.arange(features) if order is None else torch.as_tensor(order)
+        if use_batch_norm:
+            raise ValueError("use_batch_norm is not supported by flowforge's MADE; put flows.BatchNorm between flows")
+        if order is None:
+            order = torch.randperm(features) if random_mask else torch.arange(features)
+        order = torch.as_tensor(order)
         if sorted(order.tolist()) != list(range(features)):
             raise ValueError(f"order must be a permutation of range({features}), got {order.tolist()}")
         self.features, self.context_features, self.output_multiplier = features, context_features, output_multiplier
+        self.residual = use_residual_blocks
         input_degrees = order + 1
         hidden_degrees = torch.arange(hidden_features) % max(features - 1, 1) + 1
-        degrees = [input_degrees] + [hidden_degrees] * num_blocks
-        self.hidden = nn.ModuleList(
-            MaskedLinear(len(d_in), len(d_out), (d_out[:, None] >= d_in[None, :]))
-            for d_in, d_out in zip(degrees[:-1], degrees[1:], strict=True)
+        hidden_mask = hidden_degrees[:, None] >= hidden_degrees[None, :]
+        self.first = MaskedLinear(features, hidden_features, hidden_degrees[:, None] >= input_degrees[None, :])
+        count = num_blocks if use_residual_blocks else num_blocks - 1
+        self.hidden = nn.ModuleList(MaskedLinear(hidden_features, hidden_features, hidden_mask) for _ in range(count))
+        self.second = (
+            nn.ModuleList(MaskedLinear(hidden_features, hidden_features, hidden_mask) for _ in range(count))
+            if use_residual_blocks
+            else None
         )
         self.context = nn.Linear(context_features, hidden_features) if context_features else None
         output_degrees = input_degrees.repeat_interleave(output_multiplier)
@@ -76,13 +98,13 @@ class MADE(nn.Module):
         )
         nn.init.zeros_(self.output.weight)
         nn.init.zeros_(self.output.bias)
-        self.activation = activation()
+        self.activation = _activation_module(activation)
         self.dropout = nn.Dropout(dropout_probability)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         if x.dim() != 2 or x.shape[1] != self.features:
             raise ValueError(f"MADE expects input of shape (batch, {self.features}), got {tuple(x.shape)}")
-        h = self.hidden[0](x)
+        h = self.first(x)
         if self.context is not None:
             if context is None or context.shape != (x.shape[0], self.context_features):
                 got = None if context is None else tuple(context.shape)
@@ -90,7 +112,12 @@ class MADE(nn.Module):
             h = h + self.context(context)
         elif context is not None:
             raise ValueError("this MADE was built without context_features but was given a context")
-        h = self.dropout(self.activation(h))
-        for layer in self.hidden[1:]:
-            h = self.dropout(self.activation(layer(h)))
+        if self.second is None:
+            h = self.dropout(self.activation(h))
+            for layer in self.hidden:
+                h = self.dropout(self.activation(layer(h)))
+        else:
+            for first, second in zip(self.hidden, self.second, strict=True):
+                h = h + second(self.dropout(self.activation(first(self.activation(h)))))
+            h = self.activation(h)
         return self.output(h).view(x.shape[0], self.features, self.output_multiplier)
