@@ -63,17 +63,23 @@ def RealNVP(  # noqa: N802
     return NormalizingFlow(q0 or DiagGaussian(dim), flows, p)
 
 
+def _autoregressive_stack(make_layer: Callable[[], nn.Module], dim: int, layers: int) -> list[nn.Module]:
+    """``layers`` autoregressive layers with the order reversed between consecutive ones."""
+    flows: list[nn.Module] = []
+    for index in range(layers):
+        flows.append(make_layer())
+        if index < layers - 1:
+            flows.append(Permute(dim, "reverse"))
+    return flows
+
+
 def MAF(  # noqa: N802
     dim: int, layers: int, hidden: int = 64, p: nn.Module | None = None, q0: BaseDistribution | None = None
 ) -> NormalizingFlow:
-    """``layers`` :class:`~flowforge.flows.MaskedAffineAutoregressive` layers (two hidden layers of
+    """``layers`` :class:`~flowforge.flows.MaskedAffineAutoregressive` layers (two residual blocks of
     ``hidden`` units), the order reversed between layers. Density in one pass per layer."""
     _check(dim, layers, minimum_dim=2)
-    flows = []
-    for index in range(layers):
-        flows.append(MaskedAffineAutoregressive(dim, hidden))
-        if index < layers - 1:
-            flows.append(Permute(dim, "reverse"))
+    flows = _autoregressive_stack(lambda: MaskedAffineAutoregressive(dim, hidden), dim, layers)
     return NormalizingFlow(q0 or DiagGaussian(dim), flows, p)
 
 
@@ -83,11 +89,7 @@ def IAF(  # noqa: N802
     """``layers`` :class:`~flowforge.flows.InverseAutoregressive` layers, the order reversed between
     layers. Sampling in one pass per layer (for variational inference)."""
     _check(dim, layers, minimum_dim=2)
-    flows = []
-    for index in range(layers):
-        flows.append(InverseAutoregressive(dim, hidden))
-        if index < layers - 1:
-            flows.append(Permute(dim, "reverse"))
+    flows = _autoregressive_stack(lambda: InverseAutoregressive(dim, hidden), dim, layers)
     return NormalizingFlow(q0 or DiagGaussian(dim), flows, p)
 
 
@@ -107,15 +109,17 @@ def NSF(  # noqa: N802
     ``autoregressive=True`` MADE layers with the order reversed between layers. Starts at the
     identity."""
     _check(dim, layers, minimum_dim=2)
-    flows = []
-    for index in range(layers):
-        if autoregressive:
-            flows.append(RationalQuadraticAutoregressive(dim, hidden, num_bins=bins, tail_bound=tail_bound))
-            if index < layers - 1:
-                flows.append(Permute(dim, "reverse"))
-        else:
-            mask = alternating_mask(dim, even=index % 2 == 0)
-            flows.append(RationalQuadraticCoupling(dim, hidden, num_bins=bins, tail_bound=tail_bound, mask=mask))
+    if autoregressive:
+        flows = _autoregressive_stack(
+            lambda: RationalQuadraticAutoregressive(dim, hidden, num_bins=bins, tail_bound=tail_bound), dim, layers
+        )
+    else:
+        flows = [
+            RationalQuadraticCoupling(
+                dim, hidden, num_bins=bins, tail_bound=tail_bound, mask=alternating_mask(dim, index % 2 == 0)
+            )
+            for index in range(layers)
+        ]
     return NormalizingFlow(q0 or DiagGaussian(dim), flows, p)
 
 

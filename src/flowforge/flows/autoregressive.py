@@ -90,28 +90,14 @@ class InverseAutoregressive(EventFlow):
 
     The MAF layer run backwards: ``xᵢ = (zᵢ − mᵢ(z_{<i}, c)) exp(−sᵢ(z_{<i}, c))``, so the
     parameters depend on the *input* ``z``. Cheap direction: ``forward`` (sampling, one MADE pass),
-    as variational inference wants; ``inverse`` (density) takes D sequential passes.
+    as variational inference wants; ``inverse`` (density) takes D sequential passes. Takes the
+    arguments of :class:`MaskedAffineAutoregressive`.
     """
 
-    def __init__(
-        self,
-        features: int,
-        hidden_features: int,
-        context_features: int | None = None,
-        num_blocks: int = 2,
-        use_residual_blocks: bool = True,
-        random_mask: bool = False,
-        activation=F.relu,
-        dropout_probability: float = 0.0,
-        use_batch_norm: bool = False,
-        order: torch.Tensor | None = None,
-        clamp: float | None = 5.0,
-    ):
-        super().__init__((features,))
-        self.maf = MaskedAffineAutoregressive(
-            features, hidden_features, context_features, num_blocks, use_residual_blocks, random_mask,
-            activation, dropout_probability, use_batch_norm, order, clamp,
-        )  # fmt: skip
+    def __init__(self, *args, **kwargs):
+        maf = MaskedAffineAutoregressive(*args, **kwargs)
+        super().__init__(maf.shape)
+        self.maf = maf
 
     def forward(self, z: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         return self.maf.inverse(z, context)
