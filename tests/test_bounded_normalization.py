@@ -93,3 +93,15 @@ def test_batchnorm_training_and_evaluation():
     torch.testing.assert_close(layer.forward(layer.inverse(x)[0])[0], x)
     with pytest.raises(ValueError, match="at least 2 samples"):
         layer.train().inverse(torch.randn(1, 2))
+
+
+def test_batchnorm_without_a_shape_takes_the_first_batch_and_loads_state():
+    layer = nf.flows.BatchNorm()
+    data = torch.randn(50, 3) * 2 + 1
+    layer.inverse(data)
+    assert layer.shape == (3,)
+    fresh = nf.flows.BatchNorm(1e-5)
+    fresh.load_state_dict(layer.state_dict())
+    fresh.eval()
+    layer.eval()
+    torch.testing.assert_close(fresh.inverse(data)[0], layer.inverse(data)[0])

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 import torch
 
 from .affine import AffineConstFlow
-from .base import EventFlow, check_shared_event_shape
+from .base import Flow, as_event_shape, check_shared_event_shape
 
 
 class ActNorm(AffineConstFlow):
@@ -60,7 +60,7 @@ class ActNorm(AffineConstFlow):
         return super().inverse(x)
 
 
-class BatchNorm(EventFlow):
+class BatchNorm(Flow):
     r"""Batch normalisation as a flow (Dinh et al. 2017, RealNVP, https://arxiv.org/abs/1605.08803).
 
     Density direction (``inverse``): ``z = (x − μ) / sqrt(σ² + ε)``,
@@ -69,18 +69,39 @@ class BatchNorm(EventFlow):
     in RealNVP) and updates running averages with ``momentum``; in evaluation mode, and always in
     ``forward``, the running statistics are used, so the two directions are exact inverses in
     evaluation mode. Statistics are per feature (over the batch and the axes where ``shape`` is 1).
+    Without ``shape`` (normflows' ``BatchNorm(eps)``) the shape is the first batch's; a
+    ``state_dict`` loaded before any batch sets it too.
     """
 
-    def __init__(self, shape: int | Iterable[int], eps: float = 1e-5, momentum: float = 0.1):
-        super().__init__(shape)
+    def __init__(self, shape: int | Iterable[int] | None = None, eps: float = 1e-5, momentum: float = 0.1):
+        super().__init__()
+        if isinstance(shape, float):  # normflows' positional BatchNorm(eps)
+            shape, eps = None, shape
         if not eps > 0 or not 0 < momentum <= 1:
             raise ValueError(f"need eps > 0 and 0 < momentum <= 1, got {eps}, {momentum}")
         self.eps, self.momentum = float(eps), float(momentum)
-        self.register_buffer("running_mean", torch.zeros(1, *self.shape))
-        self.register_buffer("running_var", torch.ones(1, *self.shape))
-        self.batch_dims = [0] + [i + 1 for i, size in enumerate(self.shape) if size == 1]
+        self.shape: tuple[int, ...] | None = None
+        if shape is not None:
+            self._build(as_event_shape(shape))
+
+    def _build(self, shape: tuple[int, ...], like: torch.Tensor | None = None) -> None:
+        self.shape = shape
+        options = {} if like is None else {"dtype": like.dtype, "device": like.device}
+        self.register_buffer("running_mean", torch.zeros(1, *shape, **options))
+        self.register_buffer("running_var", torch.ones(1, *shape, **options))
+        self.batch_dims = [0] + [i + 1 for i, size in enumerate(shape) if size == 1]
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        key = prefix + "running_mean"
+        if self.shape is None and key in state_dict:
+            self._build(tuple(state_dict[key].shape[1:]), state_dict[key])
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def check_input(self, x: torch.Tensor) -> None:
+        if self.shape is None:
+            if x.dim() < 2:
+                raise ValueError(f"BatchNorm expects input of shape (batch, ...), got {tuple(x.shape)}")
+            self._build(tuple(x.shape[1:]), x)
         check_shared_event_shape(self, x, self.shape)
 
     def _log_det(self, var: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
