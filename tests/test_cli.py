@@ -125,6 +125,7 @@ def test_targets_lists_every_target(capsys):
         (["sample", "{tmp}/missing", "-n", "5", "-o", "{tmp}/x.npy"], "is not a run folder"),
         (["sample", "{tmp}", "-n", "0", "-o", "{tmp}/x.npy"], "expected a positive integer"),
         (["frobnicate"], "invalid choice: 'frobnicate'"),
+        (["fit", "--flow", "glow", "--out", "{tmp}/a"], "the glow preset models images"),
     ],
 )
 def test_bad_input_gives_one_error_line(tmp_path, capsys, argv, message):

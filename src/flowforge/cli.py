@@ -22,6 +22,7 @@ from .distributions.targets import TARGETS
 from .presets import PRESETS
 from .train import COMPILE_MODES, Every, TrainingDiverged, fit
 
+IMAGE_PRESETS = ("glow",)
 CHECKPOINT = "model.pt"
 CONFIG = "config.json"
 
@@ -105,9 +106,9 @@ def _add_fit_arguments(parser: argparse.ArgumentParser, default_out: str | None)
     parser.add_argument(
         "--flow",
         default="planar",
-        choices=sorted(PRESETS),
+        choices=sorted([*PRESETS, *IMAGE_PRESETS]),
         metavar="NAME",
-        help=f"flow family: {', '.join(sorted(PRESETS))}",
+        help=f"flow family: {', '.join(sorted(PRESETS))} (glow: images only)",
     )
     parser.add_argument("--layers", type=_positive_int, default=16, help="number of flow layers (default 16)")
     parser.add_argument(
@@ -221,6 +222,11 @@ def _sample_counts(model, count: int, bounds, bins: int, chunk: int = 2**18) -> 
 
 
 def run_fit(args: argparse.Namespace) -> Path:
+    if args.flow in IMAGE_PRESETS:
+        raise UsageError(
+            f"the {args.flow} preset models images (channels, height, width); 2-D targets need one of "
+            f"{', '.join(sorted(PRESETS))}"
+        )
     target_params = _parse_target_params(args.target, args.target_param)
     try:
         TARGETS[args.target](**target_params)
