@@ -6,7 +6,7 @@ the base and target densities under ``nf.distributions``, one-line models
 numbers in ``nf.metrics``.
 """
 
-from . import distributions, flows, metrics, nets, presets, train, utils
+from . import datasets, distributions, flows, metrics, nets, presets, train, utils
 from .core import NormalizingFlow
 from .presets import IAF, MAF, NSF, Glow, NSFAutoregressive, PlanarFlow, RadialFlow, RealNVP, ResidualFlow
 
@@ -24,6 +24,7 @@ __all__ = [
     "RealNVP",
     "ResidualFlow",
     "__version__",
+    "datasets",
     "distributions",
     "flows",
     "metrics",

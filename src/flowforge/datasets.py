@@ -1,9 +1,12 @@
-"""Built-in toy data sets (2-D samples as float tensors), reproducible from a seed."""
+"""Data: built-in toy sets (reproducible from a seed), numeric tables from files, splits."""
 
 from __future__ import annotations
 
+import csv
 import math
+from pathlib import Path
 
+import numpy as np
 import torch
 
 
@@ -39,3 +42,120 @@ def eight_gaussians(num_samples: int, radius: float = 2.0, scale: float = 0.2, s
 
 
 TOY_DATA = {"two-moons": two_moons, "8-gaussians": eight_gaussians}
+
+
+class DataError(ValueError):
+    """A data file that cannot be used, with the place (row, column) and the reason."""
+
+
+def _parse_csv(path, delimiter: str) -> tuple[list[str] | None, list[list[str]]]:
+    with open(path, newline="") as handle:
+        rows = [row for row in csv.reader(handle, delimiter=delimiter) if row and any(cell.strip() for cell in row)]
+    if not rows:
+        raise DataError(f"{path}: no data rows")
+
+    def is_number(cell: str) -> bool:
+        try:
+            float(cell)
+        except ValueError:
+            return False
+        return True
+
+    header = rows[0] if not all(is_number(cell) for cell in rows[0]) else None
+    return ([cell.strip() for cell in header] if header else None), (rows[1:] if header else rows)
+
+
+def _check_values(values, names: list[str], path, first_row: int) -> None:
+    """Reject missing, non-finite values, naming the first offending row (as in the file) and column."""
+    bad = ~np.isfinite(values)
+    if bad.any():
+        row, column = (int(i) for i in np.argwhere(bad)[0])
+        what = (
+            "a missing value (NaN)" if np.isnan(values[row, column]) else f"the non-finite value {values[row, column]}"
+        )
+        raise DataError(f"{path}: row {row + first_row}, column {names[column]!r}: {what}")
+
+
+def load_table(
+    path, columns: list[str | int] | None = None, key: str | None = None, delimiter: str = ","
+) -> tuple[torch.Tensor, list[str]]:
+    """Read a numeric table from ``.csv``/``.txt`` (header detected: a first row that is not all
+    numbers), ``.npy`` or ``.npz`` (``key`` names the array when there are several).
+
+    ``columns`` selects columns by name or index. Returns a float64 tensor ``(rows, columns)`` and
+    the column names. Missing, non-numeric or infinite values raise :class:`DataError` naming the
+    row (1-based, as in the file) and the column.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    first_row = 1
+    if suffix in (".csv", ".txt"):
+        header, rows = _parse_csv(path, delimiter)
+        width = len(header) if header else len(rows[0])
+        names = header or [f"x{i + 1}" for i in range(width)]
+        first_row = 2 if header else 1
+        values = np.empty((len(rows), width))
+        for index, row in enumerate(rows):
+            if len(row) != width:
+                raise DataError(f"{path}: row {index + first_row} has {len(row)} fields, expected {width}")
+            for column, cell in enumerate(row):
+                text = cell.strip()
+                if text == "" or text.lower() in ("na", "nan", "null", "none"):
+                    raise DataError(f"{path}: row {index + first_row}, column {names[column]!r}: missing value")
+                try:
+                    values[index, column] = float(text)
+                except ValueError:
+                    raise DataError(
+                        f"{path}: row {index + first_row}, column {names[column]!r}: {text!r} is not a number"
+                    ) from None
+    elif suffix in (".npy", ".npz"):
+        try:
+            loaded = np.load(path, allow_pickle=False)
+        except (ValueError, OSError) as error:
+            raise DataError(f"{path}: cannot read as a NumPy file ({error})") from None
+        if suffix == ".npz":
+            available = list(loaded.keys())
+            if key is None and len(available) != 1:
+                raise DataError(f"{path}: holds arrays {available}; name one with key")
+            if key is not None and key not in available:
+                raise DataError(f"{path}: no array {key!r}; it holds {available}")
+            loaded = loaded[key or available[0]]
+        if not np.issubdtype(loaded.dtype, np.number):
+            raise DataError(f"{path}: expected a numeric array, got dtype {loaded.dtype}")
+        values = np.asarray(loaded, dtype=np.float64)
+        if values.ndim == 1:
+            values = values[:, None]
+        if values.ndim != 2:
+            raise DataError(f"{path}: expected a 2-D array (rows, columns), got shape {values.shape}")
+        names = [f"x{i + 1}" for i in range(values.shape[1])]
+    else:
+        raise DataError(f"{path}: unsupported file type {suffix!r}; expected .csv, .txt, .npy or .npz")
+    if values.shape[0] == 0:
+        raise DataError(f"{path}: no data rows")
+    _check_values(values, names, path, first_row)
+    if columns is not None:
+        index = []
+        for column in columns:
+            if isinstance(column, int) and -len(names) <= column < len(names):
+                index.append(column % len(names))
+            elif isinstance(column, str) and column in names:
+                index.append(names.index(column))
+            else:
+                raise DataError(f"{path}: no column {column!r}; columns are {names}")
+        values, names = values[:, index], [names[i] for i in index]
+    return torch.from_numpy(values), names
+
+
+def split(data: torch.Tensor, fractions: tuple[float, float, float] = (0.8, 0.1, 0.1), seed: int = 0):
+    """Shuffle the rows (seeded) and cut them into train, validation and test parts."""
+    if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-9:
+        raise ValueError(f"fractions must be three non-negative numbers summing to 1, got {fractions}")
+    order = torch.randperm(data.shape[0], generator=torch.Generator().manual_seed(seed))
+    n_train = int(round(fractions[0] * data.shape[0]))
+    n_validation = int(round(fractions[1] * data.shape[0]))
+    if n_train == 0:
+        raise ValueError(f"{data.shape[0]} rows leave no training data with fractions {fractions}")
+    shuffled = data[order]
+    return shuffled[:n_train], shuffled[n_train : n_train + n_validation], shuffled[n_train + n_validation :]

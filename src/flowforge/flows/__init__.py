@@ -1,6 +1,6 @@
 """Flow layers: ``nf.flows.Planar``, ``nf.flows.Radial``, ... (one file per family)."""
 
-from .affine import AffineConstFlow
+from .affine import AffineConstFlow, Standardization
 from .autoregressive import AutoregressiveFlow, InverseAutoregressive, MaskedAffineAutoregressive
 from .base import Composite, EventFlow, Flow, Reverse
 from .bounded import Logit, PeriodicShift, PeriodicWrap, Sigmoid, Tanh
@@ -23,6 +23,7 @@ from .splines import (
 )
 
 __all__ = [
+    "Standardization",
     "Residual",
     "AffineCoupling",
     "AffineCouplingBlock",
