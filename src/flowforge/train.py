@@ -1,4 +1,6 @@
-"""The fitting loop: reverse KL with annealing (to a density) or forward KL (to samples).
+"""Fitting: ``fit`` runs a fixed number of steps of reverse KL with annealing (to a density) or
+forward KL (to samples); ``fit_data`` trains on a data set by epochs until the validation NLL
+stops improving.
 
 ``fit`` owns the loop, so it can do what a hand-written loop usually does not: keep the
 loss history on the device without per-step host syncs, compile the loss with
@@ -10,6 +12,7 @@ steps and restore the last good state, and call back periodically (e.g. for fram
 from __future__ import annotations
 
 import copy
+import math
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -255,4 +258,146 @@ def _result(history, iterations, start, step_time, compiled, compile_time, devic
         compiled=compiled,
         compile_time=compile_time,
         device=str(device),
+    )
+
+
+SCHEDULES = (None, "cosine", "plateau")
+
+
+@dataclass
+class DataFitResult:
+    """What a fit to data did, epoch by epoch (NLL in nats per sample)."""
+
+    train_nll: np.ndarray
+    validation_nll: np.ndarray
+    best_epoch: int
+    stopped_early: bool
+    wall_time: float
+
+    @property
+    def best_validation_nll(self) -> float:
+        return float(self.validation_nll[self.best_epoch]) if len(self.validation_nll) else float("nan")
+
+
+@torch.no_grad()
+def mean_nll(model: NormalizingFlow, data: torch.Tensor, batch_size: int = 4096) -> float:
+    """``−mean log q(x)`` over ``data``, in chunks."""
+    total = 0.0
+    for chunk in data.split(batch_size):
+        total += float(model.log_prob(chunk).sum())
+    return -total / data.shape[0]
+
+
+def fit_data(
+    model: NormalizingFlow,
+    train_data: torch.Tensor,
+    validation_data: torch.Tensor | None = None,
+    *,
+    epochs: int = 100,
+    batch_size: int = 256,
+    lr: float = 1e-3,
+    weight_decay: float = 0.0,
+    schedule: str | None = "cosine",
+    clip_grad_norm: float | None = 10.0,
+    patience: int | None = 10,
+    seed: int | None = None,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+) -> DataFitResult:
+    """Maximum likelihood on a data set until convergence.
+
+    Shuffled mini-batches of ``batch_size`` for up to ``epochs`` epochs with Adam(``lr``,
+    ``weight_decay``); the learning rate follows ``schedule`` (``"cosine"`` annealing to 0 over
+    the epochs, ``"plateau"``: halved after 3 epochs without validation improvement, or None);
+    gradients are clipped to norm ``clip_grad_norm``. After every epoch the validation NLL is
+    computed; training stops after ``patience`` epochs without improvement and the best weights
+    are restored (without validation data: the last weights, no early stopping). A non-finite
+    loss restores the best weights and raises :class:`TrainingDiverged`.
+    """
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    if patience is not None and patience < 1:
+        raise ValueError(f"patience must be positive or None, got {patience}")
+    if not lr > 0:
+        raise ValueError(f"lr must be positive, got {lr}")
+    for name, data in (("train_data", train_data), ("validation_data", validation_data)):
+        if data is not None and (data.dim() < 2 or data.shape[0] < 1 or not torch.isfinite(data).all()):
+            raise ValueError(f"{name} must be a finite (rows, features...) tensor with at least one row")
+    device = torch.device(device) if device is not None else default_device()
+    model.to(device)
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    if not parameters:
+        raise ValueError("the model has no trainable parameters to fit")
+    dtype = parameters[0].dtype
+    train_data = train_data.to(device=device, dtype=dtype)
+    validation_data = None if validation_data is None else validation_data.to(device=device, dtype=dtype)
+    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    if seed is not None:
+        torch.manual_seed(seed)
+    optimizer = torch.optim.Adam(parameters, lr=lr, weight_decay=weight_decay)
+    scheduler = (
+        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs)
+        if schedule == "cosine"
+        else torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=3)
+        if schedule == "plateau"
+        else None
+    )
+    lipschitz_layers = [m for m in model.modules() if isinstance(m, SpectralNormLinear)]
+    train_history: list[float] = []
+    validation_history: list[float] = []
+    best_state, best_epoch, best_value = copy.deepcopy(model.state_dict()), 0, float("inf")
+    stopped_early = False
+    start = time.perf_counter()
+    bar = tqdm(range(epochs), disable=not progress, unit="epoch", dynamic_ncols=True)
+    for epoch in bar:
+        model.train()
+        order = torch.randperm(train_data.shape[0], generator=generator).to(device)
+        total, count = torch.zeros((), dtype=dtype, device=device), 0
+        for batch_index in order.split(batch_size):
+            batch = train_data[batch_index]
+            optimizer.zero_grad(set_to_none=True)
+            loss = model.forward_kld(batch)
+            loss.backward()
+            if clip_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(parameters, clip_grad_norm)
+            optimizer.step()
+            for layer in lipschitz_layers:
+                layer.update_norm()
+            total += loss.detach() * batch.shape[0]
+            count += batch.shape[0]
+        train_value = float(total) / count
+        if not math.isfinite(train_value):
+            model.load_state_dict(best_state)
+            result = DataFitResult(
+                np.array(train_history), np.array(validation_history), best_epoch, False, time.perf_counter() - start
+            )
+            raise TrainingDiverged(
+                f"training NLL became {train_value} in epoch {epoch + 1}; the best weights were restored", result
+            )
+        train_history.append(train_value)
+        model.eval()
+        if validation_data is not None:
+            value = mean_nll(model, validation_data)
+            validation_history.append(value)
+            if value < best_value:
+                best_value, best_epoch, best_state = value, epoch, copy.deepcopy(model.state_dict())
+            bar.set_postfix(train=f"{train_value:.4f}", validation=f"{value:.4f}", refresh=False)
+        else:
+            best_epoch = epoch
+            bar.set_postfix(train=f"{train_value:.4f}", refresh=False)
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            scheduler.step(validation_history[-1] if validation_history else train_value)
+        elif scheduler is not None:
+            scheduler.step()
+        if validation_data is not None and patience is not None and epoch - best_epoch >= patience:
+            stopped_early = True
+            break
+    bar.close()
+    if validation_data is not None:
+        model.load_state_dict(best_state)
+    return DataFitResult(
+        np.array(train_history), np.array(validation_history), best_epoch, stopped_early, time.perf_counter() - start
     )
