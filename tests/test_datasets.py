@@ -28,3 +28,27 @@ def test_bad_arguments():
         datasets.two_moons(0)
     with pytest.raises(ValueError):
         datasets.eight_gaussians(10, scale=0)
+
+
+@pytest.mark.parametrize("name", sorted(datasets.TOY_DATA))
+def test_every_toy_set_is_seeded_finite_and_in_a_plotting_box(name):
+    make = datasets.TOY_DATA[name]
+    a, b = make(3000, seed=7), make(3000, seed=7)
+    torch.testing.assert_close(a, b)
+    assert a.shape == (3000, 2) and torch.isfinite(a).all()
+    assert a.abs().max() < 6, name
+    assert not torch.allclose(a, make(3000, seed=8))
+    with pytest.raises(ValueError):
+        make(0)
+
+
+def test_toy_set_geometry():
+    rings = datasets.rings(4000, noise=0.0, seed=0).norm(dim=1)
+    assert set(torch.round(rings * 3 / 2).long().tolist()) == {1, 2, 3, 4}
+    circles = datasets.circles(4000, noise=0.0, seed=0).norm(dim=1)
+    torch.testing.assert_close(
+        torch.sort(torch.unique(torch.round(circles, decimals=4))).values, torch.tensor([1.5, 3.0])
+    )
+    board = datasets.checkerboard(4000, seed=0)
+    cells = (torch.floor(board[:, 0] / 2) + torch.floor(board[:, 1] / 2)) % 2
+    assert cells.unique().numel() == 1  # only one colour of squares is populated

@@ -41,7 +41,87 @@ def eight_gaussians(num_samples: int, radius: float = 2.0, scale: float = 0.2, s
     return centres + scale * torch.randn(num_samples, 2, generator=generator)
 
 
-TOY_DATA = {"two-moons": two_moons, "8-gaussians": eight_gaussians}
+def _check_size(num_samples: int) -> None:
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
+
+
+def pinwheel(num_samples: int, arms: int = 5, seed: int | None = None) -> torch.Tensor:
+    """``arms`` curved arms: points at radius ~1 ± 0.3 (tangential spread 0.1), each arm rotated
+    by ``2π k/arms`` plus an angle growing with the radius (``0.25 e^r``); scaled by 2."""
+    _check_size(num_samples)
+    generator = _generator(seed)
+    features = torch.randn(num_samples, 2, generator=generator) * torch.tensor([0.3, 0.1])
+    features[:, 0] += 1
+    arm = torch.randint(0, arms, (num_samples,), generator=generator)
+    angle = 2 * math.pi * arm / arms + 0.25 * torch.exp(features[:, 0])
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    rotated = torch.stack([cos * features[:, 0] - sin * features[:, 1], sin * features[:, 0] + cos * features[:, 1]], 1)
+    return 2 * rotated
+
+
+def checkerboard(num_samples: int, seed: int | None = None) -> torch.Tensor:
+    """Uniform on the black squares of a 4×4 checkerboard covering [−4, 4]²."""
+    _check_size(num_samples)
+    generator = _generator(seed)
+    x = 4 * torch.rand(num_samples, generator=generator) - 2
+    y = torch.rand(num_samples, generator=generator) - 2 * torch.randint(0, 2, (num_samples,), generator=generator)
+    y = y + torch.floor(x) % 2
+    return 2 * torch.stack([x, y], 1)
+
+
+def swiss_roll(num_samples: int, noise: float = 0.5, seed: int | None = None) -> torch.Tensor:
+    """The 2-D Swiss roll ``t (cos t, sin t)``, ``t ~ U(1.5π, 4.5π)``, plus noise, scaled by 1/5."""
+    _check_size(num_samples)
+    generator = _generator(seed)
+    t = 1.5 * math.pi * (1 + 2 * torch.rand(num_samples, generator=generator))
+    points = torch.stack([t * torch.cos(t), t * torch.sin(t)], 1) + noise * torch.randn(
+        num_samples, 2, generator=generator
+    )
+    return points / 5
+
+
+def circles(num_samples: int, factor: float = 0.5, noise: float = 0.08, seed: int | None = None) -> torch.Tensor:
+    """Two concentric circles of radius 1 and ``factor`` (half the points each) plus noise, scaled by 3."""
+    _check_size(num_samples)
+    generator = _generator(seed)
+    angle = 2 * math.pi * torch.rand(num_samples, generator=generator)
+    radius = torch.where(torch.rand(num_samples, generator=generator) < 0.5, 1.0, factor)
+    points = radius[:, None] * torch.stack([torch.cos(angle), torch.sin(angle)], 1)
+    return 3 * (points + noise * torch.randn(num_samples, 2, generator=generator))
+
+
+def rings(num_samples: int, noise: float = 0.08, seed: int | None = None) -> torch.Tensor:
+    """Four concentric rings of radius 2/3, 4/3, 2 and 8/3 (equal shares) plus noise of std ``noise``."""
+    _check_size(num_samples)
+    generator = _generator(seed)
+    angle = 2 * math.pi * torch.rand(num_samples, generator=generator)
+    radius = torch.randint(1, 5, (num_samples,), generator=generator).to(torch.get_default_dtype()) * 2 / 3
+    points = radius[:, None] * torch.stack([torch.cos(angle), torch.sin(angle)], 1)
+    return points + noise * torch.randn(num_samples, 2, generator=generator)
+
+
+def spirals(num_samples: int, noise: float = 0.1, seed: int | None = None) -> torch.Tensor:
+    """Two interleaved spirals ``±(−n cos n, n sin n)/3``, ``n = √u · 3π`` (u uniform), plus noise."""
+    _check_size(num_samples)
+    generator = _generator(seed)
+    n = torch.sqrt(torch.rand(num_samples, generator=generator)) * 3 * math.pi
+    arm = torch.where(torch.rand(num_samples, generator=generator) < 0.5, 1.0, -1.0)
+    points = arm[:, None] * torch.stack([-torch.cos(n) * n, torch.sin(n) * n], 1) / 3
+    return points + noise * torch.randn(num_samples, 2, generator=generator)
+
+
+TOY_DATA = {
+    "two-moons": two_moons,
+    "8-gaussians": eight_gaussians,
+    "pinwheel": pinwheel,
+    "checkerboard": checkerboard,
+    "swiss-roll": swiss_roll,
+    "circles": circles,
+    "rings": rings,
+    "spirals": spirals,
+}
+"""Toy data sets by the names the command line uses; each is called as ``f(num_samples, seed=seed)``."""
 
 
 class DataError(ValueError):
