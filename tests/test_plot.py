@@ -39,3 +39,12 @@ def test_pictures_are_written(tmp_path):
     for name in ("a.png", "b.png", "c.png"):
         with Image.open(tmp_path / name) as picture:
             assert picture.format == "PNG"
+
+
+def test_pair_plot(tmp_path):
+    data, samples = np.random.randn(500, 3), np.random.randn(400, 3) + 1
+    plot.save_pair_plot(tmp_path / "pairs.png", data, samples, names=["a", "b", "c"])
+    with Image.open(tmp_path / "pairs.png") as picture:
+        assert picture.format == "PNG"
+    with pytest.raises(ValueError, match="equal columns"):
+        plot.save_pair_plot(tmp_path / "x.png", data, samples[:, :2])

@@ -123,3 +123,45 @@ def save_gif(path: str | os.PathLike, frames: Sequence[np.ndarray], seconds_per_
     durations = [int(seconds_per_frame * 1000)] * (len(images) - 1) + [2000]
     with atomic_path(path) as temporary:
         images[0].save(temporary, format="GIF", save_all=True, append_images=images[1:], duration=durations, loop=0)
+
+
+def save_pair_plot(
+    path: str | os.PathLike,
+    data: np.ndarray,
+    samples: np.ndarray,
+    names: Sequence[str] | None = None,
+    max_points: int = 3000,
+    max_columns: int = 8,
+) -> None:
+    """Corner plot of ``data`` against flow ``samples`` (same units): marginal histograms on the
+    diagonal, pairwise scatter below it. At most ``max_points`` rows of each and the first
+    ``max_columns`` columns are drawn."""
+    data, samples = np.asarray(data, dtype=float), np.asarray(samples, dtype=float)
+    if data.ndim != 2 or samples.ndim != 2 or data.shape[1] != samples.shape[1]:
+        raise ValueError(
+            f"pair plot needs two (rows, columns) arrays with equal columns, got {data.shape} and {samples.shape}"
+        )
+    columns = min(data.shape[1], max_columns)
+    names = list(names) if names is not None else [f"x{i + 1}" for i in range(data.shape[1])]
+    data, samples = data[:max_points, :columns], samples[:max_points, :columns]
+    figure = Figure(figsize=(2.2 * columns + 1, 2.2 * columns + 1), layout="constrained")
+    axes = figure.subplots(columns, columns, squeeze=False)
+    for row in range(columns):
+        for column in range(columns):
+            ax = axes[row, column]
+            if column > row:
+                ax.set_axis_off()
+                continue
+            if row == column:
+                edges = np.histogram_bin_edges(np.concatenate([data[:, row], samples[:, row]]), bins=40)
+                ax.hist(data[:, row], bins=edges, density=True, alpha=0.5, label="data")
+                ax.hist(samples[:, row], bins=edges, density=True, alpha=0.5, label="flow")
+            else:
+                ax.scatter(data[:, column], data[:, row], s=2, alpha=0.3, label="data")
+                ax.scatter(samples[:, column], samples[:, row], s=2, alpha=0.3, label="flow")
+            if row == columns - 1:
+                ax.set_xlabel(names[column])
+            if column == 0 and row > 0:
+                ax.set_ylabel(names[row])
+    axes[0, 0].legend(fontsize="small")
+    _save(figure, path)
