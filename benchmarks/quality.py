@@ -47,9 +47,7 @@ def forward_kl_task(name, hidden, data, iterations, seed):
     train.fit(model, iterations, loss="forward_kl", data=train_data, samples_per_step=512, lr=1e-3,
               seed=seed, progress=False, device="cpu", compile="off")  # fmt: skip
     wall = time.perf_counter() - start
-    with torch.no_grad():
-        nll = float(-torch.cat([model.log_prob(chunk) for chunk in test_data.split(1000)]).mean())
-    return nll, wall, parameter_count(model)
+    return train.mean_nll(model, test_data), wall, parameter_count(model)
 
 
 def reverse_kl_task(name, hidden, iterations, seed):

@@ -23,6 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .core import NormalizingFlow
+from .metrics import evaluate_in_chunks
 from .nets.lipschitz import SpectralNormLinear
 
 LOSSES = ("reverse_kl", "forward_kl")
@@ -282,10 +283,7 @@ class DataFitResult:
 @torch.no_grad()
 def mean_nll(model: NormalizingFlow, data: torch.Tensor, batch_size: int = 4096) -> float:
     """``−mean log q(x)`` over ``data``, in chunks."""
-    total = 0.0
-    for chunk in data.split(batch_size):
-        total += float(model.log_prob(chunk).sum())
-    return -total / data.shape[0]
+    return -float(evaluate_in_chunks(model.log_prob, data, batch_size).mean())
 
 
 def fit_data(

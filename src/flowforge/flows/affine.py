@@ -7,7 +7,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from .base import EventFlow, check_shared_event_shape
+from .base import EventFlow, check_event_shape, check_shared_event_shape
 
 
 class AffineConstFlow(EventFlow):
@@ -52,25 +52,26 @@ class AffineConstFlow(EventFlow):
         return (x - self.t) * torch.exp(-self.s), -self._log_det(x)
 
 
-class Standardization(EventFlow):
+class Standardization(AffineConstFlow):
     r"""Fixed map between standardised and original units: ``x = μ + σ ⊙ z``, ``z = (x − μ)/σ``.
 
-    ``log|det ∂x/∂z| = Σ log σ``. ``μ`` and ``σ`` are buffers, so they are saved with the model.
-    Placed last in a flow (sampling direction), it makes samples and ``log_prob`` use the data's
-    own units while the layers before it see standardised data. Both directions cheap.
-    :meth:`from_data` takes the statistics of a training set.
+    ``log|det ∂x/∂z| = Σ log σ``: an :class:`AffineConstFlow` with ``s = log σ`` and ``t = μ``
+    fixed (buffers, so they are saved with the model). Placed last in a flow (sampling
+    direction), it makes samples and ``log_prob`` use the data's own units while the layers
+    before it see standardised data. Both directions cheap. :meth:`from_data` takes the
+    statistics of a training set.
     """
 
     def __init__(self, mean: torch.Tensor, std: torch.Tensor):
         mean, std = torch.as_tensor(mean), torch.as_tensor(std)
-        super().__init__(tuple(mean.shape))
         if mean.shape != std.shape:
             raise ValueError(f"mean and std must have the same shape, got {tuple(mean.shape)} and {tuple(std.shape)}")
         if not (torch.isfinite(mean).all() and torch.isfinite(std).all() and (std > 0).all()):
             raise ValueError("Standardization needs finite means and positive, finite standard deviations")
+        super().__init__(tuple(mean.shape), scale=False, shift=False)
         dtype = mean.dtype if mean.is_floating_point() else torch.get_default_dtype()
-        self.register_buffer("mean", mean.to(dtype).unsqueeze(0))
-        self.register_buffer("std", std.to(dtype).unsqueeze(0))
+        self.s = torch.log(std.to(dtype)).unsqueeze(0)
+        self.t = mean.to(dtype).unsqueeze(0)
 
     @classmethod
     def from_data(cls, data: torch.Tensor) -> Standardization:
@@ -83,13 +84,6 @@ class Standardization(EventFlow):
             raise ValueError(f"feature(s) {constant} are constant in the data; a density cannot be fitted to them")
         return cls(data.mean(0), std)
 
-    def _log_det(self, like: torch.Tensor) -> torch.Tensor:
-        return torch.log(self.std).sum().expand(like.shape[0])
-
-    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        self.check_input(z)
-        return torch.addcmul(self.mean, z, self.std), self._log_det(z)
-
-    def inverse(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        self.check_input(x)
-        return (x - self.mean) / self.std, -self._log_det(x)
+    def check_input(self, x: torch.Tensor) -> None:
+        # Statistics are per feature: unlike AffineConstFlow, no axis is shared.
+        check_event_shape(self, x, self.shape)

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..nets.made import MADE
+from ..nets.made import MADE, as_activation
 from ..nets.residual import ResidualNet
 from .autoregressive import AutoregressiveFlow
 from .base import EventFlow
@@ -159,11 +159,6 @@ def _apply_splines(
     return torch.where(circular, circular_out, linear_out), torch.where(circular, circular_log, linear_log)
 
 
-def _activation(activation):
-    """normflows passes activation classes (``nn.ReLU``); accept those and plain functions."""
-    return activation() if isinstance(activation, type) else activation
-
-
 class RationalQuadraticCoupling(EventFlow):
     r"""Coupling layer with monotone rational-quadratic splines (NSF; Durkan et al. 2019,
     https://arxiv.org/abs/1906.04032).
@@ -215,7 +210,7 @@ class RationalQuadraticCoupling(EventFlow):
             hidden_features,
             context_features,
             num_blocks,
-            _activation(activation),
+            as_activation(activation),
             dropout_probability,
             init_zeros=init_identity,
         )

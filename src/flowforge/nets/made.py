@@ -20,7 +20,7 @@ class MaskedLinear(nn.Linear):
         return F.linear(x, self.weight * self.mask, self.bias)
 
 
-def _activation_module(activation) -> nn.Module | object:
+def as_activation(activation) -> nn.Module | object:
     """Accept an activation class (``nn.ReLU``) or a function (``F.relu``), as normflows users pass both."""
     return activation() if isinstance(activation, type) else activation
 
@@ -98,7 +98,7 @@ class MADE(nn.Module):
         )
         nn.init.zeros_(self.output.weight)
         nn.init.zeros_(self.output.bias)
-        self.activation = _activation_module(activation)
+        self.activation = as_activation(activation)
         self.dropout = nn.Dropout(dropout_probability)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
