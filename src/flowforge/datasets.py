@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .utils.checks import positive_int
+
 
 def _generator(seed: int | None) -> torch.Generator | None:
     return None if seed is None else torch.Generator().manual_seed(seed)
@@ -41,15 +43,10 @@ def eight_gaussians(num_samples: int, radius: float = 2.0, scale: float = 0.2, s
     return centres + scale * torch.randn(num_samples, 2, generator=generator)
 
 
-def _check_size(num_samples: int) -> None:
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-        raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
-
-
 def pinwheel(num_samples: int, arms: int = 5, seed: int | None = None) -> torch.Tensor:
     """``arms`` curved arms: points at radius ~1 ± 0.3 (tangential spread 0.1), each arm rotated
     by ``2π k/arms`` plus an angle growing with the radius (``0.25 e^r``); scaled by 2."""
-    _check_size(num_samples)
+    positive_int("num_samples", num_samples)
     generator = _generator(seed)
     features = torch.randn(num_samples, 2, generator=generator) * torch.tensor([0.3, 0.1])
     features[:, 0] += 1
@@ -62,7 +59,7 @@ def pinwheel(num_samples: int, arms: int = 5, seed: int | None = None) -> torch.
 
 def checkerboard(num_samples: int, seed: int | None = None) -> torch.Tensor:
     """Uniform on the black squares of a 4×4 checkerboard covering [−4, 4]²."""
-    _check_size(num_samples)
+    positive_int("num_samples", num_samples)
     generator = _generator(seed)
     x = 4 * torch.rand(num_samples, generator=generator) - 2
     y = torch.rand(num_samples, generator=generator) - 2 * torch.randint(0, 2, (num_samples,), generator=generator)
@@ -72,7 +69,7 @@ def checkerboard(num_samples: int, seed: int | None = None) -> torch.Tensor:
 
 def swiss_roll(num_samples: int, noise: float = 0.5, seed: int | None = None) -> torch.Tensor:
     """The 2-D Swiss roll ``t (cos t, sin t)``, ``t ~ U(1.5π, 4.5π)``, plus noise, scaled by 1/5."""
-    _check_size(num_samples)
+    positive_int("num_samples", num_samples)
     generator = _generator(seed)
     t = 1.5 * math.pi * (1 + 2 * torch.rand(num_samples, generator=generator))
     points = torch.stack([t * torch.cos(t), t * torch.sin(t)], 1) + noise * torch.randn(
@@ -83,7 +80,7 @@ def swiss_roll(num_samples: int, noise: float = 0.5, seed: int | None = None) ->
 
 def circles(num_samples: int, factor: float = 0.5, noise: float = 0.08, seed: int | None = None) -> torch.Tensor:
     """Two concentric circles of radius 1 and ``factor`` (half the points each) plus noise, scaled by 3."""
-    _check_size(num_samples)
+    positive_int("num_samples", num_samples)
     generator = _generator(seed)
     angle = 2 * math.pi * torch.rand(num_samples, generator=generator)
     radius = torch.where(torch.rand(num_samples, generator=generator) < 0.5, 1.0, factor)
@@ -93,7 +90,7 @@ def circles(num_samples: int, factor: float = 0.5, noise: float = 0.08, seed: in
 
 def rings(num_samples: int, noise: float = 0.08, seed: int | None = None) -> torch.Tensor:
     """Four concentric rings of radius 2/3, 4/3, 2 and 8/3 (equal shares) plus noise of std ``noise``."""
-    _check_size(num_samples)
+    positive_int("num_samples", num_samples)
     generator = _generator(seed)
     angle = 2 * math.pi * torch.rand(num_samples, generator=generator)
     radius = torch.randint(1, 5, (num_samples,), generator=generator).to(torch.get_default_dtype()) * 2 / 3
@@ -103,7 +100,7 @@ def rings(num_samples: int, noise: float = 0.08, seed: int | None = None) -> tor
 
 def spirals(num_samples: int, noise: float = 0.1, seed: int | None = None) -> torch.Tensor:
     """Two interleaved spirals ``±(−n cos n, n sin n)/3``, ``n = √u · 3π`` (u uniform), plus noise."""
-    _check_size(num_samples)
+    positive_int("num_samples", num_samples)
     generator = _generator(seed)
     n = torch.sqrt(torch.rand(num_samples, generator=generator)) * 3 * math.pi
     arm = torch.where(torch.rand(num_samples, generator=generator) < 0.5, 1.0, -1.0)

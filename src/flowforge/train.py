@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from .core import NormalizingFlow
 from .metrics import evaluate_in_chunks
 from .nets.lipschitz import SpectralNormLinear
+from .utils.checks import positive_int
 
 LOSSES = ("reverse_kl", "forward_kl")
 COMPILE_MODES = ("auto", "on", "off")
@@ -94,13 +95,23 @@ def _batch_source(data: torch.Tensor | Callable[[int], torch.Tensor], device: to
     return lambda n: stored[torch.randint(0, stored.shape[0], (n,), device=device)]
 
 
+def _prepare(model: torch.nn.Module, device) -> tuple[torch.device, list[torch.nn.Parameter], list[SpectralNormLinear]]:
+    """Move ``model`` to ``device`` (default: CUDA if available); return the device, the trainable
+    parameters (at least one) and the Lipschitz layers whose spectral-norm estimates must be
+    advanced after every step (residual flows)."""
+    device = torch.device(device) if device is not None else default_device()
+    model.to(device)
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    if not parameters:
+        raise ValueError("the model has no trainable parameters to fit")
+    return device, parameters, [m for m in model.modules() if isinstance(m, SpectralNormLinear)]
+
+
 def _validate(loss: str, iterations: int, samples_per_step: int, compile: str | bool, lr: float) -> str:
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
-    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
-        raise ValueError(f"iterations must be a positive int, got {iterations!r}")
-    if isinstance(samples_per_step, bool) or not isinstance(samples_per_step, int) or samples_per_step < 1:
-        raise ValueError(f"samples_per_step must be a positive int, got {samples_per_step!r}")
+    positive_int("iterations", iterations)
+    positive_int("samples_per_step", samples_per_step)
     if not lr > 0:
         raise ValueError(f"lr must be positive, got {lr}")
     mode = {True: "on", False: "off"}.get(compile, compile) if isinstance(compile, bool) else compile
@@ -150,11 +161,7 @@ def fit(
     compile_mode = _validate(loss, iterations, samples_per_step, compile, lr)
     if seed is not None:
         torch.manual_seed(seed)
-    device = torch.device(device) if device is not None else default_device()
-    model.to(device)
-    parameters = list(model.parameters())
-    if not parameters:
-        raise ValueError("the model has no trainable parameters to fit")
+    device, parameters, lipschitz_layers = _prepare(model, device)
     dtype = parameters[0].dtype
     if loss == "reverse_kl":
         model._require_target()
@@ -172,13 +179,11 @@ def fit(
 
     if optimizer is None:
         fused = device.type in ("cpu", "cuda")
-        optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay, fused=fused)
+        optimizer = torch.optim.Adam(parameters, lr=lr, weight_decay=weight_decay, fused=fused)
     use_compile = compile_mode == "on" or (
         compile_mode == "auto" and iterations >= AUTO_COMPILE_MIN_ITERATIONS and score_fn and loss == "reverse_kl"
     )
     compiled = torch.compile(step_loss, fullgraph=True, dynamic=False) if use_compile else None
-    # Residual flows: keep their spectral-norm estimates in step with the weights.
-    lipschitz_layers = [m for m in model.modules() if isinstance(m, SpectralNormLinear)]
     history = torch.empty(iterations, dtype=dtype, device=device)
     good_state = _snapshot(model, optimizer)
     good_until = 0
@@ -314,9 +319,8 @@ def fit_data(
     """
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
-    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    positive_int("epochs", epochs)
+    positive_int("batch_size", batch_size)
     if patience is not None and patience < 1:
         raise ValueError(f"patience must be positive or None, got {patience}")
     if not lr > 0:
@@ -324,11 +328,7 @@ def fit_data(
     for name, data in (("train_data", train_data), ("validation_data", validation_data)):
         if data is not None and (data.dim() < 2 or data.shape[0] < 1 or not torch.isfinite(data).all()):
             raise ValueError(f"{name} must be a finite (rows, features...) tensor with at least one row")
-    device = torch.device(device) if device is not None else default_device()
-    model.to(device)
-    parameters = [p for p in model.parameters() if p.requires_grad]
-    if not parameters:
-        raise ValueError("the model has no trainable parameters to fit")
+    device, parameters, lipschitz_layers = _prepare(model, device)
     dtype = parameters[0].dtype
     train_data = train_data.to(device=device, dtype=dtype)
     validation_data = None if validation_data is None else validation_data.to(device=device, dtype=dtype)
@@ -343,7 +343,6 @@ def fit_data(
         if schedule == "plateau"
         else None
     )
-    lipschitz_layers = [m for m in model.modules() if isinstance(m, SpectralNormLinear)]
     train_history: list[float] = []
     validation_history: list[float] = []
     best_state, best_epoch, best_value = copy.deepcopy(model.state_dict()), 0, float("inf")

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ..flows.base import as_event_shape, check_event_shape
+from ..utils.checks import positive_int
 
 
 class BaseDistribution(nn.Module):
@@ -33,12 +34,6 @@ class BaseDistribution(nn.Module):
         check_event_shape(self, z, self.shape)
 
 
-def _check_num_samples(num_samples: int) -> int:
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-        raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
-    return num_samples
-
-
 class DiagGaussian(BaseDistribution):
     r"""Gaussian with diagonal covariance, ``q0(z) = N(z; μ, diag(σ²))``.
 
@@ -61,7 +56,9 @@ class DiagGaussian(BaseDistribution):
         return -0.5 * self.dim * math.log(2 * math.pi) - self.log_scale.sum()
 
     def forward(self, num_samples: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-        eps = torch.randn((_check_num_samples(num_samples), *self.shape), dtype=self.loc.dtype, device=self.loc.device)
+        eps = torch.randn(
+            (positive_int("num_samples", num_samples), *self.shape), dtype=self.loc.dtype, device=self.loc.device
+        )
         z = torch.addcmul(self.loc, torch.exp(self.log_scale), eps)
         squared = (eps * eps).flatten(1).sum(1)
         return z, torch.add(self._log_normaliser(), squared, alpha=-0.5)
@@ -88,7 +85,9 @@ class Uniform(BaseDistribution):
         return -self.dim * torch.log(self.high - self.low)
 
     def forward(self, num_samples: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-        u = torch.rand((_check_num_samples(num_samples), *self.shape), dtype=self.low.dtype, device=self.low.device)
+        u = torch.rand(
+            (positive_int("num_samples", num_samples), *self.shape), dtype=self.low.dtype, device=self.low.device
+        )
         z = self.low + (self.high - self.low) * u
         return z, self._log_density().expand(num_samples)
 
@@ -143,7 +142,7 @@ class GaussianMixture(BaseDistribution):
                 self.register_buffer(name, value.clone())
 
     def forward(self, num_samples: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-        _check_num_samples(num_samples)
+        positive_int("num_samples", num_samples)
         probabilities = torch.softmax(self.weight_logits, 0)
         mode = torch.multinomial(probabilities.detach(), num_samples, replacement=True)
         eps = torch.randn(num_samples, self.dim, dtype=self.loc.dtype, device=self.loc.device)

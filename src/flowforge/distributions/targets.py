@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..utils.checks import positive_int
+
 LOG_2 = math.log(2.0)
 
 
@@ -43,8 +45,7 @@ class Target(nn.Module):
 
     def sample(self, num_samples: int = 1) -> torch.Tensor:
         """Draw exact samples by rejection from the uniform distribution on ``bounds``."""
-        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-            raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
+        positive_int("num_samples", num_samples)
         low, high = self.bounds[:, 0], self.bounds[:, 1]
         accepted: list[torch.Tensor] = []
         count, rate = 0, 0.05
