@@ -6,13 +6,16 @@ the base and target densities under ``nf.distributions``, one-line models
 numbers in ``nf.metrics``.
 """
 
-from . import datasets, distributions, flows, metrics, nets, presets, train, utils
-from .core import NormalizingFlow
+from . import datasets, distributions, flows, metrics, nets, presets, train, transforms, utils
+from .core import ClassCondFlow, ConditionalNormalizingFlow, MultiscaleFlow, NormalizingFlow
 from .presets import IAF, MAF, NSF, Glow, NSFAutoregressive, PlanarFlow, RadialFlow, RealNVP, ResidualFlow
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ClassCondFlow",
+    "ConditionalNormalizingFlow",
+    "MultiscaleFlow",
     "Glow",
     "IAF",
     "MAF",
@@ -31,5 +34,6 @@ __all__ = [
     "nets",
     "presets",
     "train",
+    "transforms",
     "utils",
 ]

@@ -225,14 +225,75 @@ def load_table(
     return torch.from_numpy(values), names
 
 
-def split(data: torch.Tensor, fractions: tuple[float, float, float] = (0.8, 0.1, 0.1), seed: int = 0):
-    """Shuffle the rows (seeded) and cut them into train, validation and test parts."""
+def split(
+    data: torch.Tensor | tuple[torch.Tensor, ...],
+    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
+    seed: int = 0,
+):
+    """Shuffle the rows (seeded) and cut them into train, validation and test parts.
+
+    ``data`` may be a tuple of tensors with the same number of rows (data and labels, data and
+    context): each part is then a tuple, cut with the same permutation.
+    """
     if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-9:
         raise ValueError(f"fractions must be three non-negative numbers summing to 1, got {fractions}")
-    order = torch.randperm(data.shape[0], generator=torch.Generator().manual_seed(seed))
-    n_train = int(round(fractions[0] * data.shape[0]))
-    n_validation = int(round(fractions[1] * data.shape[0]))
+    tensors = data if isinstance(data, tuple) else (data,)
+    rows = tensors[0].shape[0]
+    if any(t.shape[0] != rows for t in tensors):
+        raise ValueError(f"split needs tensors with the same number of rows, got {[t.shape[0] for t in tensors]}")
+    order = torch.randperm(rows, generator=torch.Generator().manual_seed(seed))
+    n_train = int(round(fractions[0] * rows))
+    n_validation = int(round(fractions[1] * rows))
     if n_train == 0:
-        raise ValueError(f"{data.shape[0]} rows leave no training data with fractions {fractions}")
-    shuffled = data[order]
-    return shuffled[:n_train], shuffled[n_train : n_train + n_validation], shuffled[n_train + n_validation :]
+        raise ValueError(f"{rows} rows leave no training data with fractions {fractions}")
+    bounds = ((0, n_train), (n_train, n_train + n_validation), (n_train + n_validation, rows))
+    parts = [tuple(t[order[a:b]] for t in tensors) for a, b in bounds]
+    return tuple(parts) if isinstance(data, tuple) else tuple(part[0] for part in parts)
+
+
+def dequantize(data: torch.Tensor, levels: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Uniform dequantisation of integer levels ``k ∈ {0, …, levels−1}``: ``(k + u)/levels`` with
+    ``u ~ U[0, 1)`` elementwise (drawn on the CPU from ``generator``, so seeded draws do not depend
+    on the device), in ``[0, 1)``."""
+    if not ((data >= 0) & (data <= levels - 1) & (data == data.round())).all():
+        raise ValueError(f"dequantize expects integer levels in [0, {levels - 1}]")
+    noise = torch.rand(data.shape, generator=generator, dtype=data.dtype if data.is_floating_point() else None)
+    return (data + noise.to(data.device)) / levels
+
+
+def _sklearn_datasets():
+    try:
+        from sklearn import datasets
+    except ImportError:
+        raise ImportError(
+            "the bundled real data sets come with scikit-learn: pip install 'flowforge[data]' (or scikit-learn)"
+        ) from None
+    return datasets
+
+
+DIGITS_LEVELS = 17
+"""Grey levels of the digits images (0 … 16)."""
+
+
+def load_digits() -> tuple[torch.Tensor, torch.Tensor]:
+    """scikit-learn's bundled 8×8 handwritten digits (UCI; 1797 images, no download): images as
+    ``(1797, 1, 8, 8)`` float64 integer grey levels ``0 … 16`` (:data:`DIGITS_LEVELS` levels) and
+    labels ``(1797,)`` (int64, 0–9)."""
+    bunch = _sklearn_datasets().load_digits()
+    images = torch.from_numpy(bunch.images.astype(np.float64)).unsqueeze(1)
+    return images, torch.from_numpy(bunch.target.astype(np.int64))
+
+
+def load_real_table(name: str) -> tuple[torch.Tensor, list[str]]:
+    """A real tabular data set bundled with scikit-learn (no download), as float64 ``(rows, columns)``
+    and the column names: ``"wine"`` (178 × 13, chemical analysis of Italian wines) or
+    ``"breast-cancer"`` (569 × 30, features of cell nuclei from breast-mass images)."""
+    loaders = {"wine": "load_wine", "breast-cancer": "load_breast_cancer"}
+    if name not in loaders:
+        raise ValueError(f"unknown real data set {name!r}; choose from {sorted(loaders)}")
+    bunch = getattr(_sklearn_datasets(), loaders[name])()
+    return torch.from_numpy(bunch.data.astype(np.float64)), [str(n) for n in bunch.feature_names]
+
+
+REAL_TABLES = ("wine", "breast-cancer")
+"""Names of the bundled real tables (:func:`load_real_table`)."""

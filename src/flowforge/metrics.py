@@ -1,4 +1,4 @@
-"""Numbers that say how good a flow is: importance-sampling diagnostics and exact 2-D KL.
+"""Numbers that say how good a flow is: importance-sampling diagnostics, exact 2-D KL, bits/dim.
 
 All functions run without gradients and on the model's device.
 """
@@ -11,6 +11,7 @@ from collections.abc import Callable
 import torch
 
 from .core import NormalizingFlow
+from .utils.checks import positive_int
 
 Bounds = tuple[tuple[float, float], tuple[float, float]]
 
@@ -122,3 +123,8 @@ def summary(model: NormalizingFlow, num_samples: int = 100_000, grid_size: int |
         result["kl_monte_carlo"] = float(grid["log_z_grid"] - log_w.mean())
         result["kl_monte_carlo_standard_error"] = float(log_w.std() / math.sqrt(log_w.shape[0]))
     return result
+
+
+def bits_per_dim(nll: float, dim: int) -> float:
+    """A negative log-likelihood in nats per sample as bits per dimension: ``nll / (dim · ln 2)``."""
+    return nll / (positive_int("dim", dim) * math.log(2))

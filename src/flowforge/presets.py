@@ -6,11 +6,13 @@ from collections.abc import Callable
 
 from torch import nn
 
-from .core import NormalizingFlow
+from .core import ConditionalNormalizingFlow, MultiscaleFlow, NormalizingFlow
 from .distributions.base import BaseDistribution, DiagGaussian
+from .distributions.conditional import ClassCondDiagGaussian
 from .flows import (
     GlowBlock,
     InverseAutoregressive,
+    Merge,
     MaskedAffineAutoregressive,
     MaskedAffineFlow,
     Permute,
@@ -18,11 +20,13 @@ from .flows import (
     Radial,
     RationalQuadraticAutoregressive,
     RationalQuadraticCoupling,
+    RealNVPCoupling,
     Residual,
     Squeeze,
     alternating_mask,
 )
 from .nets import MLP, LipschitzMLP
+from .transforms import Logit
 
 
 def _check(dim: int, layers: int, minimum_dim: int = 1) -> None:
@@ -150,6 +154,44 @@ def Glow(  # noqa: N802
         density_order += [GlowBlock(channels, hidden) for _ in range(steps)]
     base_shape = (channels, height // 2**levels, width // 2**levels)
     return NormalizingFlow(q0 or DiagGaussian(base_shape), list(reversed(density_order)), p)
+
+
+def MultiscaleGlow(  # noqa: N802
+    shape: tuple[int, int, int],
+    levels: int = 2,
+    steps: int = 4,
+    hidden: int = 64,
+    num_classes: int | None = None,
+    alpha: float = 0.05,
+) -> MultiscaleFlow:
+    """Multi-scale Glow (Kingma & Dhariwal 2018; the RealNVP architecture of Dinh et al. 2017) for
+    images of ``shape = (C, H, W)`` with values in ``[0, 1]``. Density direction: the logit
+    transform (:class:`flowforge.transforms.Logit` with ``alpha``), then per level a
+    :class:`~flowforge.flows.Squeeze` and ``steps`` :class:`~flowforge.flows.GlowBlock` s (``hidden``
+    channels), after which half of the channels are factored out to that level's Gaussian base; the
+    last level keeps all. With ``num_classes`` the bases are class-conditional
+    (:class:`~flowforge.distributions.ClassCondDiagGaussian`). ``H`` and ``W`` must be divisible by
+    ``2**levels``."""
+    channels, height, width = (int(v) for v in shape)
+    if levels < 1 or steps < 1 or height % 2**levels or width % 2**levels:
+        raise ValueError(
+            f"MultiscaleGlow needs levels, steps >= 1 and H, W divisible by 2**levels; got {shape}, {levels}, {steps}"
+        )
+
+    def base(latent_shape: tuple[int, int, int]) -> BaseDistribution:
+        return DiagGaussian(latent_shape) if num_classes is None else ClassCondDiagGaussian(latent_shape, num_classes)
+
+    bases, flows, merges = [], [], []
+    for level in range(levels):  # level 0 is the deepest
+        depth = levels - level  # squeezes applied before this level's blocks (density direction)
+        size = (height // 2**depth, width // 2**depth)
+        block_channels = channels * 4**depth // 2 ** (depth - 1)
+        latent_channels = block_channels if level == 0 else block_channels // 2
+        bases.append(base((latent_channels, *size)))
+        flows.append([GlowBlock(block_channels, hidden) for _ in range(steps)] + [Squeeze()])
+        if level > 0:
+            merges.append(Merge())
+    return MultiscaleFlow(bases, flows, merges, transform=Logit(alpha), class_cond=num_classes is not None)
 
 
 def ResidualFlow(  # noqa: N802

@@ -23,7 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .core import NormalizingFlow
-from .metrics import evaluate_in_chunks
+from .datasets import dequantize
 from .nets.lipschitz import SpectralNormLinear
 from .utils.checks import positive_int
 
@@ -285,10 +285,53 @@ class DataFitResult:
         return float(self.validation_nll[self.best_epoch]) if len(self.validation_nll) else float("nan")
 
 
+def _nll_offset(data: torch.Tensor, levels: int | None) -> float:
+    """``D log levels``: turns the density of data dequantised and scaled to ``[0, 1)`` into the
+    likelihood bound of the discrete data (Theis et al. 2016, https://arxiv.org/abs/1511.01844)."""
+    return 0.0 if levels is None else data[0].numel() * math.log(levels)
+
+
 @torch.no_grad()
-def mean_nll(model: NormalizingFlow, data: torch.Tensor, batch_size: int = 4096) -> float:
-    """``−mean log q(x)`` over ``data``, in chunks."""
-    return -float(evaluate_in_chunks(model.log_prob, data, batch_size).mean())
+def mean_nll(
+    model: NormalizingFlow,
+    data: torch.Tensor,
+    batch_size: int = 4096,
+    context: torch.Tensor | None = None,
+    levels: int | None = None,
+    seed: int = 0,
+) -> float:
+    """``−mean log q(x)`` (or ``log q(x | c)`` with a per-row ``context``) over ``data``, in chunks.
+
+    With ``levels``, ``data`` holds integer levels ``0 … levels−1`` and the result is the discrete
+    NLL bound of uniform dequantisation: ``−log q((k + u)/levels) + D log levels`` with one seeded
+    draw of ``u ~ U[0, 1)^D`` per row.
+    """
+    like = next(iter(model.parameters()), data)
+    data = data.to(device=like.device, dtype=like.dtype)
+    if context is not None:
+        context = context.to(device=like.device, dtype=like.dtype if context.is_floating_point() else context.dtype)
+    if levels is not None:
+        data = dequantize(data, levels, torch.Generator(device="cpu").manual_seed(seed))
+    total = data.new_zeros(())
+    for index in torch.arange(data.shape[0], device=data.device).split(batch_size):
+        rows = data[index]
+        log_q = model.log_prob(rows) if context is None else model.log_prob(rows, context[index])
+        total = total + log_q.sum()
+    return -float(total) / data.shape[0] + _nll_offset(data, levels)
+
+
+def _check_rows(name: str, data: torch.Tensor | None, context: torch.Tensor | None) -> None:
+    if data is None and context is not None:
+        raise ValueError(f"{name}_context given without {name}_data")
+    if data is None:
+        return
+    if data.dim() < 2 or data.shape[0] < 1 or not torch.isfinite(data).all():
+        raise ValueError(f"{name}_data must be a finite (rows, features...) tensor with at least one row")
+    if context is not None and context.shape[0] != data.shape[0]:
+        raise ValueError(
+            f"{name}_context has {context.shape[0]} rows but {name}_data has {data.shape[0]}; "
+            "the context needs one row per data row"
+        )
 
 
 def fit_data(
@@ -296,6 +339,9 @@ def fit_data(
     train_data: torch.Tensor,
     validation_data: torch.Tensor | None = None,
     *,
+    train_context: torch.Tensor | None = None,
+    validation_context: torch.Tensor | None = None,
+    levels: int | None = None,
     epochs: int = 100,
     batch_size: int = 256,
     lr: float = 1e-3,
@@ -316,22 +362,37 @@ def fit_data(
     computed; training stops after ``patience`` epochs without improvement and the best weights
     are restored (without validation data: the last weights, no early stopping). A non-finite
     loss restores the best weights and raises :class:`TrainingDiverged`.
+
+    Conditional models (:class:`~flowforge.ConditionalNormalizingFlow`, :class:`~flowforge.ClassCondFlow`,
+    a class-conditional :class:`~flowforge.MultiscaleFlow`) take ``train_context`` /
+    ``validation_context``: one context row (or class label) per data row. With ``levels``
+    the data are integer levels (e.g. pixel values 0…levels−1), dequantised afresh in every batch
+    by :func:`dequantize`, and the reported NLLs are those of the discrete data (see :func:`mean_nll`).
     """
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
     positive_int("epochs", epochs)
     positive_int("batch_size", batch_size)
+    if levels is not None:
+        positive_int("levels", levels)
     if patience is not None and patience < 1:
         raise ValueError(f"patience must be positive or None, got {patience}")
     if not lr > 0:
         raise ValueError(f"lr must be positive, got {lr}")
-    for name, data in (("train_data", train_data), ("validation_data", validation_data)):
-        if data is not None and (data.dim() < 2 or data.shape[0] < 1 or not torch.isfinite(data).all()):
-            raise ValueError(f"{name} must be a finite (rows, features...) tensor with at least one row")
+    _check_rows("train", train_data, train_context)
+    _check_rows("validation", validation_data, validation_context)
+    if validation_data is not None and (train_context is None) != (validation_context is None):
+        raise ValueError("give a context for both the training and the validation data, or for neither")
     device, parameters, lipschitz_layers = _prepare(model, device)
     dtype = parameters[0].dtype
-    train_data = train_data.to(device=device, dtype=dtype)
-    validation_data = None if validation_data is None else validation_data.to(device=device, dtype=dtype)
+
+    def to_device(values: torch.Tensor | None) -> torch.Tensor | None:
+        if values is None:
+            return None
+        return values.to(device=device, dtype=dtype if values.is_floating_point() else values.dtype)
+
+    train_data, validation_data = to_device(train_data), to_device(validation_data)
+    train_context, validation_context = to_device(train_context), to_device(validation_context)
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
     if seed is not None:
         torch.manual_seed(seed)
@@ -343,6 +404,7 @@ def fit_data(
         if schedule == "plateau"
         else None
     )
+    offset = _nll_offset(train_data, levels)
     train_history: list[float] = []
     validation_history: list[float] = []
     best_state, best_epoch, best_value = copy.deepcopy(model.state_dict()), 0, float("inf")
@@ -355,8 +417,13 @@ def fit_data(
         total, count = torch.zeros((), dtype=dtype, device=device), 0
         for batch_index in order.split(batch_size):
             batch = train_data[batch_index]
+            if levels is not None:
+                batch = dequantize(batch, levels, generator)
             optimizer.zero_grad(set_to_none=True)
-            loss = model.forward_kld(batch)
+            if train_context is None:
+                loss = model.forward_kld(batch)
+            else:
+                loss = model.forward_kld(batch, train_context[batch_index])
             loss.backward()
             if clip_grad_norm is not None:
                 torch.nn.utils.clip_grad_norm_(parameters, clip_grad_norm)
@@ -365,7 +432,7 @@ def fit_data(
                 layer.update_norm()
             total += loss.detach() * batch.shape[0]
             count += batch.shape[0]
-        train_value = float(total) / count
+        train_value = float(total) / count + offset
         if not math.isfinite(train_value):
             model.load_state_dict(best_state)
             result = DataFitResult(
@@ -377,7 +444,7 @@ def fit_data(
         train_history.append(train_value)
         model.eval()
         if validation_data is not None:
-            value = mean_nll(model, validation_data)
+            value = mean_nll(model, validation_data, context=validation_context, levels=levels)
             validation_history.append(value)
             if value < best_value:
                 best_value, best_epoch, best_state = value, epoch, copy.deepcopy(model.state_dict())

@@ -1,6 +1,7 @@
 """Base distributions (``q0``) and target densities (``p``)."""
 
 from .base import BaseDistribution, DiagGaussian, GaussianMixture, Uniform
+from .conditional import ClassCondDiagGaussian, ConditionalDiagGaussian
 from .targets import (
     TARGETS,
     CircularGaussianMixture,
@@ -19,6 +20,8 @@ from .targets import (
 __all__ = [
     "TARGETS",
     "BaseDistribution",
+    "ClassCondDiagGaussian",
+    "ConditionalDiagGaussian",
     "CircularGaussianMixture",
     "DiagGaussian",
     "EnergyU1",

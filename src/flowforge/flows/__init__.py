@@ -4,7 +4,7 @@ from .affine import AffineConstFlow, Standardization
 from .autoregressive import AutoregressiveFlow, InverseAutoregressive, MaskedAffineAutoregressive
 from .base import Composite, EventFlow, Flow, Reverse
 from .bounded import Logit, PeriodicShift, PeriodicWrap, Sigmoid, Tanh
-from .coupling import AffineCoupling, AffineCouplingBlock, MaskedAffineFlow, alternating_mask
+from .coupling import AffineCoupling, AffineCouplingBlock, MaskedAffineFlow, RealNVPCoupling, alternating_mask
 from .glow import GlowBlock
 from .linear import Invertible1x1Conv, InvertibleAffine, InvertibleMatrix, LULinearPermute
 from .mixing import Permute
@@ -59,6 +59,7 @@ __all__ = [
     "Radial",
     "RationalQuadraticAutoregressive",
     "RationalQuadraticCoupling",
+    "RealNVPCoupling",
     "Reverse",
     "alternating_mask",
 ]

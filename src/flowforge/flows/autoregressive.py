@@ -15,8 +15,10 @@ class AutoregressiveFlow(EventFlow):
 
     Cheap direction: ``inverse`` (density), one MADE pass on ``x``. ``forward`` (sampling) takes
     D passes, each fixing one more coordinate in the autoregressive order. Subclasses give the
-    elementwise map in :meth:`elementwise`.
+    elementwise map in :meth:`elementwise`. Takes a context when its MADE has ``context_features``.
     """
+
+    takes_context = True
 
     def __init__(self, made: MADE):
         super().__init__((made.features,))
@@ -93,6 +95,8 @@ class InverseAutoregressive(EventFlow):
     as variational inference wants; ``inverse`` (density) takes D sequential passes. Takes the
     arguments of :class:`MaskedAffineAutoregressive`.
     """
+
+    takes_context = True
 
     def __init__(self, *args, **kwargs):
         maf = MaskedAffineAutoregressive(*args, **kwargs)

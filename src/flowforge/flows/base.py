@@ -29,20 +29,33 @@ def check_event_shape(owner: object, x: torch.Tensor, shape: tuple[int, ...]) ->
         raise ValueError(f"{type(owner).__name__} expects input of shape (batch, {expected}), got {tuple(x.shape)}")
 
 
-def push_forward(flows: Iterable[Flow], z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Apply ``flows`` in order; return the result and the summed forward log-determinants."""
+def _with_context(flow: Flow, method, values, context: torch.Tensor | None):
+    """Call ``method`` (``flow``'s forward or inverse) with the context when there is one and the layer takes it."""
+    if context is not None and getattr(flow, "takes_context", False):
+        return method(values, context)
+    return method(values)
+
+
+def push_forward(
+    flows: Iterable[Flow], z: torch.Tensor, context: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Apply ``flows`` in order (passing ``context`` to the layers that take one); return the result
+    and the summed forward log-determinants."""
     log_det = z.new_zeros(z.shape[0])
     for flow in flows:
-        z, layer_log_det = flow(z)
+        z, layer_log_det = _with_context(flow, flow, z, context)
         log_det = log_det + layer_log_det
     return z, log_det
 
 
-def pull_back(flows: Sequence[Flow], x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Apply the inverses of ``flows`` in reverse order; return the result and summed log-determinants."""
+def pull_back(
+    flows: Sequence[Flow], x: torch.Tensor, context: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Apply the inverses of ``flows`` in reverse order (passing ``context`` to the layers that take
+    one); return the result and the summed log-determinants."""
     log_det = x.new_zeros(x.shape[0])
     for flow in reversed(flows):
-        x, layer_log_det = flow.inverse(x)
+        x, layer_log_det = _with_context(flow, flow.inverse, x, context)
         log_det = log_det + layer_log_det
     return x, log_det
 
@@ -63,7 +76,13 @@ class Flow(nn.Module):
     Subclasses implement ``forward`` (base -> data, the sampling direction) and
     ``inverse`` (data -> base); both return the transformed tensor and the
     log-absolute-determinant of their own Jacobian, of shape ``(batch,)``.
+
+    Conditional layers set ``takes_context = True`` and take an optional second argument
+    ``context`` of shape ``(batch, context_features)`` in both directions; the models pass it
+    to those layers only.
     """
+
+    takes_context: bool = False
 
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
@@ -93,33 +112,36 @@ class Composite(Flow):
 
     ``forward`` applies the flows in order and sums their log-determinants;
     ``inverse`` applies their inverses in reverse order. The cheap direction is
-    whatever its members' cheap directions are.
+    whatever its members' cheap directions are. A context is passed on to the members that take one.
     """
+
+    takes_context = True
 
     def __init__(self, flows: Iterable[Flow]):
         super().__init__()
         self.flows = nn.ModuleList(flows)
 
-    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return push_forward(self.flows, z)
+    def forward(self, z: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        return push_forward(self.flows, z, context)
 
-    def inverse(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return pull_back(self.flows, x)
+    def inverse(self, x: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        return pull_back(self.flows, x, context)
 
 
 class Reverse(Flow):
     """The inverse of a flow as a flow: ``Reverse(f).forward = f.inverse`` and vice versa.
 
     Useful to turn a layer whose cheap direction is density evaluation into one
-    whose cheap direction is sampling (e.g. MAF into IAF).
+    whose cheap direction is sampling (e.g. MAF into IAF). Takes a context when ``flow`` does.
     """
 
     def __init__(self, flow: Flow):
         super().__init__()
         self.flow = flow
+        self.takes_context = getattr(flow, "takes_context", False)
 
-    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.flow.inverse(z)
+    def forward(self, z: torch.Tensor, *context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.flow.inverse(z, *context)
 
-    def inverse(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.flow(x)
+    def inverse(self, x: torch.Tensor, *context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.flow(x, *context)

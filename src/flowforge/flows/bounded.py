@@ -47,8 +47,8 @@ class Logit(Flow):
 
     The data-space preprocessing of RealNVP (Dinh et al. 2017), ``α`` keeping the argument away
     from 0 and 1. ``log|det| = Σ log(1 − 2α) − log y − log(1 − y)`` with ``y = α + (1 − 2α)x``.
-    Both directions cheap; the inverse is ``x = (σ(z) − α)/(1 − 2α)``. Outside ``(0, 1)`` the
-    forward log-det is ``−inf``.
+    Both directions cheap; the inverse is ``x = (σ(z) − α)/(1 − 2α)``, whose image is
+    ``(−α/(1 − 2α), (1 − α)/(1 − 2α))`` ⊃ ``[0, 1]``; outside it the forward log-det is ``−inf``.
     """
 
     def __init__(self, alpha: float = 0.0):
@@ -58,8 +58,8 @@ class Logit(Flow):
         self.alpha = float(alpha)
 
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        inside = (z > 0) & (z < 1) if self.alpha == 0 else (z >= 0) & (z <= 1)
         y = self.alpha + (1 - 2 * self.alpha) * z
+        inside = (y > 0) & (y < 1)
         safe = y.clamp(torch.finfo(z.dtype).tiny, 1 - torch.finfo(z.dtype).eps)
         log_y, log_1my = torch.log(safe), torch.log1p(-safe)
         log_det = z[0].numel() * math.log(1 - 2 * self.alpha) - _batch_sum(log_y + log_1my)

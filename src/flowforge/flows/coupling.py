@@ -8,7 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Flow, as_event_shape, check_event_shape, pull_back, push_forward
+from ..nets.made import as_activation
+from ..nets.residual import ResidualNet
+from .base import EventFlow, Flow, as_event_shape, check_event_shape, pull_back, push_forward
 from .reshape import Merge, Split
 
 
@@ -100,6 +102,70 @@ def alternating_mask(features: int, even: bool = True) -> torch.Tensor:
     """``[1, 0, 1, 0, …]`` (or its complement when ``even`` is False)."""
     mask = (torch.arange(features) % 2 == 0).to(torch.get_default_dtype())
     return mask if even else 1 - mask
+
+
+def coupling_indices(features: int, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The kept (mask 1) and transformed (mask 0) coordinates of a 0/1 ``mask`` of length ``features``
+    (default: :func:`alternating_mask`); each part must be non-empty."""
+    mask = alternating_mask(features) if mask is None else torch.as_tensor(mask)
+    if tuple(mask.shape) != (features,) or not ((mask == 0) | (mask == 1)).all():
+        raise ValueError(f"mask must be a 0/1 vector of length {features}, got shape {tuple(mask.shape)}")
+    kept, moved = torch.nonzero(mask == 1).flatten(), torch.nonzero(mask == 0).flatten()
+    if len(kept) == 0 or len(moved) == 0:
+        raise ValueError("mask must keep at least one coordinate and transform at least one")
+    return kept, moved
+
+
+class RealNVPCoupling(EventFlow):
+    r"""Affine coupling on vectors with a residual-net conditioner and an optional context (RealNVP,
+    Dinh et al. 2017, https://arxiv.org/abs/1605.08803).
+
+    ``x_A = z_A``, ``x_B = z_B ⊙ exp(s) + t`` with ``(t, s) = θ(z_A, c)`` from a
+    :class:`~flowforge.nets.ResidualNet`, ``s`` soft-clamped to ``±clamp``, ``A`` the coordinates
+    where ``mask`` is 1; ``log|det ∂x/∂z| = Σ_B s``. Both directions cheap (one net pass):
+    ``z_B = (x_B − t) ⊙ exp(−s)``. Takes a context ``c`` of ``context_features`` (an input of ``θ``)
+    when built with it. Starts at the identity when ``init_identity``.
+    """
+
+    takes_context = True
+
+    def __init__(
+        self,
+        features: int,
+        hidden_features: int,
+        mask: torch.Tensor | None = None,
+        context_features: int | None = None,
+        num_blocks: int = 2,
+        clamp: float | None = 5.0,
+        activation=F.relu,
+        dropout_probability: float = 0.0,
+        init_identity: bool = True,
+    ):
+        super().__init__((features,))
+        kept, moved = coupling_indices(features, mask)
+        self.register_buffer("kept", kept)
+        self.register_buffer("moved", moved)
+        self.register_buffer("unshuffle", torch.argsort(torch.cat([kept, moved])))
+        self.clamp = clamp
+        self.net = ResidualNet(
+            len(kept), 2 * len(moved), hidden_features, context_features, num_blocks,
+            as_activation(activation), dropout_probability, init_zeros=init_identity,
+        )  # fmt: skip
+
+    def _transform(self, v: torch.Tensor, context: torch.Tensor | None, inverse: bool):
+        self.check_input(v)
+        kept, moved = v.index_select(1, self.kept), v.index_select(1, self.moved)
+        params = self.net(kept, context).view(v.shape[0], moved.shape[1], 2)
+        shift, log_scale = params[..., 0], soft_clamp(params[..., 1], self.clamp)
+        out = (moved - shift) * torch.exp(-log_scale) if inverse else moved * torch.exp(log_scale) + shift
+        log_det = log_scale.sum(1)
+        return torch.cat([kept, out], 1).index_select(1, self.unshuffle), -log_det if inverse else log_det
+
+    def forward(self, z: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._transform(z, context, inverse=False)
+
+    def inverse(self, x: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._transform(x, context, inverse=True)
 
 
 SCALE_MAPS = ("exp", "sigmoid", "sigmoid_inv")

@@ -16,7 +16,7 @@ from ..nets.made import MADE, as_activation
 from ..nets.residual import ResidualNet
 from .autoregressive import AutoregressiveFlow
 from .base import EventFlow
-from .coupling import alternating_mask
+from .coupling import alternating_mask, coupling_indices
 
 DEFAULT_MIN_BIN_WIDTH = 1e-3
 DEFAULT_MIN_BIN_HEIGHT = 1e-3
@@ -168,8 +168,11 @@ class RationalQuadraticCoupling(EventFlow):
     ``circular`` are angles on ``[−tail_bound, tail_bound)``: transformed ones use circular splines
     (Rezende et al. 2020), conditioning ones enter the net as ``(cos, sin)``. Others have linear
     (identity) tails outside ``±tail_bound``. Both directions are cheap (one net pass). Starts at
-    the identity when ``init_identity``.
+    the identity when ``init_identity``. Takes a context ``c`` (input of ``θ``) when built with
+    ``context_features``.
     """
+
+    takes_context = True
 
     def __init__(
         self,
@@ -186,13 +189,7 @@ class RationalQuadraticCoupling(EventFlow):
         init_identity: bool = True,
     ):
         super().__init__((features,))
-        mask = alternating_mask(features) if mask is None else torch.as_tensor(mask)
-        if tuple(mask.shape) != (features,) or not ((mask == 0) | (mask == 1)).all():
-            raise ValueError(f"mask must be a 0/1 vector of length {features}")
-        kept = torch.nonzero(mask == 1).flatten()
-        moved = torch.nonzero(mask == 0).flatten()
-        if len(kept) == 0 or len(moved) == 0:
-            raise ValueError("mask must keep at least one coordinate and transform at least one")
+        kept, moved = coupling_indices(features, mask)
         circular = tuple(int(i) for i in circular)
         if any(not 0 <= i < features for i in circular):
             raise ValueError(f"circular indices must lie in range({features}), got {circular}")
