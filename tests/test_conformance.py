@@ -80,6 +80,18 @@ CATALOGUE = {
         lambda: WithContext(nf.flows.RationalQuadraticCoupling(3, 16, num_bins=4, context_features=2), 2),
         (3,),
     ),
+    "RealNVPCoupling": (lambda: nf.flows.RealNVPCoupling(5, 16, nf.flows.alternating_mask(5, False)), (5,)),
+    "RealNVPCoupling-context": (lambda: WithContext(nf.flows.RealNVPCoupling(3, 16, context_features=2), 2), (3,)),
+    "Composite-context": (
+        lambda: WithContext(
+            nf.flows.Composite([nf.flows.RealNVPCoupling(3, 8, context_features=2), nf.flows.Permute(3)]), 2
+        ),
+        (3,),
+    ),
+    "Reverse-context": (
+        lambda: WithContext(nf.flows.Reverse(nf.flows.MaskedAffineAutoregressive(3, 8, 2)), 2),
+        (3,),
+    ),
     "RationalQuadraticAutoregressive": (lambda: nf.flows.RationalQuadraticAutoregressive(3, 16, num_bins=5), (3,)),
     "RationalQuadraticAutoregressive-circular-context": (
         lambda: WithContext(
@@ -266,3 +278,28 @@ def test_gradients_flow_to_input_and_every_parameter(name):
     assert z.grad is not None and torch.isfinite(z.grad).all()
     for parameter_name, parameter in layer.named_parameters():
         assert parameter.grad is not None and torch.isfinite(parameter.grad).all(), parameter_name
+
+
+CONDITIONAL = sorted(name for name in CATALOGUE if isinstance(CATALOGUE[name][0](), WithContext))
+
+
+@pytest.mark.parametrize("name", CONDITIONAL)
+def test_conditional_layers_depend_on_the_context_and_require_it(name):
+    wrapped, shape = build(name)
+    layer, context = wrapped.layer, wrapped.context
+    assert layer.takes_context
+    z = inputs(name, 6, shape)
+    other = context + 1.0
+    for direction in (layer.forward, layer.inverse):
+        out, log_det = direction(z, context.expand(6, -1))
+        out_other, log_det_other = direction(z, other.expand(6, -1))
+        assert not torch.allclose(out, out_other) and not torch.allclose(log_det, log_det_other)
+        with pytest.raises(ValueError, match="context"):
+            direction(z)
+        with pytest.raises(ValueError, match="context"):
+            direction(z, context.expand(6, -1)[:, :1])
+    z = z.detach()
+    context = context.clone().requires_grad_()
+    x, log_det = layer(z, context.expand(6, -1))
+    (x.sum() + log_det.sum()).backward()
+    assert context.grad is not None and context.grad.abs().sum() > 0

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+import flowforge as nf
 from flowforge import datasets
 
 
@@ -52,3 +53,33 @@ def test_toy_set_geometry():
     board = datasets.checkerboard(4000, seed=0)
     cells = (torch.floor(board[:, 0] / 2) + torch.floor(board[:, 1] / 2)) % 2
     assert cells.unique().numel() == 1  # only one colour of squares is populated
+
+
+def test_bundled_digits_need_no_download():
+    images, labels = nf.datasets.load_digits()
+    assert images.shape == (1797, 1, 8, 8) and labels.shape == (1797,)
+    assert images.min() == 0 and images.max() == nf.datasets.DIGITS_LEVELS - 1
+    assert (images == images.round()).all() and set(labels.tolist()) == set(range(10))
+
+
+@pytest.mark.parametrize(("name", "shape"), [("wine", (178, 13)), ("breast-cancer", (569, 30))])
+def test_bundled_real_tables(name, shape):
+    table, names = nf.datasets.load_real_table(name)
+    assert table.shape == shape and len(names) == shape[1] and torch.isfinite(table).all()
+
+
+def test_unknown_real_table_is_an_error():
+    with pytest.raises(ValueError, match="unknown real data set 'iris'"):
+        nf.datasets.load_real_table("iris")
+
+
+def test_split_cuts_paired_tensors_with_one_permutation():
+    data = torch.arange(50.0).unsqueeze(1)
+    labels = torch.arange(50)
+    parts = nf.datasets.split((data, labels), (0.6, 0.2, 0.2), seed=3)
+    assert [len(part[0]) for part in parts] == [30, 10, 10]
+    for rows, row_labels in parts:
+        assert (rows[:, 0].long() == row_labels).all()
+    assert torch.equal(parts[0][0], nf.datasets.split(data, (0.6, 0.2, 0.2), seed=3)[0])
+    with pytest.raises(ValueError, match="same number of rows"):
+        nf.datasets.split((data, labels[:10]))

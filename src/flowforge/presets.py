@@ -12,9 +12,9 @@ from .distributions.conditional import ClassCondDiagGaussian
 from .flows import (
     GlowBlock,
     InverseAutoregressive,
-    Merge,
     MaskedAffineAutoregressive,
     MaskedAffineFlow,
+    Merge,
     Permute,
     Planar,
     Radial,
@@ -51,20 +51,37 @@ def RadialFlow(
 
 
 def RealNVP(  # noqa: N802
-    dim: int, layers: int, hidden: int = 64, p: nn.Module | None = None, q0: BaseDistribution | None = None
+    dim: int,
+    layers: int,
+    hidden: int = 64,
+    p: nn.Module | None = None,
+    q0: BaseDistribution | None = None,
+    context_features: int | None = None,
 ) -> NormalizingFlow:
-    """``layers`` affine couplings (:class:`~flowforge.flows.MaskedAffineFlow`) with alternating masks;
-    ``s`` and ``t`` are MLPs with two hidden layers of ``hidden`` units, zero-initialised (identity start)."""
+    """``layers`` affine couplings with alternating masks, starting at the identity: without a context
+    :class:`~flowforge.flows.MaskedAffineFlow` whose ``s`` and ``t`` are MLPs with two hidden layers of
+    ``hidden`` units; with ``context_features`` a :class:`~flowforge.ConditionalNormalizingFlow` of
+    :class:`~flowforge.flows.RealNVPCoupling` layers (residual conditioner taking the context)."""
     _check(dim, layers, minimum_dim=2)
     flows = []
     for index in range(layers):
         mask = alternating_mask(dim, even=index % 2 == 0)
+        if context_features is not None:
+            flows.append(RealNVPCoupling(dim, hidden, mask, context_features=context_features))
+            continue
         flows.append(
             MaskedAffineFlow(
                 mask, MLP([dim, hidden, hidden, dim], init_zeros=True), MLP([dim, hidden, hidden, dim], init_zeros=True)
             )
         )
-    return NormalizingFlow(q0 or DiagGaussian(dim), flows, p)
+    return _model(q0 or DiagGaussian(dim), flows, p, context_features)
+
+
+def _model(q0: BaseDistribution, flows: list[nn.Module], p, context_features: int | None) -> NormalizingFlow:
+    """A :class:`NormalizingFlow`, or a :class:`ConditionalNormalizingFlow` when there is a context."""
+    if context_features is None:
+        return NormalizingFlow(q0, flows, p)
+    return ConditionalNormalizingFlow(q0, flows, p)
 
 
 def _autoregressive_stack(make_layer: Callable[[], nn.Module], dim: int, layers: int) -> list[nn.Module]:
@@ -78,13 +95,19 @@ def _autoregressive_stack(make_layer: Callable[[], nn.Module], dim: int, layers:
 
 
 def MAF(  # noqa: N802
-    dim: int, layers: int, hidden: int = 64, p: nn.Module | None = None, q0: BaseDistribution | None = None
+    dim: int,
+    layers: int,
+    hidden: int = 64,
+    p: nn.Module | None = None,
+    q0: BaseDistribution | None = None,
+    context_features: int | None = None,
 ) -> NormalizingFlow:
     """``layers`` :class:`~flowforge.flows.MaskedAffineAutoregressive` layers (two residual blocks of
-    ``hidden`` units), the order reversed between layers. Density in one pass per layer."""
+    ``hidden`` units), the order reversed between layers. Density in one pass per layer. With
+    ``context_features``, a :class:`~flowforge.ConditionalNormalizingFlow` whose MADEs take the context."""
     _check(dim, layers, minimum_dim=2)
-    flows = _autoregressive_stack(lambda: MaskedAffineAutoregressive(dim, hidden), dim, layers)
-    return NormalizingFlow(q0 or DiagGaussian(dim), flows, p)
+    flows = _autoregressive_stack(lambda: MaskedAffineAutoregressive(dim, hidden, context_features), dim, layers)
+    return _model(q0 or DiagGaussian(dim), flows, p, context_features)
 
 
 def IAF(  # noqa: N802
@@ -106,6 +129,7 @@ def NSF(  # noqa: N802
     autoregressive: bool = False,
     p: nn.Module | None = None,
     q0: BaseDistribution | None = None,
+    context_features: int | None = None,
 ) -> NormalizingFlow:
     """Neural spline flow (Durkan et al. 2019): ``layers`` rational-quadratic spline layers with
     ``bins`` bins on ``[−tail_bound, tail_bound]`` and linear tails; coupling layers with
@@ -113,20 +137,18 @@ def NSF(  # noqa: N802
     ``autoregressive=True`` MADE layers with the order reversed between layers. Starts at the
     identity. The wide default bound keeps the splines active where intermediate values of a
     multi-layer flow wander (on two-moons, bound 3 gave test NLL 1.768 and bound 5 gave 1.699
-    after 4000 steps)."""
+    after 4000 steps). With ``context_features``, a :class:`~flowforge.ConditionalNormalizingFlow`
+    whose conditioners take the context."""
     _check(dim, layers, minimum_dim=2)
+    options = {"num_bins": bins, "tail_bound": tail_bound, "context_features": context_features}
     if autoregressive:
-        flows = _autoregressive_stack(
-            lambda: RationalQuadraticAutoregressive(dim, hidden, num_bins=bins, tail_bound=tail_bound), dim, layers
-        )
+        flows = _autoregressive_stack(lambda: RationalQuadraticAutoregressive(dim, hidden, **options), dim, layers)
     else:
         flows = [
-            RationalQuadraticCoupling(
-                dim, hidden, num_bins=bins, tail_bound=tail_bound, mask=alternating_mask(dim, index % 2 == 0)
-            )
+            RationalQuadraticCoupling(dim, hidden, mask=alternating_mask(dim, index % 2 == 0), **options)
             for index in range(layers)
         ]
-    return NormalizingFlow(q0 or DiagGaussian(dim), flows, p)
+    return _model(q0 or DiagGaussian(dim), flows, p, context_features)
 
 
 def Glow(  # noqa: N802

@@ -51,6 +51,11 @@ class ResidualNet(nn.Module):
             raise ValueError(f"ResidualNet expects input of shape (batch, {self.in_features}), got {tuple(x.shape)}")
         if (context is None) != (self.context is None):
             raise ValueError("ResidualNet: pass a context exactly when it was built with context_features")
+        if context is not None and context.shape != (x.shape[0], self.context_features):
+            raise ValueError(
+                f"ResidualNet expects a context of shape ({x.shape[0]}, {self.context_features}), "
+                f"got {tuple(context.shape)}"
+            )
         h = self.initial(x if context is None else torch.cat([x, context], 1))
         for index, (first, second) in enumerate(zip(self.first, self.second, strict=True)):
             inner = first(self.activation(h))
