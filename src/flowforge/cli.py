@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from . import __version__, metrics, plot
+from .cli_data import DataUsageError, add_data_arguments, build_data_model, draw_samples, run_fit_data
 from .distributions.targets import TARGETS
 from .presets import PRESETS
 from .train import COMPILE_MODES, Every, TrainingDiverged, fit
@@ -67,6 +68,16 @@ def _range(text: str) -> tuple[float, float]:
     return low, high
 
 
+def _fractions(text: str) -> tuple[float, float, float]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3 or any(not math.isfinite(v) or v < 0 for v in values) or abs(sum(values) - 1) > 1e-6:
+        raise argparse.ArgumentTypeError(f"expected TRAIN,VALIDATION,TEST fractions summing to 1, got {text!r}")
+    return values
+
+
 def _target_parameters(name: str) -> dict[str, object]:
     signature = inspect.signature(TARGETS[name].__init__)
     return {k: p.default for k, p in signature.parameters.items() if k != "self"}
@@ -105,12 +116,18 @@ def _add_fit_arguments(parser: argparse.ArgumentParser, default_out: str | None)
     )
     parser.add_argument(
         "--flow",
-        default="planar",
+        default=None,
         choices=sorted([*PRESETS, *IMAGE_PRESETS]),
         metavar="NAME",
-        help=f"flow family: {', '.join(sorted(PRESETS))} (glow: images only)",
+        help=f"flow family: {', '.join(sorted(PRESETS))} (glow: images only); default planar for a target, "
+        "nsf for tabular data, glow for images",
     )
-    parser.add_argument("--layers", type=_positive_int, default=16, help="number of flow layers (default 16)")
+    parser.add_argument(
+        "--layers",
+        type=_positive_int,
+        default=None,
+        help="number of flow layers (default 16 for a target, 6 for data; glow: steps per level, default 4)",
+    )
     parser.add_argument(
         "--loss",
         default="reverse-kl",
@@ -156,13 +173,18 @@ def _add_fit_arguments(parser: argparse.ArgumentParser, default_out: str | None)
     parser.add_argument(
         "--out", default=default_out, required=default_out is None, metavar="DIR", help="run folder to write"
     )
+    if default_out is None:
+        add_data_arguments(parser, _positive_int, _positive_float, _fractions)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="flowforge", description="Fit normalizing flows and look at them.")
     parser.add_argument("--version", action="version", version=f"flowforge {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    _add_fit_arguments(commands.add_parser("fit", help="fit a flow to a target and write a run folder"), None)
+    _add_fit_arguments(
+        commands.add_parser("fit", help="fit a flow to a target density or to data (--data) and write a run folder"),
+        None,
+    )
     _add_fit_arguments(
         commands.add_parser(
             "demo", help="the seed workflow: 16 Planar layers to TwoModes(2, 0.1), 20000 annealed steps"
@@ -176,6 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("-o", "--output", required=True, metavar="FILE", help=".npy or .csv")
     sample.add_argument("--seed", type=int, default=None)
     sample.add_argument("--log-prob", action="store_true", help="append log q(x) as the last column")
+    sample.add_argument("--context", metavar="VALUES", help="conditional runs: the context values, comma-separated")
+    sample.add_argument("--label", type=_non_negative_int, help="class-conditional image runs: the class")
     return parser
 
 
@@ -222,6 +246,11 @@ def _sample_counts(model, count: int, bounds, bins: int, chunk: int = 2**18) -> 
 
 
 def run_fit(args: argparse.Namespace) -> Path:
+    if getattr(args, "data", None) is not None:
+        device = _device(args.device)
+        return run_fit_data(args, _prepare_out(args.out), device, _write_json)
+    args.flow = args.flow or "planar"
+    args.layers = args.layers or 16
     if args.flow in IMAGE_PRESETS:
         raise UsageError(
             f"the {args.flow} preset models images (channels, height, width); 2-D targets need one of "
@@ -346,29 +375,83 @@ def run_targets() -> None:
         print(f"{name:14s} {cls.__name__:24s} params: {params:22s} {normalised:12s} {summary}")
 
 
-def run_sample(args: argparse.Namespace) -> None:
-    run = Path(args.run)
+def _load_run(path: str):
+    run = Path(path)
     checkpoint_path = run / CHECKPOINT
     if not checkpoint_path.is_file():
-        raise UsageError(f"{args.run!r} is not a run folder: {checkpoint_path} not found")
-    suffix = Path(args.output).suffix.lower()
-    if suffix not in (".npy", ".csv"):
-        raise UsageError(f"output must end in .npy or .csv, got {args.output!r}")
+        raise UsageError(f"{path!r} is not a run folder: {checkpoint_path} not found")
     try:
         checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
-        model = _build_model(checkpoint["config"])
+        config = checkpoint["config"]
+        model = build_data_model(config) if "kind" in config else _build_model(config)
         model.load_state_dict(checkpoint["state_dict"])
     except (RuntimeError, KeyError, TypeError, ValueError, OSError) as error:
         raise UsageError(f"cannot load {checkpoint_path}: {error}") from None
-    if args.seed is not None:
-        torch.manual_seed(args.seed)
-    model.eval()
-    with torch.no_grad():
+    return model.eval(), config, checkpoint.get("context", {})
+
+
+def _data_run_context(args: argparse.Namespace, config: dict, statistics: dict) -> torch.Tensor | None:
+    """The context of a data run's samples: standardised context rows, class labels, or None."""
+    if config["kind"] == "images":
+        if args.context is not None:
+            raise UsageError("image runs take --label, not --context")
+        if not config["class_cond"]:
+            if args.label is not None:
+                raise UsageError("this run is not class-conditional; --label does not apply")
+            return None
+        if args.label is not None and args.label >= 10:
+            raise UsageError(f"--label must be a class in 0..9, got {args.label}")
+        if args.label is None:
+            return torch.randint(10, (args.num_samples,))
+        return torch.full((args.num_samples,), args.label, dtype=torch.long)
+    if args.label is not None:
+        raise UsageError("--label applies to class-conditional image runs")
+    names = config["context_names"]
+    if not names:
+        if args.context is not None:
+            raise UsageError("this run is not conditional; --context does not apply")
+        return None
+    if args.context is None:
+        raise UsageError(f"this run is conditional on {', '.join(names)}: give --context with {len(names)} values")
+    try:
+        values = [float(v) for v in args.context.split(",")]
+    except ValueError:
+        values = []
+    if len(values) != len(names) or not all(math.isfinite(v) for v in values):
+        raise UsageError(f"--context needs {len(names)} numbers ({', '.join(names)}), got {args.context!r}")
+    context = (torch.tensor(values, dtype=torch.float64) - statistics["context_mean"]) / statistics["context_std"]
+    return context.expand(args.num_samples, -1)
+
+
+@torch.no_grad()
+def _samples_and_header(args: argparse.Namespace, model, config: dict, statistics: dict):
+    if "kind" not in config:
         chunks = []
         for start in range(0, args.num_samples, 2**18):
             x, log_q = model.sample(min(2**18, args.num_samples - start))
             chunks.append(torch.cat([x, log_q[:, None]], 1) if args.log_prob else x)
-        samples = torch.cat(chunks).numpy()
+        return torch.cat(chunks).numpy(), [f"x{i + 1}" for i in range(model.p.n_dims)]
+    context = _data_run_context(args, config, statistics)
+    if config["kind"] == "images" and (args.log_prob or Path(args.output).suffix.lower() != ".npy"):
+        raise UsageError("image samples are written as .npy grey levels, without --log-prob")
+    samples = draw_samples(model, config, args.num_samples, context)
+    if args.log_prob:
+        like = next(model.parameters())
+        log_q = (
+            model.log_prob(samples.to(like)) if context is None else model.log_prob(samples.to(like), context.to(like))
+        )
+        samples = torch.cat([samples, log_q.double().cpu()[:, None]], 1)
+    return samples.numpy(), config["names"]
+
+
+def run_sample(args: argparse.Namespace) -> None:
+    suffix = Path(args.output).suffix.lower()
+    if suffix not in (".npy", ".csv"):
+        raise UsageError(f"output must end in .npy or .csv, got {args.output!r}")
+    model, config, statistics = _load_run(args.run)
+    if args.seed is not None:
+        torch.manual_seed(args.seed)
+    samples, names = _samples_and_header(args, model, config, statistics)
     output = Path(args.output)
     if not output.parent.is_dir():
         raise UsageError(f"cannot write {args.output!r}: folder {str(output.parent)!r} does not exist")
@@ -378,7 +461,7 @@ def run_sample(args: argparse.Namespace) -> None:
                 with open(temporary, "wb") as handle:
                     np.save(handle, samples)
             else:
-                header = ",".join([f"x{i + 1}" for i in range(model.p.n_dims)] + (["log_q"] if args.log_prob else []))
+                header = ",".join(list(names) + (["log_q"] if args.log_prob else []))
                 np.savetxt(temporary, samples, delimiter=",", header=header, comments="")
     except OSError as error:
         raise UsageError(f"cannot write {args.output!r}: {error.strerror or error}") from None
@@ -395,7 +478,7 @@ def main(argv: list[str] | None = None) -> int:
             run_targets()
         else:
             run_sample(args)
-    except UsageError as error:
+    except (UsageError, DataUsageError) as error:
         print(f"flowforge: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -128,3 +128,19 @@ def summary(model: NormalizingFlow, num_samples: int = 100_000, grid_size: int |
 def bits_per_dim(nll: float, dim: int) -> float:
     """A negative log-likelihood in nats per sample as bits per dimension: ``nll / (dim · ln 2)``."""
     return nll / (positive_int("dim", dim) * math.log(2))
+
+
+def gaussian_nll(train: torch.Tensor, test: torch.Tensor) -> tuple[float, float]:
+    """The baseline every density model should beat: a full-covariance Gaussian fitted to ``train``
+    by maximum likelihood; returns its mean test NLL (nats per row) and that mean's standard error.
+    Computed in float64; a singular covariance (constant or collinear columns) is an error."""
+    if train.dim() != 2 or test.dim() != 2 or train.shape[1] != test.shape[1] or train.shape[0] < 2:
+        raise ValueError(f"need (rows, columns) train and test with equal columns, got {train.shape}, {test.shape}")
+    train, test = train.double(), test.double()
+    mean = train.mean(0)
+    covariance = torch.atleast_2d(torch.cov(train.T, correction=0))
+    cholesky, info = torch.linalg.cholesky_ex(covariance)
+    if info:
+        raise ValueError("the training data's covariance is singular (constant or collinear columns)")
+    nll = -torch.distributions.MultivariateNormal(mean, scale_tril=cholesky).log_prob(test)
+    return float(nll.mean()), float(nll.std() / math.sqrt(nll.numel()))

@@ -93,6 +93,45 @@ def save_loss_curve(path: str | os.PathLike, history: np.ndarray, title: str = "
     _save(figure, path)
 
 
+def save_epoch_curves(path: str | os.PathLike, curves: dict[str, np.ndarray], ylabel: str = "NLL (nats)") -> None:
+    """Per-epoch curves (e.g. training and validation NLL) against the epoch number."""
+    figure = Figure(figsize=(8, 4.5), layout="constrained")
+    ax = figure.subplots()
+    for label, values in curves.items():
+        if len(values):
+            ax.plot(np.arange(1, len(values) + 1), values, marker=".", label=label)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    ax.legend()
+    _save(figure, path)
+
+
+def save_image_grid(
+    path: str | os.PathLike, images: np.ndarray, columns: int, title: str, row_labels: Sequence[str] | None = None
+) -> None:
+    """A grid of grey (``(N, 1, H, W)``) or RGB (``(N, 3, H, W)``) images with values in ``[0, 1]``,
+    ``columns`` per row, optionally a label per row."""
+    images = np.clip(np.asarray(images, dtype=float), 0, 1)
+    if images.ndim != 4 or images.shape[1] not in (1, 3):
+        raise ValueError(f"image grid needs (N, 1 or 3, H, W) images, got shape {images.shape}")
+    rows = -(-images.shape[0] // columns)
+    figure = Figure(figsize=(0.8 * columns + 1, 0.8 * rows + 0.6), layout="constrained")
+    axes = figure.subplots(rows, columns, squeeze=False)
+    for index, ax in enumerate(axes.flat):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if index >= images.shape[0]:
+            ax.set_axis_off()
+            continue
+        picture = images[index].transpose(1, 2, 0)
+        ax.imshow(picture[..., 0] if picture.shape[2] == 1 else picture, cmap="gray_r", vmin=0, vmax=1)
+    if row_labels is not None:
+        for row, label in zip(range(rows), row_labels, strict=False):
+            axes[row, 0].set_ylabel(label)
+    figure.suptitle(title)
+    _save(figure, path)
+
+
 def save_comparison(path: str | os.PathLike, panels: Sequence[tuple[str, np.ndarray]], bounds: Bounds) -> None:
     """Side-by-side pictures, e.g. target | learned density | samples."""
     figure = Figure(figsize=(5 * len(panels), 5), layout="constrained")

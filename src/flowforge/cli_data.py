@@ -1,0 +1,337 @@
+"""The data half of the ``flowforge`` command: ``flowforge fit --data SOURCE`` and sampling its runs.
+
+A source is a file (CSV, TXT, NPY, NPZ), a toy set by name, a bundled real table (``wine``,
+``breast-cancer``) or the bundled ``digits`` images. Tabular data are standardised with the
+training split's statistics, stored in the model as its last layer, so ``log_prob`` and samples
+are in the data's own units; a context (``--context COLS``) is standardised the same way and
+kept in the checkpoint. Images are dequantised and modelled on ``[0, 1]`` by a multi-scale Glow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import __version__, metrics, plot
+from .datasets import DIGITS_LEVELS, REAL_TABLES, TOY_DATA, DataError, load_digits, load_real_table, load_table, split
+from .flows import Standardization
+from .presets import MAF, NSF, MultiscaleGlow, NSFAutoregressive, RealNVP
+from .train import TrainingDiverged, fit_data, mean_nll
+
+TABLE_FLOWS = {"realnvp": RealNVP, "maf": MAF, "nsf": NSF, "nsf-ar": NSFAutoregressive}
+"""Presets for tabular data: each takes ``(dim, layers, hidden=..., context_features=...)``."""
+IMAGE_SETS = ("digits",)
+IMAGE_FLOWS = ("glow",)
+
+
+class DataUsageError(Exception):
+    """A mistake in a data run's request; the command reports it in one line."""
+
+
+def add_data_arguments(parser: argparse.ArgumentParser, positive_int, positive_float, fractions) -> None:
+    group = parser.add_argument_group("fitting data (with --data)")
+    group.add_argument(
+        "--data",
+        metavar="SOURCE",
+        help=f"fit to data instead of a target: a .csv/.txt/.npy/.npz file, a toy set ({', '.join(TOY_DATA)}), "
+        f"a bundled table ({', '.join(REAL_TABLES)}) or bundled images (digits)",
+    )
+    group.add_argument("--columns", metavar="COLS", help="data columns, by name or 0-based index: a,b,3")
+    group.add_argument("--context", metavar="COLS", help="columns to condition on (a conditional flow)")
+    group.add_argument("--key", help="array name inside an .npz file")
+    group.add_argument("--class-cond", action="store_true", help="images: condition on the class labels")
+    group.add_argument("--num-data", type=positive_int, default=20_000, help="rows drawn from a toy set")
+    group.add_argument("--split", type=fractions, default=(0.8, 0.1, 0.1), metavar="TRAIN,VAL,TEST")
+    group.add_argument("--epochs", type=positive_int, default=200)
+    group.add_argument("--batch-size", type=positive_int, default=None, help="default 256 (images: 64)")
+    group.add_argument("--patience", type=positive_int, default=20, help="epochs without validation gain")
+    group.add_argument("--hidden", type=positive_int, default=64, help="hidden units (channels for glow)")
+    group.add_argument("--scales", type=positive_int, default=2, help="glow: number of levels")
+    group.add_argument("--clip-grad", type=positive_float, default=10.0, help="gradient-norm clipping")
+    group.add_argument("--num-samples", type=positive_int, default=None, help="samples to write (default: test rows)")
+
+
+def _selection(spec: str | None, names: list[str], what: str) -> list[int] | None:
+    if spec is None:
+        return None
+    chosen = []
+    for item in (part.strip() for part in spec.split(",")):
+        if item in names:
+            chosen.append(names.index(item))
+        elif item.lstrip("-").isdigit() and -len(names) <= int(item) < len(names):
+            chosen.append(int(item) % len(names))
+        else:
+            raise DataUsageError(f"{what}: no column {item!r}; columns are {', '.join(names)}")
+    if len(set(chosen)) != len(chosen):
+        raise DataUsageError(f"{what}: a column is named twice in {spec!r}")
+    return chosen
+
+
+def load_source(args: argparse.Namespace) -> dict:
+    """Read the data a run asks for: ``{"kind": "table"|"images", "data", "context", "names", ...}``."""
+    source = args.data
+    if source in IMAGE_SETS:
+        if args.columns or args.context:
+            raise DataUsageError("--columns and --context apply to tables; for digits use --class-cond")
+        images, labels = load_digits()
+        return {"kind": "images", "data": images, "labels": labels, "levels": DIGITS_LEVELS, "names": None}
+    if args.class_cond:
+        raise DataUsageError("--class-cond needs labelled images (--data digits)")
+    try:
+        if source in TOY_DATA:
+            table, names = TOY_DATA[source](args.num_data, seed=args.seed).double(), ["x1", "x2"]
+        elif source in REAL_TABLES:
+            table, names = load_real_table(source)
+        else:
+            path = Path(source)
+            if not path.suffix and not path.exists():
+                known = ", ".join([*TOY_DATA, *REAL_TABLES, *IMAGE_SETS])
+                raise DataUsageError(f"--data {source!r} is neither a file nor a known data set ({known})")
+            table, names = load_table(path, key=args.key)
+    except DataError as error:
+        raise DataUsageError(str(error)) from None
+    context_index = _selection(args.context, names, "--context") or []
+    data_index = _selection(args.columns, names, "--columns")
+    if data_index is None:
+        data_index = [i for i in range(len(names)) if i not in context_index]
+    overlap = sorted(set(data_index) & set(context_index))
+    if overlap:
+        raise DataUsageError(f"column(s) {[names[i] for i in overlap]} are both data and context")
+    if len(data_index) < 2:
+        raise DataUsageError(f"need at least 2 data columns for a flow, got {[names[i] for i in data_index]}")
+    return {
+        "kind": "table",
+        "data": table[:, data_index],
+        "context": table[:, context_index] if context_index else None,
+        "names": [names[i] for i in data_index],
+        "context_names": [names[i] for i in context_index],
+    }
+
+
+def build_data_model(config: dict, statistics: dict[str, torch.Tensor] | None = None):
+    """The model a data run's ``config`` describes; ``statistics`` (``mean``, ``std`` of the training
+    data) set its standardisation layer, otherwise placeholders await ``load_state_dict``."""
+    if config["kind"] == "images":
+        return MultiscaleGlow(
+            tuple(config["shape"]), config["scales"], config["layers"], config["hidden"],
+            num_classes=10 if config["class_cond"] else None,
+        )  # fmt: skip
+    dim = len(config["names"])
+    context_features = len(config["context_names"]) or None
+    model = TABLE_FLOWS[config["flow"]](
+        dim, config["layers"], hidden=config["hidden"], context_features=context_features
+    )
+    if statistics is None:
+        statistics = {"mean": torch.zeros(dim), "std": torch.ones(dim)}
+    dtype = torch.get_default_dtype()
+    model.flows.append(Standardization(statistics["mean"].to(dtype), statistics["std"].to(dtype)))
+    return model
+
+
+def _standardise(context: torch.Tensor | None, mean: torch.Tensor | None, std: torch.Tensor | None):
+    return None if context is None else (context - mean) / std
+
+
+def _check_statistics(data: torch.Tensor, names: list[str], what: str) -> tuple[torch.Tensor, torch.Tensor]:
+    std = data.std(0, unbiased=False)
+    constant = [names[i] for i in torch.nonzero(std == 0).flatten().tolist()]
+    if constant:
+        raise DataUsageError(f"{what} column(s) {constant} are constant in the training split; drop them")
+    return data.mean(0), std
+
+
+def run_fit_data(args: argparse.Namespace, out: Path, device: torch.device, write_json) -> Path:
+    flow = args.flow or ("glow" if args.data in IMAGE_SETS else "nsf")
+    source = load_source(args)
+    images = source["kind"] == "images"
+    allowed = IMAGE_FLOWS if images else tuple(TABLE_FLOWS)
+    if flow not in allowed:
+        kind = "images" if images else "tabular data"
+        raise DataUsageError(f"--flow {flow} does not fit {kind}; choose one of {', '.join(allowed)}")
+    torch.manual_seed(args.seed)
+    context = source["labels"] if images and args.class_cond else source.get("context")
+    tensors = (source["data"],) if context is None else (source["data"], context)
+    try:
+        parts = split(tensors, tuple(args.split), seed=args.seed)
+    except ValueError as error:
+        raise DataUsageError(str(error)) from None
+    (train, *train_c), (validation, *validation_c), (test, *test_c) = parts
+    if len(validation) == 0 or len(test) == 0:
+        raise DataUsageError(f"{len(source['data'])} rows leave no validation or test rows with --split {args.split}")
+    train_c, validation_c, test_c = (c[0] if c else None for c in (train_c, validation_c, test_c))
+    config = {
+        "kind": source["kind"],
+        "data": args.data,
+        "names": source["names"],
+        "context_names": source.get("context_names", []),
+        "class_cond": bool(args.class_cond),
+        "flow": flow,
+        "layers": args.layers or (4 if images else 6),
+        "hidden": args.hidden,
+        "scales": args.scales,
+        "shape": list(source["data"].shape[1:]),
+        "levels": source.get("levels"),
+        "split": list(args.split),
+        "rows": {"train": len(train), "validation": len(validation), "test": len(test)},
+        "epochs": args.epochs,
+        "batch_size": args.batch_size or (64 if images else 256),
+        "patience": args.patience,
+        "lr": args.lr,
+        "weight_decay": args.weight_decay,
+        "clip_grad": args.clip_grad,
+        "seed": args.seed,
+        "device": str(device),
+        "flowforge_version": __version__,
+    }
+    statistics = {}
+    if not images:
+        statistics["mean"], statistics["std"] = _check_statistics(train, source["names"], "data")
+        if train_c is not None:
+            context_mean, context_std = _check_statistics(train_c, config["context_names"], "context")
+            statistics.update(context_mean=context_mean, context_std=context_std)
+            train_c, validation_c, test_c = (
+                _standardise(c, context_mean, context_std) for c in (train_c, validation_c, test_c)
+            )
+    write_json(out / "config.json", config)
+    model = build_data_model(config, statistics or None).to(device)
+    try:
+        result = fit_data(
+            model, train, validation, train_context=train_c, validation_context=validation_c,
+            levels=config["levels"], epochs=args.epochs, batch_size=config["batch_size"], lr=args.lr,
+            weight_decay=args.weight_decay, clip_grad_norm=args.clip_grad, patience=args.patience,
+            seed=args.seed, device=device, progress=not args.no_progress,
+        )  # fmt: skip
+        diverged = None
+    except TrainingDiverged as error:
+        result, diverged = error.result, str(error)
+    model.eval()
+    with plot.atomic_path(out / "model.pt") as temporary:
+        saved_statistics = {k: v for k, v in statistics.items() if k.startswith("context")}
+        torch.save({"config": config, "state_dict": model.state_dict(), "context": saved_statistics}, temporary)
+    plot.save_epoch_curves(
+        out / "loss.png", {"training": result.train_nll, "validation": result.validation_nll}, "NLL (nats per row)"
+    )
+    numbers = _data_metrics(model, config, result, train, validation, test, validation_c, test_c)
+    numbers["diverged"] = diverged
+    _write_samples(out, model, config, train, test, test_c, args.num_samples or len(test), statistics)
+    write_json(out / "metrics.json", numbers)
+    summary = f"test NLL = {numbers['test_nll']:.4f} ± {numbers['test_nll_standard_error']:.4f} nats"
+    if "bits_per_dim" in numbers:
+        summary += f" ({numbers['bits_per_dim']:.3f} bits/dim)"
+    if "gaussian_test_nll" in numbers:
+        summary += f", full-covariance Gaussian {numbers['gaussian_test_nll']:.4f}"
+    print(
+        f"{summary}, {len(result.train_nll)} epochs (best {result.best_epoch + 1}), {result.wall_time:.1f} s -> {out}"
+    )
+    if diverged:
+        raise DataUsageError(f"training stopped: {diverged} (the checkpoint of the best state is in {out})")
+    return out
+
+
+@torch.no_grad()
+def _per_row_nll(model, data, context, levels) -> torch.Tensor:
+    like = next(model.parameters())
+    rows = []
+    generator = torch.Generator().manual_seed(0)
+    for index in torch.arange(data.shape[0]).split(1024):
+        batch = data[index].to(like)
+        if levels is not None:
+            batch = (batch + torch.rand(batch.shape, generator=generator, dtype=batch.dtype).to(like)) / levels
+        log_q = model.log_prob(batch) if context is None else model.log_prob(batch, context[index].to(like.device))
+        rows.append(-log_q.double().cpu())
+    offset = 0.0 if levels is None else data[0].numel() * math.log(levels)
+    return torch.cat(rows) + offset
+
+
+def _data_metrics(model, config, result, train, validation, test, validation_c, test_c) -> dict:
+    levels = config["levels"]
+    test_nll = _per_row_nll(model, test, test_c, levels)
+    numbers = {
+        "test_nll": float(test_nll.mean()),
+        "test_nll_standard_error": float(test_nll.std() / math.sqrt(len(test_nll))),
+        "validation_nll": mean_nll(model, validation, context=validation_c, levels=levels),
+        "train_nll_last_epoch": float(result.train_nll[-1]) if len(result.train_nll) else None,
+        "epochs": len(result.train_nll),
+        "best_epoch": result.best_epoch + 1,
+        "stopped_early": result.stopped_early,
+        "train_time_s": result.wall_time,
+        "dim": int(test[0].numel()),
+        "rows": config["rows"],
+    }
+    if levels is not None:
+        numbers["bits_per_dim"] = metrics.bits_per_dim(numbers["test_nll"], numbers["dim"])
+    elif not config["context_names"]:
+        try:
+            numbers["gaussian_test_nll"], _ = metrics.gaussian_nll(train, test)
+            numbers["margin_over_gaussian"] = numbers["gaussian_test_nll"] - numbers["test_nll"]
+        except ValueError:
+            numbers["gaussian_test_nll"] = None
+    return numbers
+
+
+@torch.no_grad()
+def draw_samples(
+    model, config: dict, count: int, context: torch.Tensor | None, temperature: float | None = None
+) -> torch.Tensor:
+    """``count`` samples in the data's units (integer grey levels for images); ``context`` is one row per
+    sample (standardised) or, for class-conditional images, labels."""
+    like = next(model.parameters())
+    chunks = []
+    for start in range(0, count, 4096):
+        size = min(4096, count - start)
+        rows = None if context is None else context[start : start + size].to(like.device)
+        if config["kind"] == "images":
+            x, _ = model.sample(size, rows, temperature=temperature)
+            levels = config["levels"]  # the dequantised value (k + u)/levels belongs to level k
+            chunks.append((x.double() * levels).floor().clamp(0, levels - 1).cpu())
+        else:
+            x, _ = model.sample(size) if rows is None else model.sample(size, rows.to(like))
+            chunks.append(x.double().cpu())
+    return torch.cat(chunks)
+
+
+def _write_samples(out: Path, model, config, train, test, test_c, count, statistics) -> None:
+    if config["kind"] == "images":
+        labels = torch.arange(10).repeat_interleave(8) if config["class_cond"] else None
+        rows = [f"class {k}" for k in range(10)] if config["class_cond"] else None
+        for temperature, name in ((None, "samples.png"), (0.7, "samples-t0.7.png")):
+            shown = draw_samples(model, config, 80, labels, temperature) / (config["levels"] - 1)
+            title = "flow samples" + (f" at temperature {temperature}" if temperature else "")
+            plot.save_image_grid(out / name, shown.numpy(), 8, title, rows)
+        plot.save_image_grid(out / "data.png", (test[:80] / (config["levels"] - 1)).numpy(), 8, "test images")
+        samples = draw_samples(
+            model, config, count, None if test_c is None else test_c.repeat(-(-count // len(test_c)))[:count]
+        )
+        with plot.atomic_path(out / "samples.npy") as temporary, open(temporary, "wb") as handle:
+            np.save(handle, samples.numpy())
+        return
+    context = None if test_c is None else test_c.repeat(-(-count // len(test_c)), 1)[:count]
+    samples = draw_samples(model, config, count, context)
+    columns = samples
+    header = list(config["names"])
+    if context is not None:
+        original = context * statistics["context_std"] + statistics["context_mean"]
+        columns, header = torch.cat([samples, original], 1), header + list(config["context_names"])
+    with plot.atomic_path(out / "samples.csv") as temporary:
+        np.savetxt(temporary, columns.numpy(), delimiter=",", header=",".join(header), comments="")
+    plot.save_pair_plot(out / "pairs.png", test.numpy(), samples.numpy(), config["names"])
+    if len(config["names"]) == 2 and context is None:
+        low, high = np.percentile(test.numpy(), [0.5, 99.5], axis=0)
+        margin = 0.1 * (high - low)
+        bounds = tuple((float(a), float(b)) for a, b in zip(low - margin, high + margin, strict=True))
+        like = next(model.parameters())
+        density = plot.density_on_grid(model.log_prob, bounds, 100, like)
+        sample_counts = plot.histogram2d(draw_samples(model, config, 100_000, None), bounds, 100)
+        plot.save_comparison(
+            out / "comparison.png",
+            [
+                ("training data", plot.histogram2d(train, bounds, 100)),
+                ("learned density", density),
+                ("flow samples (100000)", sample_counts),
+            ],  # fmt: skip
+            bounds,
+        )
