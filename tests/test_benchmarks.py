@@ -2,7 +2,7 @@
 
 import sys
 
-from benchmarks import quality, seed_workload
+from benchmarks import density, quality, seed_workload
 
 
 def run(module, argv, monkeypatch, capsys):
@@ -27,3 +27,10 @@ def test_seed_workload_short_run(monkeypatch, capsys):
         assert "normflows is not installed" in out
     else:
         assert "normflows-seed-loop" in out
+
+
+def test_density_table_short_run(monkeypatch, capsys):
+    out = run(density, ["--quick"], monkeypatch, capsys)
+    rows = [line for line in out.splitlines() if line.startswith("| ") and not line.startswith("| data")]
+    assert len(rows) == 10 and all(len(row.split("|")) == 10 for row in rows)
+    assert out.count("bits/dim") == 2

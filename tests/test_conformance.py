@@ -109,6 +109,10 @@ CATALOGUE = {
     "ActNorm-per-channel": (lambda: initialized_actnorm((3, 1)), (3, 4)),
     "BatchNorm": (lambda: batchnorm_in_evaluation(4), (4,)),
     "Standardization": (lambda: nf.flows.Standardization.from_data(torch.randn(100, 3) * 4 + 2), (3,)),
+    "Whitening": (
+        lambda: nf.flows.Whitening.from_data(torch.randn(200, 3) @ torch.tensor([[2.0, 0, 0], [1, 1, 0], [0, -1, 3]])),
+        (3,),
+    ),
     "InvertibleAffine-LU": (lambda: nf.flows.InvertibleAffine(4), (4,)),
     "InvertibleAffine-plain": (lambda: nf.flows.InvertibleAffine(3, use_lu=False), (3,)),
     "Invertible1x1Conv": (lambda: nf.flows.Invertible1x1Conv(3), (3, 2, 2)),

@@ -1,10 +1,11 @@
 """The data half of the ``flowforge`` command: ``flowforge fit --data SOURCE`` and sampling its runs.
 
 A source is a file (CSV, TXT, NPY, NPZ), a toy set by name, a bundled real table (``wine``,
-``breast-cancer``) or the bundled ``digits`` images. Tabular data are standardised with the
-training split's statistics, stored in the model as its last layer, so ``log_prob`` and samples
-are in the data's own units; a context (``--context COLS``) is standardised the same way and
-kept in the checkpoint. Images are dequantised and modelled on ``[0, 1]`` by a multi-scale Glow.
+``breast-cancer``) or the bundled ``digits`` images. Tabular data are whitened with the training
+split's mean and covariance, stored in the model as its last layer (:class:`Whitening`), so the
+model starts as the full-covariance Gaussian and ``log_prob`` and samples are in the data's own
+units; a context (``--context COLS``) is standardised and its statistics kept in the checkpoint.
+Images are dequantised and modelled on ``[0, 1]`` by a multi-scale Glow.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import torch
 
 from . import __version__, metrics, plot
 from .datasets import DIGITS_LEVELS, REAL_TABLES, TOY_DATA, DataError, load_digits, load_real_table, load_table, split
-from .flows import Standardization
+from .flows import Whitening
 from .presets import MAF, NSF, MultiscaleGlow, NSFAutoregressive, RealNVP
 from .train import TrainingDiverged, fit_data, mean_nll
 
@@ -112,9 +113,11 @@ def load_source(args: argparse.Namespace) -> dict:
     }
 
 
-def build_data_model(config: dict, statistics: dict[str, torch.Tensor] | None = None):
-    """The model a data run's ``config`` describes; ``statistics`` (``mean``, ``std`` of the training
-    data) set its standardisation layer, otherwise placeholders await ``load_state_dict``."""
+def build_data_model(config: dict, train: torch.Tensor | None = None):
+    """The model a data run's ``config`` describes. Tables: the preset followed by a
+    :class:`~flowforge.flows.Whitening` layer with the mean and covariance of ``train`` (so the
+    model starts as the full-covariance Gaussian of the training data and works in the data's
+    units); without ``train``, placeholders that ``load_state_dict`` fills."""
     if config["kind"] == "images":
         return MultiscaleGlow(
             tuple(config["shape"]), config["scales"], config["layers"], config["hidden"],
@@ -125,10 +128,14 @@ def build_data_model(config: dict, statistics: dict[str, torch.Tensor] | None = 
     model = TABLE_FLOWS[config["flow"]](
         dim, config["layers"], hidden=config["hidden"], context_features=context_features
     )
-    if statistics is None:
-        statistics = {"mean": torch.zeros(dim), "std": torch.ones(dim)}
     dtype = torch.get_default_dtype()
-    model.flows.append(Standardization(statistics["mean"].to(dtype), statistics["std"].to(dtype)))
+    if train is None:
+        model.flows.append(Whitening(torch.zeros(dim, dtype=dtype), torch.eye(dim, dtype=dtype)))
+    else:
+        try:
+            model.flows.append(Whitening.from_data(train.to(dtype)))
+        except ValueError as error:
+            raise DataUsageError(f"the training data cannot be fitted: {error}") from None
     return model
 
 
@@ -189,7 +196,7 @@ def run_fit_data(args: argparse.Namespace, out: Path, device: torch.device, writ
     }
     statistics = {}
     if not images:
-        statistics["mean"], statistics["std"] = _check_statistics(train, source["names"], "data")
+        _check_statistics(train, source["names"], "data")
         if train_c is not None:
             context_mean, context_std = _check_statistics(train_c, config["context_names"], "context")
             statistics.update(context_mean=context_mean, context_std=context_std)
@@ -197,7 +204,7 @@ def run_fit_data(args: argparse.Namespace, out: Path, device: torch.device, writ
                 _standardise(c, context_mean, context_std) for c in (train_c, validation_c, test_c)
             )
     write_json(out / "config.json", config)
-    model = build_data_model(config, statistics or None).to(device)
+    model = build_data_model(config, None if images else train).to(device)
     try:
         result = fit_data(
             model, train, validation, train_context=train_c, validation_context=validation_c,
@@ -210,8 +217,7 @@ def run_fit_data(args: argparse.Namespace, out: Path, device: torch.device, writ
         result, diverged = error.result, str(error)
     model.eval()
     with plot.atomic_path(out / "model.pt") as temporary:
-        saved_statistics = {k: v for k, v in statistics.items() if k.startswith("context")}
-        torch.save({"config": config, "state_dict": model.state_dict(), "context": saved_statistics}, temporary)
+        torch.save({"config": config, "state_dict": model.state_dict(), "context": statistics}, temporary)
     plot.save_epoch_curves(
         out / "loss.png", {"training": result.train_nll, "validation": result.validation_nll}, "NLL (nats per row)"
     )

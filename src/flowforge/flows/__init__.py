@@ -1,6 +1,6 @@
 """Flow layers: ``nf.flows.Planar``, ``nf.flows.Radial``, ... (one file per family)."""
 
-from .affine import AffineConstFlow, Standardization
+from .affine import AffineConstFlow, Standardization, Whitening
 from .autoregressive import AutoregressiveFlow, InverseAutoregressive, MaskedAffineAutoregressive
 from .base import Composite, EventFlow, Flow, Reverse
 from .bounded import Logit, PeriodicShift, PeriodicWrap, Sigmoid, Tanh
@@ -24,6 +24,7 @@ from .splines import (
 
 __all__ = [
     "Standardization",
+    "Whitening",
     "Residual",
     "AffineCoupling",
     "AffineCouplingBlock",

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from .base import EventFlow, check_event_shape, check_shared_event_shape
+from .base import EventFlow, Flow, check_event_shape, check_shared_event_shape
 
 
 class AffineConstFlow(EventFlow):
@@ -87,3 +87,51 @@ class Standardization(AffineConstFlow):
     def check_input(self, x: torch.Tensor) -> None:
         # Statistics are per feature: unlike AffineConstFlow, no axis is shared.
         check_event_shape(self, x, self.shape)
+
+
+class Whitening(Flow):
+    r"""Fixed full-covariance map between whitened and original units: ``x = μ + L z``,
+    ``z = L⁻¹(x − μ)`` with ``L`` lower triangular (the Cholesky factor of a covariance).
+
+    ``log|det ∂x/∂z| = Σ log Lᵢᵢ``. Placed last in a flow (sampling direction), with the mean and
+    covariance of the training data (:meth:`from_data`), the model starts as the full-covariance
+    Gaussian fitted to the data and the layers before it learn what that Gaussian misses. ``μ`` and
+    ``L`` are buffers (saved with the model, not trained). Both directions cheap (a triangular
+    solve for the inverse).
+    """
+
+    def __init__(self, mean: torch.Tensor, cholesky: torch.Tensor):
+        super().__init__()
+        mean, cholesky = torch.as_tensor(mean), torch.as_tensor(cholesky)
+        dim = mean.shape[0] if mean.dim() == 1 else -1
+        if mean.dim() != 1 or cholesky.shape != (dim, dim):
+            raise ValueError(f"Whitening needs a mean (D,) and a (D, D) factor, got {mean.shape} and {cholesky.shape}")
+        diagonal = torch.diagonal(cholesky)
+        if not (torch.isfinite(cholesky).all() and torch.isfinite(mean).all() and (diagonal > 0).all()):
+            raise ValueError("Whitening needs a finite mean and a lower-triangular factor with a positive diagonal")
+        self.shape = (dim,)
+        self.register_buffer("mean", mean.clone())
+        self.register_buffer("cholesky", torch.tril(cholesky))
+
+    @classmethod
+    def from_data(cls, data: torch.Tensor) -> Whitening:
+        """Mean and covariance (maximum likelihood) of ``data`` ``(rows, D)``; a singular covariance is an error."""
+        if data.dim() != 2 or data.shape[0] < 2:
+            raise ValueError(f"need (rows >= 2, features) data, got shape {tuple(data.shape)}")
+        covariance = torch.atleast_2d(torch.cov(data.T.double(), correction=0))
+        cholesky, info = torch.linalg.cholesky_ex(covariance)
+        if info:
+            raise ValueError("the data's covariance is singular (constant or collinear columns)")
+        return cls(data.mean(0), cholesky.to(data.dtype))
+
+    def _log_det(self, like: torch.Tensor) -> torch.Tensor:
+        return torch.log(torch.diagonal(self.cholesky)).sum().expand(like.shape[0])
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        check_event_shape(self, z, self.shape)
+        return self.mean + z @ self.cholesky.T, self._log_det(z)
+
+    def inverse(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        check_event_shape(self, x, self.shape)
+        z = torch.linalg.solve_triangular(self.cholesky, (x - self.mean).T, upper=False).T
+        return z, -self._log_det(x)
