@@ -45,17 +45,10 @@ class ZukoModel(torch.nn.Module):
         return -self.log_prob(x).mean()
 
 
-def test_nll(model, test: torch.Tensor, levels: int | None = None) -> tuple[float, float]:
-    """Mean test NLL and its standard error (per-row values)."""
+def test_nll(model, test: torch.Tensor) -> tuple[float, float]:
+    """Mean test NLL and its standard error."""
     model.eval()
-    like = next(model.parameters())
-    with torch.no_grad():
-        data = test.to(like)
-        if levels is not None:
-            data = datasets.dequantize(data, levels, torch.Generator().manual_seed(0))
-        values = -torch.cat([model.log_prob(chunk) for chunk in data.split(2048)]).double()
-    if levels is not None:
-        values = values + test[0].numel() * math.log(levels)
+    values = train.nll_per_row(model, test)
     return float(values.mean()), float(values.std() / math.sqrt(len(values)))
 
 

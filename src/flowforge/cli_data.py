@@ -21,7 +21,7 @@ from . import __version__, metrics, plot
 from .datasets import DIGITS_LEVELS, REAL_TABLES, TOY_DATA, DataError, load_digits, load_real_table, load_table, split
 from .flows import Whitening
 from .presets import MAF, NSF, MultiscaleGlow, NSFAutoregressive, RealNVP
-from .train import TrainingDiverged, fit_data, mean_nll
+from .train import TrainingDiverged, fit_data, mean_nll, nll_per_row
 
 TABLE_FLOWS = {"realnvp": RealNVP, "maf": MAF, "nsf": NSF, "nsf-ar": NSFAutoregressive}
 """Presets for tabular data: each takes ``(dim, layers, hidden=..., context_features=...)``."""
@@ -238,24 +238,9 @@ def run_fit_data(args: argparse.Namespace, out: Path, device: torch.device, writ
     return out
 
 
-@torch.no_grad()
-def _per_row_nll(model, data, context, levels) -> torch.Tensor:
-    like = next(model.parameters())
-    rows = []
-    generator = torch.Generator().manual_seed(0)
-    for index in torch.arange(data.shape[0]).split(1024):
-        batch = data[index].to(like)
-        if levels is not None:
-            batch = (batch + torch.rand(batch.shape, generator=generator, dtype=batch.dtype).to(like)) / levels
-        log_q = model.log_prob(batch) if context is None else model.log_prob(batch, context[index].to(like.device))
-        rows.append(-log_q.double().cpu())
-    offset = 0.0 if levels is None else data[0].numel() * math.log(levels)
-    return torch.cat(rows) + offset
-
-
 def _data_metrics(model, config, result, train, validation, test, validation_c, test_c) -> dict:
     levels = config["levels"]
-    test_nll = _per_row_nll(model, test, test_c, levels)
+    test_nll = nll_per_row(model, test, context=test_c, levels=levels)
     numbers = {
         "test_nll": float(test_nll.mean()),
         "test_nll_standard_error": float(test_nll.std() / math.sqrt(len(test_nll))),

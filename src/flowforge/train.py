@@ -292,18 +292,19 @@ def _nll_offset(data: torch.Tensor, levels: int | None) -> float:
 
 
 @torch.no_grad()
-def mean_nll(
+def nll_per_row(
     model: NormalizingFlow,
     data: torch.Tensor,
     batch_size: int = 4096,
     context: torch.Tensor | None = None,
     levels: int | None = None,
     seed: int = 0,
-) -> float:
-    """``−mean log q(x)`` (or ``log q(x | c)`` with a per-row ``context``) over ``data``, in chunks.
+) -> torch.Tensor:
+    """``−log q(x)`` (or ``−log q(x | c)`` with a per-row ``context``) for every row of ``data``, in
+    chunks on the model's device; float64 on the CPU.
 
-    With ``levels``, ``data`` holds integer levels ``0 … levels−1`` and the result is the discrete
-    NLL bound of uniform dequantisation: ``−log q((k + u)/levels) + D log levels`` with one seeded
+    With ``levels``, ``data`` holds integer levels ``0 … levels−1`` and each value is the discrete
+    NLL bound of uniform dequantisation, ``−log q((k + u)/levels) + D log levels``, with one seeded
     draw of ``u ~ U[0, 1)^D`` per row.
     """
     like = next(iter(model.parameters()), data)
@@ -312,12 +313,24 @@ def mean_nll(
         context = context.to(device=like.device, dtype=like.dtype if context.is_floating_point() else context.dtype)
     if levels is not None:
         data = dequantize(data, levels, torch.Generator(device="cpu").manual_seed(seed))
-    total = data.new_zeros(())
+    values = []
     for index in torch.arange(data.shape[0], device=data.device).split(batch_size):
         rows = data[index]
         log_q = model.log_prob(rows) if context is None else model.log_prob(rows, context[index])
-        total = total + log_q.sum()
-    return -float(total) / data.shape[0] + _nll_offset(data, levels)
+        values.append(-log_q.double().cpu())
+    return torch.cat(values) + _nll_offset(data, levels)
+
+
+def mean_nll(
+    model: NormalizingFlow,
+    data: torch.Tensor,
+    batch_size: int = 4096,
+    context: torch.Tensor | None = None,
+    levels: int | None = None,
+    seed: int = 0,
+) -> float:
+    """The mean of :func:`nll_per_row`: nats per row (per image)."""
+    return float(nll_per_row(model, data, batch_size, context, levels, seed).mean())
 
 
 def _check_rows(name: str, data: torch.Tensor | None, context: torch.Tensor | None) -> None:
