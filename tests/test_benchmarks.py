@@ -33,4 +33,10 @@ def test_density_table_short_run(monkeypatch, capsys):
     out = run(density, ["--quick"], monkeypatch, capsys)
     rows = [line for line in out.splitlines() if line.startswith("| ") and not line.startswith("| data")]
     assert len(rows) == 10 and all(len(row.split("|")) == 10 for row in rows)
-    assert out.count("bits/dim") == 2
+    assert out.count("digits, multi-scale Glow") == 2
+    try:
+        import zuko  # noqa: F401
+    except ImportError:
+        assert "zuko not installed" in out
+    else:
+        assert "two-moons, NSF at the same size" in out and "zuko" in out.splitlines()[-1]
