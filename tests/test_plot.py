@@ -5,6 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
+import flowforge as nf
 from flowforge import plot
 
 
@@ -48,3 +49,9 @@ def test_pair_plot(tmp_path):
         assert picture.format == "PNG"
     with pytest.raises(ValueError, match="equal columns"):
         plot.save_pair_plot(tmp_path / "x.png", data, samples[:, :2])
+
+
+def test_sample_histogram_draws_in_chunks_without_autograd():
+    model = nf.presets.PlanarFlow(2, 2)
+    counts = plot.sample_histogram(model, 1000, ((-50.0, 50.0), (-50.0, 50.0)), 10, chunk=300)
+    assert counts.shape == (10, 10) and counts.sum() == 1000

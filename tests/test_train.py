@@ -158,12 +158,93 @@ def test_failed_compilation_falls_back_to_eager(monkeypatch):
     assert not result.compiled and np.isfinite(result.loss_history).all()
 
 
-def test_auto_compile_only_for_long_runs(monkeypatch):
+def test_auto_compile_only_when_the_rest_of_the_run_is_long(monkeypatch):
     calls = []
     monkeypatch.setattr(torch, "compile", lambda function, **kwargs: calls.append(1) or function)
     model = PlanarFlow(2, 1, p=nf.distributions.TwoModes())
-    train.fit(model, 5, compile="auto", progress=False, device="cpu")
-    assert calls == []
-    monkeypatch.setattr(train, "AUTO_COMPILE_MIN_ITERATIONS", 5)
-    train.fit(model, 5, compile="auto", progress=False, device="cpu")
-    assert calls == [1]
+    result = train.fit(model, 40, compile="auto", progress=False, device="cpu")
+    assert calls == [] and not result.compiled
+    monkeypatch.setattr(train, "AUTO_COMPILE_PAYOFF_SECONDS", 0.0)
+    result = train.fit(model, train.AUTO_PROBE_STEPS, compile="auto", progress=False, device="cpu")
+    assert calls == [] and not result.compiled  # nothing left to compile for
+    result = train.fit(model, 40, compile="auto", progress=False, device="cpu")
+    assert calls == [1] and result.compiled and result.fused
+
+
+def _batches(data, size, seed):
+    """The same sequence of mini-batches for every fit that calls it with the same seed."""
+    generator = torch.Generator().manual_seed(seed)
+    return lambda n: data[torch.randint(0, data.shape[0], (n,), generator=generator)]
+
+
+def _moons_fit(compile, steps=150, **kwargs):
+    torch.manual_seed(0)
+    model = PlanarFlow(2, 3)
+    data = nf.datasets.two_moons(2000, seed=0)
+    result = train.fit(
+        model, steps, loss="forward_kl", data=_batches(data, 64, 1), samples_per_step=64, lr=1e-2,
+        weight_decay=1e-3, compile=compile, progress=False, device="cpu", **kwargs,
+    )  # fmt: skip
+    return model, result
+
+
+def test_fused_step_makes_the_same_updates_as_eager_adam():
+    eager_model, eager = _moons_fit("off")
+    fused_model, fused = _moons_fit("on")
+    assert fused.compiled and fused.fused and fused.compile_time > 0 and not eager.compiled
+    np.testing.assert_allclose(fused.loss_history, eager.loss_history, rtol=1e-4, atol=1e-4)
+    for a, b in zip(fused_model.parameters(), eager_model.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_auto_switch_to_the_fused_step_carries_adams_state_over(monkeypatch):
+    eager_model, eager = _moons_fit("off")
+    monkeypatch.setattr(train, "AUTO_COMPILE_PAYOFF_SECONDS", 0.0)
+    switched_model, switched = _moons_fit("auto")
+    assert switched.fused
+    np.testing.assert_allclose(switched.loss_history, eager.loss_history, rtol=1e-4, atol=1e-4)
+    for a, b in zip(switched_model.parameters(), eager_model.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_fused_fits_of_several_models_update_only_their_own():
+    first, _ = _moons_fit("on", steps=30)
+    kept = [p.detach().clone() for p in first.parameters()]
+    second, result = _moons_fit("on", steps=30)
+    assert result.fused
+    for a, b in zip(first.parameters(), kept, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_fused_step_restores_the_last_good_state_on_nan():
+    torch.manual_seed(0)
+    model = PlanarFlow(2, 3)
+    calls = []
+
+    def data(n):
+        calls.append(n)
+        batch = torch.randn(n, 2)
+        return batch * torch.nan if len(calls) > 25 else batch
+
+    snapshots = {}
+
+    def remember(iteration, flow_model):
+        snapshots[iteration] = {k: v.clone() for k, v in flow_model.state_dict().items()}
+
+    with pytest.raises(train.TrainingDiverged, match="at iteration 26; .* state after iteration 20"):
+        train.fit(
+            model, 100, loss="forward_kl", data=data, samples_per_step=64, check_every=10, compile="on",
+            callbacks=[train.Every(10, remember)], progress=False, device="cpu",
+        )  # fmt: skip
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(value, snapshots[20][key])
+
+
+def test_steps_that_cannot_be_fused_compile_the_loss_only(monkeypatch):
+    monkeypatch.setattr(torch, "compile", lambda function, **kwargs: function)
+    model = PlanarFlow(2, 1, p=nf.distributions.TwoModes())
+    result = train.fit(model, 5, compile="on", score_fn=False, progress=False, device="cpu")
+    assert result.compiled and not result.fused
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+    result = train.fit(model, 5, compile="on", optimizer=optimizer, progress=False, device="cpu")
+    assert result.compiled and not result.fused

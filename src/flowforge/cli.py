@@ -167,7 +167,7 @@ def _add_fit_arguments(parser: argparse.ArgumentParser, default_out: str | None)
         "--compile",
         default="auto",
         choices=COMPILE_MODES,
-        help="torch.compile the loss (auto: for runs >= 10000 iterations)",
+        help="compile the training step (auto: when the run would take over 30 s eagerly; on/off force it)",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument(
@@ -237,14 +237,6 @@ def _build_model(config: dict):
     return PRESETS[config["flow"]](target.n_dims, config["layers"], p=target)
 
 
-@torch.no_grad()
-def _sample_counts(model, count: int, bounds, bins: int, chunk: int = 2**18) -> np.ndarray:
-    counts = np.zeros((bins, bins), dtype=np.int64)
-    for start in range(0, count, chunk):
-        counts += plot.histogram2d(model.sample(min(chunk, count - start))[0], bounds, bins)
-    return counts
-
-
 def run_fit(args: argparse.Namespace) -> Path:
     if getattr(args, "data", None) is not None:
         device = _device(args.device)
@@ -294,14 +286,14 @@ def run_fit(args: argparse.Namespace) -> Path:
     like = next(model.parameters())
     target_density = plot.density_on_grid(target.log_prob, bounds, args.grid_size, like)
     plot.save_image(out / "target.png", target_density, bounds, f"target: {args.target}")
-    initial = _sample_counts(model, args.frame_samples, bounds, args.grid_size)
+    initial = plot.sample_histogram(model, args.frame_samples, bounds, args.grid_size)
     plot.save_image(out / "initial.png", initial, bounds, "initial flow (samples)")
     frames = [plot.histogram_frame(initial, "iteration 0")]
 
     def record_frame(iteration: int, flow_model) -> None:
         frames.append(
             plot.histogram_frame(
-                _sample_counts(flow_model, args.frame_samples, bounds, args.grid_size), f"iteration {iteration}"
+                plot.sample_histogram(flow_model, args.frame_samples, bounds, args.grid_size), f"iteration {iteration}"
             )
         )
 
@@ -332,7 +324,7 @@ def run_fit(args: argparse.Namespace) -> Path:
     with plot.atomic_path(out / CHECKPOINT) as temporary:
         torch.save({"config": config, "state_dict": model.state_dict()}, temporary)
     model.eval()
-    final = _sample_counts(model, args.frame_samples, bounds, args.grid_size)
+    final = plot.sample_histogram(model, args.frame_samples, bounds, args.grid_size)
     plot.save_image(out / "learned.png", final, bounds, "learned flow (samples)")
     learned_density = plot.density_on_grid(model.log_prob, bounds, args.grid_size, like)
     plot.save_comparison(
@@ -350,6 +342,7 @@ def run_fit(args: argparse.Namespace) -> Path:
             "wall_time_s": fit_wall_time,
             "compiled": result.compiled,
             "compile_time_s": result.compile_time,
+            "fused_step": result.fused,
             "final_loss": float(np.mean(history[-max(1, len(history) // 100) :])) if len(history) else None,
             "frames": len(frames),
             "device": result.device,

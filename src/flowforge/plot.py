@@ -49,6 +49,16 @@ def histogram2d(samples: torch.Tensor, bounds: Bounds, bins: int) -> np.ndarray:
 
 
 @torch.no_grad()
+@torch.no_grad()
+def sample_histogram(model, count: int, bounds: Bounds, bins: int, chunk: int = 2**18) -> np.ndarray:
+    """:func:`histogram2d` of ``count`` samples of a 2-D ``model``, drawn ``chunk`` at a time
+    without autograd, so memory stays that of one chunk however many points are drawn."""
+    counts = np.zeros((bins, bins), dtype=np.int64)
+    for start in range(0, count, chunk):
+        counts += histogram2d(model.sample(min(chunk, count - start))[0], bounds, bins)
+    return counts
+
+
 def density_on_grid(
     log_prob: Callable[[torch.Tensor], torch.Tensor], bounds: Bounds, size: int, like: torch.Tensor
 ) -> np.ndarray:

@@ -3,10 +3,10 @@ forward KL (to samples); ``fit_data`` trains on a data set by epochs until the v
 stops improving.
 
 ``fit`` owns the loop, so it can do what a hand-written loop usually does not: keep the
-loss history on the device without per-step host syncs, compile the loss with
-``torch.compile`` when the run is long enough to pay for it (falling back to eager
-when compilation fails), use a fused optimizer step, check for NaN/inf every few
-steps and restore the last good state, and call back periodically (e.g. for frames).
+loss history on the device without per-step host syncs, compile the whole step (loss,
+gradient and Adam update, see :mod:`flowforge.stepping`) when the run is long enough to pay
+for it (falling back to eager when compilation fails), check for NaN/inf every few steps
+and restore the last good state, and call back periodically (e.g. for frames).
 """
 
 from __future__ import annotations
@@ -25,13 +25,18 @@ from tqdm.auto import tqdm
 from .core import NormalizingFlow
 from .datasets import dequantize
 from .nets.lipschitz import SpectralNormLinear
+from .stepping import EagerStep, FusedAdamStep
 from .utils.checks import positive_int
 
 LOSSES = ("reverse_kl", "forward_kl")
 COMPILE_MODES = ("auto", "on", "off")
-AUTO_COMPILE_MIN_ITERATIONS = 10_000
-"""``compile="auto"`` compiles runs at least this long: on 2 CPU cores the demo's model
-compiles in about 20 s (2 s from inductor's cache) and then saves about 1.7 ms a step."""
+AUTO_PROBE_STEPS = 25
+AUTO_PROBE_WARMUP = 5
+AUTO_COMPILE_PAYOFF_SECONDS = 30.0
+"""``compile="auto"`` times eager steps ``AUTO_PROBE_WARMUP``–``AUTO_PROBE_STEPS`` and compiles
+the rest of the run when it would take longer than this eagerly. A cold compilation costs
+15–25 s on 2 CPU cores (1–3 s from inductor's on-disk cache) and compiled steps are 3–10x
+faster, so a run past this mark ends sooner compiled even on a fresh machine."""
 
 
 class TrainingDiverged(RuntimeError):
@@ -56,7 +61,8 @@ class Every:
 
 @dataclass
 class FitResult:
-    """What a fit did: loss per step, timing (seconds) and whether it was compiled."""
+    """What a fit did: loss per step, timing (seconds), whether it was compiled and whether the
+    step was the fused one (loss, gradient and Adam update in one compiled call)."""
 
     loss_history: np.ndarray
     iterations: int
@@ -65,6 +71,7 @@ class FitResult:
     compiled: bool
     compile_time: float = 0.0
     device: str = "cpu"
+    fused: bool = False
 
     @property
     def iterations_per_second(self) -> float:
@@ -151,8 +158,12 @@ def fit(
         score_fn: ``False`` for the "sticking the landing" reverse-KL gradient.
         seed: seeds torch's generators, making the run reproducible on the same machine.
         device: defaults to CUDA when available, else CPU; the model is moved there.
-        compile: ``"auto"`` compiles the loss when ``iterations >= AUTO_COMPILE_MIN_ITERATIONS``
-            (and ``score_fn``), ``"on"``/``"off"`` force it; a failed compilation warns and runs eager.
+        compile: ``"on"`` compiles the training step: with the default optimizer (and
+            ``score_fn``) loss, gradient and Adam update become one compiled function
+            (:class:`~flowforge.stepping.FusedAdamStep`), otherwise the loss and its backward are
+            compiled. ``"auto"`` times the first ``AUTO_PROBE_STEPS`` steps eagerly and compiles
+            when the rest of the run would take more than ``AUTO_COMPILE_PAYOFF_SECONDS``;
+            ``"off"`` never compiles. A failed compilation warns and training goes on eagerly.
         callbacks: :class:`Every` instances called with ``(iteration, model)``.
         check_every: steps between NaN/inf checks (each check is one host sync). On a
             non-finite loss the model is restored to the state at the last good check
@@ -167,103 +178,123 @@ def fit(
         model._require_target()
         beta = torch.tensor(1.0, dtype=dtype, device=device)
 
-        def step_loss() -> torch.Tensor:
-            return model.reverse_kld(samples_per_step, beta=beta, score_fn=score_fn)
+        def objective(flow: NormalizingFlow, beta: torch.Tensor) -> torch.Tensor:
+            return flow.reverse_kld(samples_per_step, beta=beta, score_fn=score_fn)
+
+        def step_input(it: int) -> torch.Tensor:
+            return beta.fill_(annealing_beta(it, anneal_iters, beta0))
     else:
         if data is None:
             raise ValueError("forward_kl needs data: a (num_samples, ...) tensor or a callable n -> samples")
         draw = _batch_source(data, device, dtype)
 
-        def step_loss() -> torch.Tensor:
-            return model.forward_kld(draw(samples_per_step))
+        def objective(flow: NormalizingFlow, batch: torch.Tensor) -> torch.Tensor:
+            return flow.forward_kld(batch)
 
+        def step_input(it: int) -> torch.Tensor:
+            return draw(samples_per_step)
+
+    default_optimizer = optimizer is None
     if optimizer is None:
         fused = device.type in ("cpu", "cuda")
         optimizer = torch.optim.Adam(parameters, lr=lr, weight_decay=weight_decay, fused=fused)
-    use_compile = compile_mode == "on" or (
-        compile_mode == "auto" and iterations >= AUTO_COMPILE_MIN_ITERATIONS and score_fn and loss == "reverse_kl"
-    )
-    compiled = torch.compile(step_loss, fullgraph=True, dynamic=False) if use_compile else None
+    eager = EagerStep(model, objective, optimizer)
+    # The fused step replaces the optimizer, so only the default Adam qualifies; "sticking the
+    # landing" toggles requires_grad inside the loss, which parameter substitution does not allow.
+    fusable = default_optimizer and score_fn and FusedAdamStep.supports(model)
+
+    def compiled_step() -> EagerStep | FusedAdamStep:
+        if fusable:
+            return FusedAdamStep.from_eager(eager, lr, weight_decay)
+        return EagerStep(model, objective, optimizer, compiled=True)
+
+    stepper = compiled_step() if compile_mode == "on" else eager
+    first_compiled_call = compile_mode == "on"
+    probe_time = 0.0
     history = torch.empty(iterations, dtype=dtype, device=device)
-    good_state = _snapshot(model, optimizer)
+    good_state = _snapshot(model, stepper)
     good_until = 0
     compile_time = step_time = 0.0
+    timed_steps = 0
     bar = tqdm(total=iterations, disable=not progress, unit="it", dynamic_ncols=True)
     start = time.perf_counter()
     for it in range(iterations):
         step_start = time.perf_counter()
-        if loss == "reverse_kl":
-            beta.fill_(annealing_beta(it, anneal_iters, beta0))
-        optimizer.zero_grad(set_to_none=True)
-        if compiled is not None and it == 0:
-            value, compile_time, compiled = _first_compiled_call(compiled, step_loss)
+        value = step_input(it)
+        if first_compiled_call:
+            first_compiled_call = False
+            loss_value, compile_time, stepper = _first_compiled_call(stepper, eager, value)
         else:
-            value = (compiled or step_loss)()
-            value.backward()
-        optimizer.step()
+            loss_value = stepper(value)
+            if it > 0:
+                elapsed = time.perf_counter() - step_start
+                step_time += elapsed
+                timed_steps += 1
+                probe_time += elapsed if it >= AUTO_PROBE_WARMUP else 0.0
         for layer in lipschitz_layers:
             layer.update_norm()
-        history[it] = value.detach()
-        if it > 0:
-            step_time += time.perf_counter() - step_start
+        history[it] = loss_value
         done = it + 1
+        if compile_mode == "auto" and done == AUTO_PROBE_STEPS and done < iterations:
+            projected = probe_time / (AUTO_PROBE_STEPS - AUTO_PROBE_WARMUP) * (iterations - done)
+            if projected > AUTO_COMPILE_PAYOFF_SECONDS:
+                stepper, first_compiled_call = compiled_step(), True
         if done % check_every == 0 or done == iterations:
             window = history[good_until:done]
             finite = torch.isfinite(window)
             if not bool(finite.all()):
                 bad = good_until + int((~finite).nonzero()[0])
-                _restore(model, optimizer, good_state)
+                _restore(model, good_state)
                 bar.close()
-                result = _result(history[:bad], bad, start, step_time, compiled is not None, compile_time, device)
+                result = _result(history[:bad], bad, start, step_time, timed_steps, stepper, compile_time, device)
                 raise TrainingDiverged(
                     f"loss became {float(history[bad])} at iteration {bad + 1}; "
                     f"the model was restored to its state after iteration {good_until}",
                     result,
                 )
-            good_state, good_until = _snapshot(model, optimizer), done
+            good_state, good_until = _snapshot(model, stepper), done
             bar.set_postfix(loss=f"{float(history[done - 1]):.4f}", refresh=False)
         for callback in callbacks:
             if done % callback.interval == 0:
                 callback.function(done, model)
         bar.update(1)
     bar.close()
-    # The first step (compilation, warm-up) is excluded from step_time; extrapolate it back.
-    step_time = step_time * iterations / max(iterations - 1, 1)
-    return _result(history, iterations, start, step_time, compiled is not None, compile_time, device)
+    return _result(history, iterations, start, step_time, timed_steps, stepper, compile_time, device)
 
 
-def _first_compiled_call(compiled, step_loss):
-    """Run the first step compiled, timing compilation; on failure warn and go eager."""
+def _first_compiled_call(stepper, eager: EagerStep, value: torch.Tensor):
+    """Run the first compiled step, timing compilation; on failure warn and go on eagerly."""
     start = time.perf_counter()
     try:
-        value = compiled()
-        value.backward()
-        return value, time.perf_counter() - start, compiled
+        loss_value = stepper(value)
+        return loss_value, time.perf_counter() - start, stepper
     except Exception as error:  # inductor raises many types (missing compiler, unsupported op)
         warnings.warn(f"torch.compile failed ({type(error).__name__}: {error}); training eagerly", stacklevel=3)
-        value = step_loss()
-        value.backward()
-        return value, 0.0, None
+        return eager(value), 0.0, eager
 
 
-def _snapshot(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
-    return copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict())
+def _snapshot(model: torch.nn.Module, stepper) -> tuple:
+    return copy.deepcopy(model.state_dict()), stepper, stepper.state()
 
 
-def _restore(model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: tuple[dict, dict]) -> None:
-    model.load_state_dict(state[0])
-    optimizer.load_state_dict(state[1])
+def _restore(model: torch.nn.Module, snapshot: tuple) -> None:
+    model_state, stepper, stepper_state = snapshot
+    model.load_state_dict(model_state)
+    stepper.load(stepper_state)
 
 
-def _result(history, iterations, start, step_time, compiled, compile_time, device) -> FitResult:
+def _result(history, iterations, start, step_time, timed_steps, stepper, compile_time, device) -> FitResult:
+    # Compilation and the first (warm-up) step are not timed; extrapolate the rest over all steps.
+    step_time = step_time * iterations / timed_steps if timed_steps else float("nan")
     return FitResult(
         loss_history=history.detach().cpu().numpy(),
         iterations=iterations,
         wall_time=time.perf_counter() - start,
         step_time=step_time,
-        compiled=compiled,
+        compiled=stepper.compiled,
         compile_time=compile_time,
         device=str(device),
+        fused=stepper.fused,
     )
 
 
