@@ -2,7 +2,10 @@
 
 import sys
 
-from benchmarks import density, quality, seed_workload
+import pytest
+
+from benchmarks import density, quality
+from benchmarks import run as suite
 
 
 def run(module, argv, monkeypatch, capsys):
@@ -17,16 +20,36 @@ def test_quality_table_short_run(monkeypatch, capsys):
     assert len(rows) == 2 and all(len(row.split("|")) == 11 for row in rows)
 
 
-def test_seed_workload_short_run(monkeypatch, capsys):
-    out = run(seed_workload, ["--iterations", "20", "--block", "10", "--compile", "off"], monkeypatch, capsys)
-    for contender in ("flowforge-seed-loop", "flowforge-fit"):
-        assert contender in out
+def _installed(name):
     try:
-        import normflows  # noqa: F401
+        __import__(name)
     except ImportError:
-        assert "normflows is not installed" in out
-    else:
-        assert "normflows-seed-loop" in out
+        return False
+    return True
+
+
+def test_speed_suite_smoke_run(monkeypatch, capsys):
+    argv = ["--quick", "--no-cold", "--compile", "off", "--only", "seed", "coupling", "ar64"]
+    out = run(suite, argv, monkeypatch, capsys)
+    peers = [name for name in ("normflows", "zuko", "nflows") if _installed(name)]
+    assert "flowforge: the seed script's loop" in out and "`train.fit` as `flowforge demo`, warm" in out
+    assert ("normflows: the seed script's loop" in out) == ("normflows" in peers)
+    for title in ("affine coupling x8", "RQ-spline coupling x8", "MAF x4", "autoregressive NSF x4"):
+        assert title in out
+    rows = [line for line in out.splitlines() if line.startswith(("| flowforge |", *(f"| {p} |" for p in peers)))]
+    assert len(rows) == 4 * (1 + len(peers))
+    assert out.count("flowforge / fastest peer, training") == 4
+
+
+def test_memory_probe_measures_sampling_in_this_process():
+    probe = suite.memory_probe("flowforge", "planar", "plot helper", 4096)
+    assert probe["peak_mb"] >= 0 and probe["seconds"] > 0
+
+
+@pytest.mark.slow
+def test_speed_suite_quick_run_with_cold_compile_and_memory(monkeypatch, capsys):
+    out = run(suite, ["--quick", "--only", "seed", "memory"], monkeypatch, capsys)
+    assert "cold compile cache" in out and "Peak memory" in out
 
 
 def test_density_table_short_run(monkeypatch, capsys):

@@ -71,6 +71,10 @@ CATALOGUE = {
     "InverseAutoregressive": (lambda: nf.flows.InverseAutoregressive(4, 16, order=torch.tensor([3, 1, 0, 2])), (4,)),
     "InverseAutoregressive-context": (lambda: WithContext(nf.flows.InverseAutoregressive(3, 16, 4), 4), (3,)),
     "RationalQuadraticCoupling": (lambda: nf.flows.RationalQuadraticCoupling(4, 16, num_bins=5), (4,)),
+    "RationalQuadraticCoupling-mlp-net": (
+        lambda: nf.flows.RationalQuadraticCoupling(4, 16, num_bins=5, net=nf.nets.MLP([2, 16, 16, 2 * 3 * 5])),
+        (4,),
+    ),
     "RationalQuadraticCoupling-circular": (
         lambda: nf.flows.RationalQuadraticCoupling(5, 16, num_bins=4, tail_bound=math.pi, circular=[0, 1, 3]),
         (5,),
@@ -93,6 +97,10 @@ CATALOGUE = {
         (3,),
     ),
     "RationalQuadraticAutoregressive": (lambda: nf.flows.RationalQuadraticAutoregressive(3, 16, num_bins=5), (3,)),
+    "RationalQuadraticAutoregressive-plain-made": (
+        lambda: nf.flows.RationalQuadraticAutoregressive(3, 16, num_bins=5, use_residual_blocks=False),
+        (3,),
+    ),
     "RationalQuadraticAutoregressive-circular-context": (
         lambda: WithContext(
             nf.flows.RationalQuadraticAutoregressive(3, 16, num_bins=4, circular=[1], context_features=2), 2

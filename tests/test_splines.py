@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+import flowforge as nf
 from flowforge.flows.splines import identity_derivative_offset, rational_quadratic_spline
 
 K, BOUND = 8, 3.0
@@ -156,3 +157,11 @@ def test_minimum_bin_width_is_respected():
     inside_last = x > start
     assert math.isclose(float(inside_last.double().mean()), 7e-3, abs_tol=2e-4)
     assert torch.isfinite(y).all()
+
+
+def test_coupling_with_a_custom_net_checks_its_output_width():
+    layer = nf.flows.RationalQuadraticCoupling(4, 16, num_bins=5, net=nf.nets.MLP([2, 16, 2 * 3 * 5 - 1]))
+    with pytest.raises(ValueError, match=r"conditioner must return \(3, 30\) spline parameters"):
+        layer(torch.randn(3, 4))
+    with pytest.raises(ValueError, match="custom net takes no context"):
+        nf.flows.RationalQuadraticCoupling(4, 16, net=nf.nets.MLP([2, 16, 48]), context_features=2)

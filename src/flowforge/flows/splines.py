@@ -169,7 +169,9 @@ class RationalQuadraticCoupling(EventFlow):
     (Rezende et al. 2020), conditioning ones enter the net as ``(cos, sin)``. Others have linear
     (identity) tails outside ``±tail_bound``. Both directions are cheap (one net pass). Starts at
     the identity when ``init_identity``. Takes a context ``c`` (input of ``θ``) when built with
-    ``context_features``.
+    ``context_features``. ``net`` replaces the residual conditioner with any module mapping the
+    kept coordinates ``(batch, |A|)`` to ``(batch, |B| · 3 · num_bins)`` spline parameters (e.g.
+    ``nets.MLP([|A|, 64, 64, |B| · 3 · num_bins], init_zeros=True)``).
     """
 
     takes_context = True
@@ -187,6 +189,7 @@ class RationalQuadraticCoupling(EventFlow):
         activation=F.relu,
         dropout_probability: float = 0.0,
         init_identity: bool = True,
+        net: nn.Module | None = None,
     ):
         super().__init__((features,))
         kept, moved = coupling_indices(features, mask)
@@ -201,7 +204,9 @@ class RationalQuadraticCoupling(EventFlow):
         self.kept_circular = tuple(i for i, feature in enumerate(kept.tolist()) if feature in circular)
         self.periodic = tuple(feature in circular for feature in moved.tolist())
         self.num_bins, self.tail_bound = num_bins, float(tail_bound)
-        self.net = ResidualNet(
+        if net is not None and context_features is not None:
+            raise ValueError("a custom net takes no context: give net or context_features, not both")
+        self.net = net or ResidualNet(
             len(kept) + len(self.kept_circular),
             len(moved) * 3 * num_bins,
             hidden_features,
@@ -225,7 +230,14 @@ class RationalQuadraticCoupling(EventFlow):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         self.check_input(v)
         kept, moved = v.index_select(1, self.kept), v.index_select(1, self.moved)
-        params = self.net(self._conditioner_input(kept), context).view(v.shape[0], moved.shape[1], 3 * self.num_bins)
+        inputs = self._conditioner_input(kept)
+        params = self.net(inputs) if context is None else self.net(inputs, context)
+        if params.shape != (v.shape[0], moved.shape[1] * 3 * self.num_bins):
+            raise ValueError(
+                f"the conditioner must return ({v.shape[0]}, {moved.shape[1] * 3 * self.num_bins}) spline "
+                f"parameters (3 × num_bins per transformed coordinate), got {tuple(params.shape)}"
+            )
+        params = params.view(v.shape[0], moved.shape[1], 3 * self.num_bins)
         out, log_derivative = _apply_splines(moved, params, inverse, self.tail_bound, self.periodic)
         return torch.cat([kept, out], 1).index_select(1, self.unshuffle), log_derivative.sum(1)
 
@@ -256,11 +268,12 @@ class RationalQuadraticAutoregressive(AutoregressiveFlow):
         order: torch.Tensor | None = None,
         activation: type[nn.Module] = nn.ReLU,
         dropout_probability: float = 0.0,
+        use_residual_blocks: bool = True,
     ):
         if num_bins < 2 or tail_bound <= 0:
             raise ValueError(f"need num_bins >= 2 and tail_bound > 0, got {num_bins}, {tail_bound}")
         made = MADE(
-            features, hidden_features, context_features, num_blocks, 3 * num_bins,
+            features, hidden_features, context_features, num_blocks, 3 * num_bins, use_residual_blocks,
             activation=activation, dropout_probability=dropout_probability, order=order,
         )  # fmt: skip
         super().__init__(made)
