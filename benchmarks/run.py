@@ -24,6 +24,7 @@ Sections (``--only`` picks some):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -325,15 +326,12 @@ def memory_probe(library: str, model_kind: str, how: str, count: int) -> dict:
     sample(1000)
     before = reset_peak_rss_mb()
     start = time.perf_counter()
+    bounds = ((-3.0, 3.0), (-3.0, 3.0))
     if how == "plot helper":
-        plot.sample_histogram(model, count, ((-3.0, 3.0), (-3.0, 3.0)), 200)
-    elif how == "no_grad":
-        with torch.no_grad():
-            points = sample(count)
-            plot.histogram2d(points.detach(), ((-3.0, 3.0), (-3.0, 3.0)), 200)
+        plot.sample_histogram(model, count, bounds, 200)
     else:
-        points = sample(count)
-        plot.histogram2d(points.detach(), ((-3.0, 3.0), (-3.0, 3.0)), 200)
+        with torch.no_grad() if how == "no_grad" else contextlib.nullcontext():
+            plot.histogram2d(sample(count).detach(), bounds, 200)
     return {"peak_mb": peak_rss_mb() - before, "seconds": time.perf_counter() - start}
 
 

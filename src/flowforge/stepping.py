@@ -58,10 +58,6 @@ class EagerStep:
         self.optimizer.step()
         return loss.detach()
 
-    def eager(self) -> EagerStep:
-        """The same step without compilation (the fallback when compiling fails)."""
-        return EagerStep(self.model, self.objective, self.optimizer)
-
     def state(self) -> dict:
         return copy.deepcopy(self.optimizer.state_dict())
 

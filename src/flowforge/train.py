@@ -230,7 +230,8 @@ def fit(
                 elapsed = time.perf_counter() - step_start
                 step_time += elapsed
                 timed_steps += 1
-                probe_time += elapsed if it >= AUTO_PROBE_WARMUP else 0.0
+                if AUTO_PROBE_WARMUP <= it < AUTO_PROBE_STEPS:
+                    probe_time += elapsed
         for layer in lipschitz_layers:
             layer.update_norm()
         history[it] = loss_value
