@@ -67,6 +67,10 @@ CATALOGUE = {
     "MaskedAffineFlow": (lambda: coupling(4), (4,)),
     "MaskedAffineFlow-additive": (lambda: coupling(5, additive=True), (5,)),
     "MaskedAffineAutoregressive": (lambda: nf.flows.MaskedAffineAutoregressive(4, 16), (4,)),
+    "MaskedAffineAutoregressive-order": (
+        lambda: nf.flows.MaskedAffineAutoregressive(4, 16, order=torch.tensor([2, 0, 3, 1])),
+        (4,),
+    ),
     "MaskedAffineAutoregressive-context": (lambda: WithContext(nf.flows.MaskedAffineAutoregressive(3, 16, 2), 2), (3,)),
     "InverseAutoregressive": (lambda: nf.flows.InverseAutoregressive(4, 16, order=torch.tensor([3, 1, 0, 2])), (4,)),
     "InverseAutoregressive-context": (lambda: WithContext(nf.flows.InverseAutoregressive(3, 16, 4), 4), (3,)),
@@ -103,7 +107,10 @@ CATALOGUE = {
     ),
     "RationalQuadraticAutoregressive-circular-context": (
         lambda: WithContext(
-            nf.flows.RationalQuadraticAutoregressive(3, 16, num_bins=4, circular=[1], context_features=2), 2
+            nf.flows.RationalQuadraticAutoregressive(
+                3, 16, num_bins=4, circular=[1], context_features=2, order=torch.tensor([1, 2, 0])
+            ),
+            2,
         ),
         (3,),
         "angles",

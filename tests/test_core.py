@@ -196,3 +196,39 @@ def test_planar_rejects_unknown_activation_and_wrong_parameter_size():
         nf.flows.Planar((2,), act="relu")
     with pytest.raises(ValueError, match="u must have 2 elements"):
         nf.flows.Planar((2,), u=torch.zeros(3))
+
+
+def test_large_batches_without_gradients_run_in_chunks_with_the_same_result(monkeypatch):
+    monkeypatch.setattr(nf.flows.base, "CHUNK_ROWS", 16)
+    torch.manual_seed(0)
+    flows = [nf.flows.MaskedAffineAutoregressive(3, 8), nf.flows.ActNorm(3), nf.flows.Planar((3,))]
+    model = nf.NormalizingFlow(nf.distributions.DiagGaussian(3), flows).double()
+    for parameter in model.parameters():
+        parameter.data.add_(0.2 * torch.randn_like(parameter))
+    x = torch.randn(100, 3, dtype=torch.float64)
+    with torch.no_grad():
+        # ActNorm's first batch initialises it from all 100 rows, not from the first chunk.
+        z, _ = model.inverse_and_log_det(x)
+        seen_by_actnorm = flows[2].inverse(x)[0]
+        torch.testing.assert_close(flows[1].t.view(3), seen_by_actnorm.mean(0))
+        log_q = model.log_prob(x)
+        samples, sample_log_q = model.forward_and_log_det(z)
+    torch.testing.assert_close(model.log_prob(x).detach(), log_q)  # graph path: one piece
+    torch.testing.assert_close(samples, x)
+    calls = []
+    handle = flows[0].register_forward_pre_hook(lambda module, args: calls.append(args[0].shape[0]))
+    with torch.no_grad():
+        model.forward_and_log_det(z)
+    handle.remove()
+    assert calls == [16] * 6 + [4]
+
+
+def test_batch_coupled_layers_see_the_whole_batch(monkeypatch):
+    monkeypatch.setattr(nf.flows.base, "CHUNK_ROWS", 16)
+    norm = nf.flows.BatchNorm(2)
+    model = nf.NormalizingFlow(nf.distributions.DiagGaussian(2), [norm])
+    x = 3 + 2 * torch.randn(100, 2)
+    with torch.no_grad():
+        z, _ = model.inverse_and_log_det(x)  # training mode: the statistics of all 100 rows
+    torch.testing.assert_close(z.mean(0), torch.zeros(2), atol=1e-5, rtol=0)
+    assert nf.flows.base.couples_batch([norm]) and not nf.flows.base.couples_batch([norm.eval()])

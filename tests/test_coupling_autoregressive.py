@@ -67,10 +67,10 @@ def test_maf_and_iaf_start_at_the_identity():
 
 
 def count_made_calls(layer, direction, x):
+    """MADE passes, counted at its first layer (sampling runs only the hidden layers per step)."""
     calls = []
-    handle = next(m for m in layer.modules() if isinstance(m, nf.nets.MADE)).register_forward_hook(
-        lambda *a: calls.append(1)
-    )
+    made = next(m for m in layer.modules() if isinstance(m, nf.nets.MADE))
+    handle = made.first.register_forward_hook(lambda *a: calls.append(1))
     direction(x)
     handle.remove()
     return len(calls)
@@ -183,3 +183,50 @@ def test_made_is_autoregressive_with_and_without_residual_blocks(residual):
             if order[j] >= order[i]:
                 assert jacobian[i, j] == 0, (i, j)
     assert (jacobian != 0).sum() > 0
+
+
+@pytest.mark.parametrize("parameter_major", [False, True])
+@pytest.mark.parametrize("residual", [True, False])
+def test_made_feature_outputs_are_the_rows_of_the_full_pass(parameter_major, residual):
+    torch.manual_seed(0)
+    made = nf.nets.MADE(
+        5, 12, context_features=2, output_multiplier=3, use_residual_blocks=residual,
+        order=torch.tensor([4, 1, 0, 3, 2]), parameter_major=parameter_major,
+    )  # fmt: skip
+    torch.nn.init.normal_(made.output.weight)
+    x, c = torch.randn(6, 5), torch.randn(6, 2)
+    full = made(x, c)
+    assert full.shape == (6, 5, 3)
+    hidden = made.hidden_state(x, c)
+    for feature in range(5):
+        torch.testing.assert_close(made.feature_outputs(hidden, feature), full[:, feature : feature + 1])
+    assert made.sequence == (2, 1, 4, 3, 0)
+
+
+def test_made_layouts_compute_the_same_function():
+    torch.manual_seed(1)
+    rows = nf.nets.MADE(4, 10, output_multiplier=2, order=torch.tensor([1, 3, 0, 2]))
+    columns = nf.nets.MADE(4, 10, output_multiplier=2, order=torch.tensor([1, 3, 0, 2]), parameter_major=True)
+    torch.nn.init.normal_(rows.output.weight)
+    state = rows.state_dict()
+    # The parameter-major output layer holds the same rows, regrouped parameter by parameter.
+    regroup = torch.arange(8).view(4, 2).t().reshape(-1)
+    for key in ("output.weight", "output.bias", "output.mask"):
+        state[key] = state[key][regroup]
+    columns.load_state_dict(state)
+    x = torch.randn(5, 4)
+    torch.testing.assert_close(columns(x), rows(x))
+
+
+def test_made_loaded_order_drives_sampling():
+    torch.manual_seed(2)
+    saved = nf.flows.MaskedAffineAutoregressive(4, 16, random_mask=True)
+    for parameter in saved.parameters():
+        parameter.data.add_(0.3 * torch.randn_like(parameter))
+    loaded = nf.flows.MaskedAffineAutoregressive(4, 16, random_mask=True)
+    loaded.load_state_dict(saved.state_dict())
+    assert loaded.made.sequence == saved.made.sequence
+    z = torch.randn(8, 4)
+    torch.testing.assert_close(loaded(z), saved(z))
+    x, _ = loaded(z)
+    torch.testing.assert_close(loaded.inverse(x)[0], z, rtol=1e-5, atol=1e-5)

@@ -25,18 +25,26 @@ class AutoregressiveFlow(EventFlow):
         self.made = made
 
     def elementwise(
-        self, values: torch.Tensor, params: torch.Tensor, inverse: bool
+        self, values: torch.Tensor, params: torch.Tensor, inverse: bool, features: slice = slice(None)
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Apply ``τ`` (or its inverse) with ``params`` of shape ``(batch, D, P)``; return values and
-        elementwise log-derivatives of the direction applied."""
+        """Apply ``τ`` (or its inverse) to ``values`` ``(batch, n)``, the columns ``features`` of the
+        event, with ``params`` of shape ``(batch, n, P)``; return values and elementwise
+        log-derivatives of the direction applied."""
         raise NotImplementedError
 
     def forward(self, z: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        # Step k fixes the k-th feature of the order from the ones before it: a MADE pass to the
+        # last hidden layer, then only that feature's output rows and its elementwise map.
         self.check_input(z)
         x = torch.zeros_like(z)
-        for _ in range(self.dim):
-            x, log_derivative = self.elementwise(z, self.made(x, context), inverse=False)
-        return x, log_derivative.sum(1)
+        log_det = z.new_zeros(z.shape[0])
+        for feature in self.made.sequence:
+            params = self.made.feature_outputs(self.made.hidden_state(x, context), feature)
+            column = slice(feature, feature + 1)
+            value, log_derivative = self.elementwise(z[:, column], params, inverse=False, features=column)
+            x = torch.cat([x[:, :feature], value, x[:, feature + 1 :]], 1)
+            log_det = log_det + log_derivative[:, 0]
+        return x, log_det
 
     def inverse(self, x: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         self.check_input(x)
@@ -73,13 +81,13 @@ class MaskedAffineAutoregressive(AutoregressiveFlow):
     ):
         made = MADE(
             features, hidden_features, context_features, num_blocks, 2, use_residual_blocks, random_mask,
-            activation, dropout_probability, use_batch_norm, order,
+            activation, dropout_probability, use_batch_norm, order, parameter_major=True,
         )  # fmt: skip
         super().__init__(made)
         self.clamp = clamp
 
     def elementwise(
-        self, values: torch.Tensor, params: torch.Tensor, inverse: bool
+        self, values: torch.Tensor, params: torch.Tensor, inverse: bool, features: slice = slice(None)
     ) -> tuple[torch.Tensor, torch.Tensor]:
         shift, log_scale = params[..., 0], soft_clamp(params[..., 1], self.clamp)
         if inverse:

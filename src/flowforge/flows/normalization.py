@@ -32,6 +32,11 @@ class ActNorm(AffineConstFlow):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         self._initialized = bool(self.initialized)
 
+    @property
+    def couples_batch(self) -> bool:
+        """Until initialised, the first batch sets the parameters, so every row depends on the others."""
+        return not self._initialized
+
     @torch.no_grad()
     def _initialize(self, values: torch.Tensor, density_direction: bool) -> None:
         if values.shape[0] < 2:
@@ -96,6 +101,11 @@ class BatchNorm(Flow):
         if self.shape is None and key in state_dict:
             self._build(tuple(state_dict[key].shape[1:]), state_dict[key])
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    @property
+    def couples_batch(self) -> bool:
+        """In training mode the density direction normalises with the batch's own statistics."""
+        return self.training
 
     def check_input(self, x: torch.Tensor) -> None:
         if self.shape is None:

@@ -281,9 +281,9 @@ class RationalQuadraticAutoregressive(AutoregressiveFlow):
         self.periodic = tuple(i in set(int(c) for c in circular) for i in range(features))
 
     def elementwise(
-        self, values: torch.Tensor, params: torch.Tensor, inverse: bool
+        self, values: torch.Tensor, params: torch.Tensor, inverse: bool, features: slice = slice(None)
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        return _apply_splines(values, params, inverse, self.tail_bound, self.periodic)
+        return _apply_splines(values, params, inverse, self.tail_bound, self.periodic[features])
 
 
 # Names and argument orders of normflows, so its scripts run unchanged. normflows' masks mark the

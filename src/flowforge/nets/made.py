@@ -37,7 +37,11 @@ class MADE(nn.Module):
     output layer starts at zero, so a flow built on it starts at the identity. Argument order as
     normflows' (nflows') MADE.
 
-    Output shape: ``(batch, features, output_multiplier)``.
+    Output shape: ``(batch, features, output_multiplier)``. With ``parameter_major`` the output
+    layer's rows are ordered parameter by parameter (all features' first outputs, then the second
+    ...), so ``output[..., j]`` is contiguous along the features, which elementwise maps that use
+    each parameter as a whole (affine: shift and scale) read faster; the values are the same.
+    :meth:`feature_outputs` computes one feature's outputs alone, as sequential sampling needs.
 
     Args:
         features: D.
@@ -51,7 +55,8 @@ class MADE(nn.Module):
         use_batch_norm: not supported (raises); put :class:`~flowforge.flows.BatchNorm` between flows.
         order: a permutation of ``range(D)``; ``order[i]`` is feature ``i``'s position in the
             autoregressive sequence, so its outputs see the features with smaller positions
-            (default: ``0, 1, …, D−1``).
+            (default: ``0, 1, …, D−1``). Kept as the buffer ``order``.
+        parameter_major: the output layer's row order (see above).
     """
 
     def __init__(
@@ -67,6 +72,7 @@ class MADE(nn.Module):
         dropout_probability: float = 0.0,
         use_batch_norm: bool = False,
         order: torch.Tensor | None = None,
+        parameter_major: bool = False,
     ):
         super().__init__()
         if features < 1 or hidden_features < 1 or num_blocks < 1 or output_multiplier < 1:
@@ -79,7 +85,9 @@ class MADE(nn.Module):
         if sorted(order.tolist()) != list(range(features)):
             raise ValueError(f"order must be a permutation of range({features}), got {order.tolist()}")
         self.features, self.context_features, self.output_multiplier = features, context_features, output_multiplier
-        self.residual = use_residual_blocks
+        self.residual, self.parameter_major = use_residual_blocks, parameter_major
+        self.register_buffer("order", order.clone())
+        self._set_sequence()
         input_degrees = order + 1
         hidden_degrees = torch.arange(hidden_features) % max(features - 1, 1) + 1
         hidden_mask = hidden_degrees[:, None] >= hidden_degrees[None, :]
@@ -92,7 +100,11 @@ class MADE(nn.Module):
             else None
         )
         self.context = nn.Linear(context_features, hidden_features) if context_features else None
-        output_degrees = input_degrees.repeat_interleave(output_multiplier)
+        output_degrees = (
+            input_degrees.repeat(output_multiplier)
+            if parameter_major
+            else input_degrees.repeat_interleave(output_multiplier)
+        )
         self.output = MaskedLinear(
             hidden_features, features * output_multiplier, output_degrees[:, None] > hidden_degrees[None, :]
         )
@@ -101,7 +113,16 @@ class MADE(nn.Module):
         self.activation = as_activation(activation)
         self.dropout = nn.Dropout(dropout_probability)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+    def _set_sequence(self) -> None:
+        # The features in autoregressive order, as Python ints (sampling loops over them).
+        self.sequence = tuple(torch.argsort(self.order).tolist())
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._set_sequence()
+
+    def hidden_state(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        """The last hidden layer's activations ``(batch, hidden_features)``, the output layer's input."""
         if x.dim() != 2 or x.shape[1] != self.features:
             raise ValueError(f"MADE expects input of shape (batch, {self.features}), got {tuple(x.shape)}")
         h = self.first(x)
@@ -120,4 +141,22 @@ class MADE(nn.Module):
             for first, second in zip(self.hidden, self.second, strict=True):
                 h = h + second(self.dropout(self.activation(first(self.activation(h)))))
             h = self.activation(h)
-        return self.output(h).view(x.shape[0], self.features, self.output_multiplier)
+        return h
+
+    def feature_outputs(self, hidden: torch.Tensor, feature: int) -> torch.Tensor:
+        """Feature ``feature``'s outputs ``(batch, 1, output_multiplier)`` from :meth:`hidden_state`,
+        computing only that feature's rows of the output layer."""
+        multiplier = self.output_multiplier
+        rows = (
+            slice(feature, None, self.features)
+            if self.parameter_major
+            else slice(feature * multiplier, (feature + 1) * multiplier)
+        )
+        layer = self.output
+        return F.linear(hidden, layer.weight[rows] * layer.mask[rows], layer.bias[rows]).unsqueeze(1)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        out = self.output(self.hidden_state(x, context))
+        if self.parameter_major:
+            return out.view(x.shape[0], self.output_multiplier, self.features).transpose(1, 2)
+        return out.view(x.shape[0], self.features, self.output_multiplier)
