@@ -29,7 +29,7 @@ def _installed(name):
 
 
 def test_speed_suite_smoke_run(monkeypatch, capsys):
-    argv = ["--quick", "--no-cold", "--compile", "off", "--only", "seed", "coupling", "ar64"]
+    argv = ["--quick", "--no-cold", "--compile", "off", "--same-process", "--only", "seed", "coupling", "ar64"]
     out = run(suite, argv, monkeypatch, capsys)
     peers = [name for name in ("normflows", "zuko", "nflows") if _installed(name)]
     assert "flowforge: the seed script's loop" in out and "`train.fit` as `flowforge demo`, warm" in out
@@ -41,6 +41,11 @@ def test_speed_suite_smoke_run(monkeypatch, capsys):
     assert out.count("flowforge / fastest peer, training") == 4
 
 
+def test_sections_run_in_fresh_processes_with_the_other_options():
+    argv = ["--quick", "--only", "seed", "ar64", "--repeats", "2", "--only=memory", "--no-cold"]
+    assert suite._argv_without_only(argv) == ["--quick", "--repeats", "2", "--no-cold"]
+
+
 def test_memory_probe_measures_sampling_in_this_process():
     probe = suite.memory_probe("flowforge", "planar", "plot helper", 4096)
     assert probe["peak_mb"] >= 0 and probe["seconds"] > 0
@@ -48,7 +53,7 @@ def test_memory_probe_measures_sampling_in_this_process():
 
 @pytest.mark.slow
 def test_speed_suite_quick_run_with_cold_compile_and_memory(monkeypatch, capsys):
-    out = run(suite, ["--quick", "--only", "seed", "memory"], monkeypatch, capsys)
+    out = run(suite, ["--quick", "--same-process", "--only", "seed", "memory"], monkeypatch, capsys)
     assert "cold compile cache" in out and "Peak memory" in out
 
 
