@@ -6,7 +6,7 @@ the base and target densities under ``nf.distributions``, one-line models
 numbers in ``nf.metrics``.
 """
 
-from . import datasets, distributions, flows, metrics, nets, presets, train, transforms, utils
+from . import datasets, distributions, flows, mcmc, metrics, nets, presets, train, transforms, utils
 from .core import ClassCondFlow, ConditionalNormalizingFlow, MultiscaleFlow, NormalizingFlow
 from .presets import IAF, MAF, NSF, Glow, NSFAutoregressive, PlanarFlow, RadialFlow, RealNVP, ResidualFlow
 
@@ -30,6 +30,7 @@ __all__ = [
     "datasets",
     "distributions",
     "flows",
+    "mcmc",
     "metrics",
     "nets",
     "presets",

@@ -4,11 +4,14 @@ from .base import BaseDistribution, DiagGaussian, GaussianMixture, Uniform
 from .conditional import ClassCondDiagGaussian, ConditionalDiagGaussian
 from .targets import (
     TARGETS,
+    AnnealedTarget,
     CircularGaussianMixture,
     EnergyU1,
     EnergyU2,
     EnergyU3,
     EnergyU4,
+    GaussianMixture40,
+    ManyWell,
     RingMixture,
     Sinusoidal,
     Smiley,
@@ -19,6 +22,9 @@ from .targets import (
 
 __all__ = [
     "TARGETS",
+    "AnnealedTarget",
+    "GaussianMixture40",
+    "ManyWell",
     "BaseDistribution",
     "ClassCondDiagGaussian",
     "ConditionalDiagGaussian",

@@ -21,8 +21,11 @@ from .splines import (
     RationalQuadraticAutoregressive,
     RationalQuadraticCoupling,
 )
+from .stochastic import HamiltonianMonteCarlo, MetropolisHastings
 
 __all__ = [
+    "HamiltonianMonteCarlo",
+    "MetropolisHastings",
     "Standardization",
     "Whitening",
     "Residual",
