@@ -170,3 +170,41 @@ def test_demo_meets_the_quality_bar(tmp_path):
     assert cli.main(["demo", "--no-progress", "--out", str(out)]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["kl"] <= 0.25 and metrics["ess"] >= 0.3, metrics
+
+
+@pytest.mark.parametrize("target, kernel, extra", [("two-modes", "mh", []), ("many-well", "hmc", ["dim=4"])])
+def test_mcmc_writes_samples_picture_and_numbers(tmp_path, target, kernel, extra):
+    out = tmp_path / "chains"
+    argv = ["mcmc", "--target", target, "--kernel", kernel, "--chains", "8", "--samples", "40", "--burn-in", "30",
+            "--leapfrog-steps", "3", "--grid-size", "30", "--out", str(out)]  # fmt: skip
+    for pair in extra:
+        argv += ["--target-param", pair]
+    assert cli.main(argv) == 0
+    samples = np.load(out / "samples.npy")
+    assert samples.shape == (320, 4 if extra else 2) and np.isfinite(samples).all()
+    numbers = json.loads((out / "metrics.json").read_text())
+    assert 0 < numbers["acceptance"] <= 1 and len(numbers["mean_exact"]) == samples.shape[1]
+    assert (out / "comparison.png").stat().st_size > 0
+    assert json.loads((out / "config.json").read_text())["kernel"] == kernel
+
+
+def test_mcmc_rejects_bad_target_parameters(tmp_path, capsys):
+    argv = ["mcmc", "--target", "many-well", "--target-param", "dim=5", "--out", str(tmp_path / "x")]
+    assert cli.main(argv) == 2
+    assert "even dim" in capsys.readouterr().err
+
+
+def test_compare_puts_target_mcmc_and_flow_depths_side_by_side(tmp_path):
+    out = tmp_path / "compare"
+    argv = ["compare", "--target", "two-modes", "--depths", "1,3", "--iterations", "20", "--chains", "8",
+            "--mcmc-samples", "10", "--frame-samples", "1000", "--grid-size", "20", "--kl-grid", "20",
+            "--compile", "off", "--no-progress", "--out", str(out)]  # fmt: skip
+    assert cli.main(argv) == 0
+    numbers = json.loads((out / "metrics.json").read_text())
+    assert set(numbers["flows"]) == {"1", "3"} and all(np.isfinite(v["kl"]) for v in numbers["flows"].values())
+    assert 0 < numbers["mcmc"]["acceptance"] <= 1 and (out / "comparison.png").stat().st_size > 0
+
+
+def test_compare_rejects_bad_depths(tmp_path, capsys):
+    assert cli.main(["compare", "--depths", "2,x", "--out", str(tmp_path / "c")]) == 2
+    assert "--depths must be positive integers" in capsys.readouterr().err

@@ -150,3 +150,78 @@ def test_targets_move_with_the_model():
     ).double()
     assert model.p.radii.dtype == torch.float64
     assert model.p.sample(10).dtype == torch.float64
+
+
+def test_tempered_gaussian_matches_torch_and_learns_its_temperature():
+    base = nf.distributions.TemperedGaussian((3,), temperature=1.7).double()
+    z = torch.randn(10, 3, dtype=torch.float64)
+    expected = torch.distributions.Normal(0.0, 1.7).log_prob(z).sum(1)
+    torch.testing.assert_close(base.log_prob(z), expected)
+    samples, log_q = base(2000)
+    torch.testing.assert_close(log_q, base.log_prob(samples))
+    assert abs(float(samples.detach().std()) - 1.7) < 0.05
+    base.log_prob(z).sum().backward()
+    assert base.log_temperature.grad is not None and base.log_temperature.grad != 0
+    assert not list(nf.distributions.TemperedGaussian(2, trainable=False).parameters())
+    with pytest.raises(ValueError, match="temperature must be positive"):
+        nf.distributions.TemperedGaussian(2, temperature=0.0)
+
+
+@pytest.mark.parametrize("kind", ["diag", "tempered"])
+def test_sampling_at_a_temperature(kind):
+    base = nf.distributions.DiagGaussian(2) if kind == "diag" else nf.distributions.TemperedGaussian(2)
+    model = nf.NormalizingFlow(base, [nf.flows.Planar((2,))]).double()
+    before = {name: value.clone() for name, value in model.state_dict().items()}
+    torch.manual_seed(0)
+    x, log_q = model.sample(20_000, temperature=0.5)
+    assert not log_q.requires_grad
+    z, _ = model.inverse_and_log_det(x)
+    assert abs(float(z.std()) - 0.5) < 0.02
+    with nf.core._tempered([model.q0], 0.5):
+        torch.testing.assert_close(log_q, model.log_prob(x))
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(value, before[name])  # the base is restored
+
+
+class Halfplane(torch.nn.Module):
+    """Acceptance logits ``4 z₀``: proposals with positive first coordinate are mostly kept."""
+
+    def forward(self, z):
+        return 4 * z[:, :1]
+
+
+def resampled(truncation=100):
+    base = nf.distributions.ResampledGaussian(2, Halfplane(), truncation=truncation, trainable=False).double()
+    points, area = grid_points(((-7.0, 7.0), (-7.0, 7.0)), 700, torch.zeros((), dtype=torch.float64))
+    exact_z = float((torch.exp(base.proposal.log_prob(points)) * base.acceptance(points)).sum() * area)
+    return base.eval(), points, area, exact_z
+
+
+@pytest.mark.parametrize("truncation", [2, 100])
+def test_resampled_gaussian_is_normalised_and_sampled_from_its_density(truncation):
+    base, points, area, exact_z = resampled(truncation)
+    base.z_running.fill_(exact_z)
+    density = torch.exp(base.log_prob(points))
+    assert abs(float(density.sum() * area) - 1) < 1e-3
+    torch.manual_seed(1)
+    samples, log_q = base(40_000)
+    torch.testing.assert_close(log_q, base.log_prob(samples))
+    weights = density / density.sum()
+    for feature in (lambda z: z[:, 0], lambda z: z[:, 0] ** 2, lambda z: z[:, 1] ** 2):
+        exact = float((weights * feature(points)).sum())
+        values = feature(samples)
+        assert abs(float(values.mean()) - exact) < 4 * float(values.std()) / math.sqrt(len(values))
+    assert float(samples[:, 0].mean()) > (0.3 if truncation == 100 else 0.1)  # the half-plane is favoured
+
+
+def test_resampled_gaussian_estimates_z_and_trains():
+    torch.manual_seed(2)
+    base, _, _, exact_z = resampled()
+    assert abs(float(base.normaliser()) - exact_z) < 0.02  # first evaluation: 2^14 proposals
+    learned = nf.distributions.ResampledGaussian(2, nf.nets.MLP([2, 16, 1]), num_z_samples=256).double()
+    loss = -learned.log_prob(torch.randn(64, 2, dtype=torch.float64)).mean()
+    loss.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in learned.parameters())
+    assert float(learned.z_running) > 0
+    with pytest.raises(ValueError, match=r"logits of shape \(512, 1\), got \(512, 2\)"):
+        nf.distributions.ResampledGaussian(2, nf.nets.MLP([2, 8, 2]))(5)

@@ -19,6 +19,14 @@ import torch
 
 from . import __version__, metrics, plot
 from .cli_data import DataUsageError, add_data_arguments, build_data_model, draw_samples, run_fit_data
+from .cli_sampling import (
+    ALL_TARGETS,
+    SamplingUsageError,
+    add_compare_arguments,
+    add_mcmc_arguments,
+    run_compare,
+    run_mcmc,
+)
 from .distributions.targets import TARGETS
 from .presets import PRESETS
 from .train import COMPILE_MODES, Every, TrainingDiverged, fit
@@ -79,7 +87,7 @@ def _fractions(text: str) -> tuple[float, float, float]:
 
 
 def _target_parameters(name: str) -> dict[str, object]:
-    signature = inspect.signature(TARGETS[name].__init__)
+    signature = inspect.signature(ALL_TARGETS[name].__init__)
     return {k: p.default for k, p in signature.parameters.items() if k != "self"}
 
 
@@ -190,6 +198,19 @@ def build_parser() -> argparse.ArgumentParser:
             "demo", help="the seed workflow: 16 Planar layers to TwoModes(2, 0.1), 20000 annealed steps"
         ),
         "flowforge-demo",
+    )
+    add_mcmc_arguments(
+        commands.add_parser("mcmc", help="sample a target with Metropolis-Hastings or HMC chains and picture them"),
+        _positive_int,
+        _non_negative_int,
+        _positive_float,
+    )
+    add_compare_arguments(
+        commands.add_parser(
+            "compare", help="target | MCMC samples | flows of several depths K, side by side (Rezende & Mohamed)"
+        ),
+        _positive_int,
+        _positive_float,
     )
     commands.add_parser("targets", help="list the targets that can be fitted")
     sample = commands.add_parser("sample", help="draw samples from a fitted run")
@@ -469,9 +490,13 @@ def main(argv: list[str] | None = None) -> int:
             run_fit(args)
         elif args.command == "targets":
             run_targets()
+        elif args.command in ("mcmc", "compare"):
+            params = _parse_target_params(args.target, args.target_param)
+            run = run_mcmc if args.command == "mcmc" else run_compare
+            run(args, _prepare_out(args.out), _device(args.device), params, _write_json)
         else:
             run_sample(args)
-    except (UsageError, DataUsageError) as error:
+    except (UsageError, DataUsageError, SamplingUsageError) as error:
         print(f"flowforge: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -65,8 +65,13 @@ class NormalizingFlow(nn.Module):
         """Map data to the base space (density direction)."""
         return self.inverse_and_log_det(x)[0]
 
-    def sample(self, num_samples: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-        """Draw ``num_samples`` samples; returns ``(x, log q(x))``."""
+    def sample(self, num_samples: int = 1, temperature: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Draw ``num_samples`` samples; returns ``(x, log q(x))``. ``temperature`` ``T`` scales the
+        Gaussian base's standard deviation by ``T`` (Kingma & Dhariwal 2018); the returned
+        log-density is then the tempered model's, computed without gradients."""
+        if temperature is not None:  # tempered samples are for looking at: no gradients
+            with torch.no_grad(), _tempered([self.q0], temperature):
+                return self.sample(num_samples)
         z, log_q = self.q0(num_samples)
         x, log_det = push_forward(self.flows, z)
         return x, log_q - log_det

@@ -1,6 +1,6 @@
 """Base distributions (``q0``) and target densities (``p``)."""
 
-from .base import BaseDistribution, DiagGaussian, GaussianMixture, Uniform
+from .base import BaseDistribution, DiagGaussian, GaussianMixture, ResampledGaussian, TemperedGaussian, Uniform
 from .conditional import ClassCondDiagGaussian, ConditionalDiagGaussian
 from .targets import (
     TARGETS,
@@ -41,5 +41,7 @@ __all__ = [
     "Target",
     "TwoModes",
     "TwoMoons",
+    "ResampledGaussian",
+    "TemperedGaussian",
     "Uniform",
 ]

@@ -154,3 +154,144 @@ class GaussianMixture(BaseDistribution):
         eps = (z.unsqueeze(1) - self.loc) * torch.exp(-self.log_scale)
         component = -0.5 * self.dim * math.log(2 * math.pi) - self.log_scale.sum(1) - 0.5 * (eps * eps).sum(2)
         return torch.logsumexp(torch.log_softmax(self.weight_logits, 0) + component, 1)
+
+
+class TemperedGaussian(BaseDistribution):
+    r"""Isotropic Gaussian with a learned temperature: ``q0(z) = N(z; 0, T² I)``, ``log T`` a parameter
+    (a buffer when not ``trainable``).
+
+    A single scale for the whole base, as Boltzmann-generator and VI users fit it when the flow
+    should do the shaping and the base only its overall spread. Sampling at another temperature
+    (``NormalizingFlow.sample(n, temperature=τ)``) multiplies ``T`` by ``τ``.
+    """
+
+    def __init__(self, shape: int | Iterable[int], temperature: float = 1.0, trainable: bool = True):
+        super().__init__()
+        if not temperature > 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
+        self.shape = as_event_shape(shape)
+        self.dim = math.prod(self.shape)
+        value = torch.tensor(math.log(temperature))
+        if trainable:
+            self.log_temperature = nn.Parameter(value)
+        else:
+            self.register_buffer("log_temperature", value)
+
+    @property
+    def log_scale(self) -> torch.Tensor:
+        """``log T``, broadcast over the event (the name tempering looks for)."""
+        return self.log_temperature
+
+    def _log_normaliser(self) -> torch.Tensor:
+        return -0.5 * self.dim * math.log(2 * math.pi) - self.dim * self.log_temperature
+
+    def forward(self, num_samples: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        like = self.log_temperature
+        eps = torch.randn((positive_int("num_samples", num_samples), *self.shape), dtype=like.dtype, device=like.device)
+        return torch.exp(self.log_temperature) * eps, self._log_normaliser() - 0.5 * (eps * eps).flatten(1).sum(1)
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        self.check_input(z)
+        eps = z * torch.exp(-self.log_temperature)
+        return self._log_normaliser() - 0.5 * (eps * eps).flatten(1).sum(1)
+
+
+class ResampledGaussian(BaseDistribution):
+    r"""Gaussian resampled by a learned acceptance function (learned accept/reject sampling,
+    Stimper, Schölkopf & Hernández-Lobato 2022, https://arxiv.org/abs/2110.15828).
+
+    Proposals ``z ~ π = N(μ, diag σ²)`` are accepted with probability ``a(z) = sigmoid(net(z))``;
+    after ``T − 1`` rejections the ``T``-th proposal is taken. The density is
+
+        ``q0(z) = π(z) ((1 − α_T) a(z) / Z + α_T)``,  ``Z = E_π[a]``,  ``α_T = (1 − Z)^(T−1)``.
+
+    ``Z`` is a Monte Carlo mean of ``a`` over ``num_z_samples`` fresh proposals: in training mode
+    every call draws them (the gradient reaches ``a`` and ``π`` through them) and updates a running
+    average with weight ``eps``; in evaluation mode the running average is used (estimated from
+    ``2^14`` proposals the first time). A base that can put holes and several modes into ``q0``
+    lets a flow fit multimodal and disconnected targets with fewer layers.
+
+    Args:
+        shape: event shape.
+        acceptance: a module mapping ``(batch, *shape)`` to ``(batch, 1)`` logits.
+        truncation: ``T``, the most proposals per sample.
+        eps: weight of a new estimate in the running average of ``Z``.
+        num_z_samples: proposals per training-mode estimate of ``Z``.
+        trainable: learn ``μ`` and ``log σ`` of the proposal.
+    """
+
+    def __init__(
+        self,
+        shape: int | Iterable[int],
+        acceptance: nn.Module,
+        truncation: int = 100,
+        eps: float = 0.05,
+        num_z_samples: int = 512,
+        trainable: bool = True,
+    ):
+        super().__init__()
+        self.proposal = DiagGaussian(shape, trainable)
+        self.shape, self.dim = self.proposal.shape, self.proposal.dim
+        self.acceptance_net = acceptance
+        self.truncation = positive_int("truncation", truncation)
+        self.num_z_samples = positive_int("num_z_samples", num_z_samples)
+        if not 0 < eps <= 1:
+            raise ValueError(f"eps must lie in (0, 1], got {eps}")
+        self.eps = float(eps)
+        self.register_buffer("z_running", torch.tensor(-1.0))  # negative: not estimated yet
+
+    @property
+    def log_scale(self) -> torch.Tensor:
+        """The proposal's ``log σ`` (tempering scales the proposal)."""
+        return self.proposal.log_scale
+
+    def acceptance(self, z: torch.Tensor) -> torch.Tensor:
+        """``a(z)`` in ``(0, 1)``, shape ``(batch,)``."""
+        logits = self.acceptance_net(z)
+        if logits.shape != (z.shape[0], 1):
+            raise ValueError(
+                f"ResampledGaussian: acceptance must map a batch to logits of shape ({z.shape[0]}, 1), "
+                f"got {tuple(logits.shape)}"
+            )
+        return torch.sigmoid(logits[:, 0])
+
+    def _estimate_z(self, count: int) -> torch.Tensor:
+        return self.acceptance(self.proposal.sample(count)).mean()
+
+    def normaliser(self) -> torch.Tensor:
+        """``Z = E_π[a]``: a fresh estimate in training mode (and the running average updated), the
+        running average otherwise."""
+        if self.training:
+            estimate = self._estimate_z(self.num_z_samples)
+            with torch.no_grad():
+                first = self.z_running < 0
+                self.z_running.copy_(torch.where(first, estimate, torch.lerp(self.z_running, estimate, self.eps)))
+            return estimate
+        if float(self.z_running) < 0:
+            with torch.no_grad():
+                self.z_running.copy_(self._estimate_z(2**14))
+        return self.z_running
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        self.check_input(z)
+        return self._log_prob(z, self.normaliser())
+
+    def _log_prob(self, z: torch.Tensor, normaliser: torch.Tensor) -> torch.Tensor:
+        alpha = (1 - normaliser) ** (self.truncation - 1)
+        mixture = (1 - alpha) * self.acceptance(z) / normaliser + alpha
+        return self.proposal.log_prob(z) + torch.log(mixture)
+
+    def forward(self, num_samples: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        positive_int("num_samples", num_samples)
+        normaliser = self.normaliser()
+        z = self.proposal.sample(num_samples)
+        waiting = torch.arange(num_samples, device=z.device)
+        # Each round tests the current proposal of every sample not yet accepted and redraws the
+        # rejected ones; after T − 1 rejections the T-th proposal stays, whatever a says.
+        for _ in range(self.truncation - 1):
+            accepted = torch.rand(waiting.shape[0], dtype=z.dtype, device=z.device) < self.acceptance(z[waiting])
+            waiting = waiting[~accepted]
+            if waiting.numel() == 0:
+                break
+            z = z.index_put((waiting,), self.proposal.sample(waiting.numel()))
+        return z, self._log_prob(z, normaliser)

@@ -1,0 +1,190 @@
+"""``flowforge mcmc``: Markov-chain samples of a target, its picture and its numbers.
+
+A run folder gets ``samples.npy`` (all kept states, chains after one another), ``comparison.png``
+(the target's density beside a histogram of the chains, the first pair of coordinates for targets
+beyond 2-D), ``config.json`` and ``metrics.json`` (acceptance, step sizes, wall time, and, for
+targets that can be sampled exactly, the chains' mean and standard deviation per coordinate beside
+the exact ones).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import __version__, plot
+from .distributions.targets import HIGH_DIMENSIONAL_TARGETS, TARGETS, ManyWell
+from .mcmc import KERNELS, sample_chain
+
+ALL_TARGETS = {**TARGETS, **HIGH_DIMENSIONAL_TARGETS}
+
+
+class SamplingUsageError(Exception):
+    """A bad ``mcmc`` command line or target: the message says what was expected."""
+
+
+def add_mcmc_arguments(parser: argparse.ArgumentParser, positive_int, non_negative_int, positive_float) -> None:
+    parser.add_argument("--target", choices=sorted(ALL_TARGETS), default="two-modes")
+    parser.add_argument("--target-param", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--kernel", choices=KERNELS, default="hmc", help="Metropolis-Hastings or Hamiltonian MC")
+    parser.add_argument("--chains", type=positive_int, default=64, help="independent chains")
+    parser.add_argument("--samples", type=positive_int, default=1000, help="states kept per chain")
+    parser.add_argument("--burn-in", type=non_negative_int, default=500, help="steps first, tuning the step size")
+    parser.add_argument("--thin", type=positive_int, default=1, help="keep every N-th state")
+    parser.add_argument("--step-size", type=positive_float, default=0.1, help="initial step size")
+    parser.add_argument("--leapfrog-steps", type=positive_int, default=10, help="HMC: leapfrog steps per move")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
+    parser.add_argument("--grid-size", type=positive_int, default=200, help="pixels per side of the pictures")
+    parser.add_argument("--out", required=True, metavar="DIR", help="run folder to write")
+
+
+def _initial_states(target, chains: int) -> torch.Tensor:
+    """Chains start uniformly in the target's box (its first pair) and, beyond 2-D, standard normal."""
+    bounds = target.bounds
+    low, high = bounds[:, 0], bounds[:, 1]
+    start = torch.randn(chains, target.n_dims, dtype=bounds.dtype, device=bounds.device)
+    start[:, :2] = low + (high - low) * torch.rand(chains, 2, dtype=bounds.dtype, device=bounds.device)
+    return start
+
+
+def _first_pair_log_prob(target):
+    """The log-density of the first two coordinates (exact for many-well: its pairs are independent)."""
+    if target.n_dims == 2:
+        return target.log_prob
+    if isinstance(target, ManyWell):
+        return ManyWell(2).to(target.bounds).log_prob
+    return None
+
+
+def run_mcmc(args: argparse.Namespace, out: Path, device: torch.device, target_params: dict, write_json) -> dict:
+    torch.manual_seed(args.seed)
+    try:
+        target = ALL_TARGETS[args.target](**target_params).to(device)
+    except (TypeError, ValueError) as error:
+        raise SamplingUsageError(f"invalid parameters for target {args.target!r}: {error}") from None
+    config = {key: getattr(args, key) for key in ("target", "kernel", "chains", "samples", "burn_in", "thin",
+                                                  "step_size", "leapfrog_steps", "seed")}  # fmt: skip
+    config.update(target_params=target_params, version=__version__)
+    write_json(out / "config.json", config)
+    start = time.perf_counter()
+    chain = sample_chain(
+        target.log_prob, _initial_states(target, args.chains), args.samples, kernel=args.kernel,
+        step_size=args.step_size, leapfrog_steps=args.leapfrog_steps, burn_in=args.burn_in, thin=args.thin,
+    )  # fmt: skip
+    seconds = time.perf_counter() - start
+    samples = chain.flat().detach()
+    if not torch.isfinite(samples).all():
+        raise SamplingUsageError("the chains reached non-finite states; try a smaller --step-size")
+    with plot.atomic_path(out / "samples.npy") as temporary, open(temporary, "wb") as handle:
+        np.save(handle, samples.cpu().numpy())
+    summary = {
+        "acceptance": chain.acceptance,
+        "step_size_median": float(chain.step_size.median()),
+        "seconds": seconds,
+        "states": int(samples.shape[0]),
+        "gradient_evaluations": args.chains
+        * (args.burn_in + args.samples * args.thin)
+        * (args.leapfrog_steps if args.kernel == "hmc" else 0),
+    }
+    exact = target.sample(min(samples.shape[0], 100_000)) if hasattr(target, "sample") else None
+    if exact is not None:
+        summary["mean_chains"] = samples.mean(0).tolist()
+        summary["mean_exact"] = exact.mean(0).tolist()
+        summary["std_chains"] = samples.std(0).tolist()
+        summary["std_exact"] = exact.std(0).tolist()
+    pair_log_prob = _first_pair_log_prob(target)
+    bounds = tuple(tuple(row) for row in target.bounds.tolist())
+    if pair_log_prob is not None:
+        density = plot.density_on_grid(pair_log_prob, bounds, args.grid_size, target.bounds)
+        counts = plot.histogram2d(samples[:, :2], bounds, args.grid_size)
+        name = "target density" + ("" if target.n_dims == 2 else " (first pair)")
+        panels = [(name, density), (f"{args.kernel.upper()} samples, {args.chains} chains", counts)]
+        plot.save_comparison(out / "comparison.png", panels, bounds)
+    write_json(out / "metrics.json", summary)
+    print(
+        f"{args.kernel}: {samples.shape[0]} states of {args.target} in {seconds:.1f} s, acceptance "
+        f"{chain.acceptance:.2f}; wrote {out}"
+    )
+    return summary
+
+
+def add_compare_arguments(parser: argparse.ArgumentParser, positive_int, positive_float) -> None:
+    parser.add_argument("--target", choices=sorted(TARGETS), default="u1")
+    parser.add_argument("--target-param", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--flow", choices=("planar", "radial", "realnvp", "maf", "iaf", "nsf", "nsf-ar"),
+                        default="planar")  # fmt: skip
+    parser.add_argument("--depths", default="2,8,32", help="flow depths K, comma-separated")
+    parser.add_argument("--iterations", type=positive_int, default=10000, help="annealed reverse-KL steps per flow")
+    parser.add_argument("--samples-per-step", type=positive_int, default=256)
+    parser.add_argument("--lr", type=positive_float, default=1e-3)
+    parser.add_argument("--kernel", choices=KERNELS, default="hmc")
+    parser.add_argument("--chains", type=positive_int, default=256)
+    parser.add_argument("--mcmc-samples", type=positive_int, default=400, help="states kept per chain")
+    parser.add_argument("--frame-samples", type=positive_int, default=2**18, help="flow samples per histogram")
+    parser.add_argument("--grid-size", type=positive_int, default=200)
+    parser.add_argument("--kl-grid", type=positive_int, default=300, help="grid for the exact KL(q‖p)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--compile", choices=("auto", "on", "off"), default="auto")
+    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--out", required=True, metavar="DIR")
+
+
+def _depths(text: str) -> list[int]:
+    try:
+        depths = [int(part) for part in text.split(",")]
+    except ValueError:
+        depths = []
+    if not depths or any(depth < 1 for depth in depths):
+        raise SamplingUsageError(f"--depths must be positive integers separated by commas, got {text!r}")
+    return depths
+
+
+def run_compare(args: argparse.Namespace, out: Path, device: torch.device, target_params: dict, write_json) -> dict:
+    """Rezende & Mohamed's figure: the target, MCMC samples, and flows of several depths fitted to it."""
+    from . import metrics
+    from .presets import PRESETS
+    from .train import fit
+
+    depths = _depths(args.depths)
+    try:
+        target = TARGETS[args.target](**target_params).to(device)
+    except (TypeError, ValueError) as error:
+        raise SamplingUsageError(f"invalid parameters for target {args.target!r}: {error}") from None
+    config = {key: getattr(args, key) for key in ("target", "flow", "iterations", "samples_per_step", "lr", "kernel",
+                                                  "chains", "mcmc_samples", "seed")}  # fmt: skip
+    config.update(depths=depths, target_params=target_params, version=__version__)
+    write_json(out / "config.json", config)
+    bounds = tuple(tuple(row) for row in target.bounds.tolist())
+    panels = [("target density", plot.density_on_grid(target.log_prob, bounds, args.grid_size, target.bounds))]
+    torch.manual_seed(args.seed)
+    start = time.perf_counter()
+    chain = sample_chain(target.log_prob, _initial_states(target, args.chains), args.mcmc_samples, kernel=args.kernel,
+                         burn_in=500)  # fmt: skip
+    summary: dict = {"mcmc": {"kernel": args.kernel, "acceptance": chain.acceptance, "states": chain.flat().shape[0],
+                              "seconds": time.perf_counter() - start}}  # fmt: skip
+    panels.append((f"{args.kernel.upper()}: {chain.flat().shape[0]} states", plot.histogram2d(
+        chain.flat().detach(), bounds, args.grid_size)))  # fmt: skip
+    summary["flows"] = {}
+    for depth in depths:
+        torch.manual_seed(args.seed)
+        model = PRESETS[args.flow](2, depth, p=target).to(device)
+        start = time.perf_counter()
+        fit(model, args.iterations, samples_per_step=args.samples_per_step, anneal_iters=args.iterations // 2,
+            lr=args.lr, seed=args.seed, device=device, compile=args.compile, progress=not args.no_progress)  # fmt: skip
+        model.eval()
+        grid = metrics.grid_kl(model, grid_size=args.kl_grid)
+        summary["flows"][str(depth)] = {"kl": grid["kl"], "kl_grid_error": grid["kl_grid_error"],
+                                        "seconds": time.perf_counter() - start}  # fmt: skip
+        counts = plot.sample_histogram(model, args.frame_samples, bounds, args.grid_size)
+        panels.append((f"{args.flow} K = {depth}: KL {grid['kl']:.3f}", counts))
+        print(f"K = {depth}: KL(q||p) = {grid['kl']:.4f}")
+    plot.save_comparison(out / "comparison.png", panels, bounds)
+    write_json(out / "metrics.json", summary)
+    print(f"wrote {out / 'comparison.png'}")
+    return summary
