@@ -81,6 +81,18 @@ def test_chains_from_a_bad_start_find_the_target(kernel):
     assert ((samples.std(0) / SCALE - 1).abs() < 0.15).all()
 
 
+@pytest.mark.parametrize("kernel", ["mh", "hmc"])
+def test_proposals_with_nan_density_are_rejected(kernel):
+    # A flow's log-density can overflow far out; such proposals must be refused, not raise or leak.
+    def log_prob(z):
+        value = -0.5 * (z * z).sum(1)
+        return torch.where(z[:, 0] > 1.0, torch.nan, value)
+
+    torch.manual_seed(9)
+    chain = mcmc.sample_chain(log_prob, torch.zeros(32, 2, dtype=torch.float64), 100, kernel=kernel, burn_in=50)
+    assert torch.isfinite(chain.samples).all() and (chain.samples[..., 0] <= 1.0).all()
+
+
 def test_chain_arguments_are_checked():
     target = Gaussian()
     start = torch.zeros(4, 2, dtype=torch.float64)

@@ -107,10 +107,25 @@ class NormalizingFlow(nn.Module):
         held fixed, which drops the zero-mean score term from the gradient.
         """
         target = self._require_target()
-        x, log_q = self.sample(num_samples)
+        z, log_q0 = self.q0(num_samples)
+        x, log_det = push_forward(self.flows, z)
+        log_q = log_q0 - log_det
         if not score_fn:
             log_q = self._log_q_stopped(x)
-        return log_q.mean() - beta * target.log_prob(x).mean()
+        log_p = target.log_prob(x)
+        loss = log_q.mean() - beta * log_p.mean()
+        proposal_log_prob = getattr(self.q0, "proposal_log_prob", None)
+        if proposal_log_prob is None:
+            return loss
+        # A base sampled by accept/reject (ResampledGaussian): its samples carry the proposal's
+        # parameters by reparameterisation but not the acceptance's, so the gradient needs the score
+        # term E[(f − b) ∇ log s(z)] of the selection factor s = q0/π, with a leave-one-out
+        # baseline b. It is added with value 0.
+        log_selection = log_q0 - proposal_log_prob(z)
+        reward = (log_q - beta * log_p).detach()
+        baseline = (reward.sum() - reward) / max(reward.shape[0] - 1, 1)
+        term = ((reward - baseline) * log_selection).mean()
+        return loss + (term - term.detach())
 
     def reverse_alpha_div(self, num_samples: int = 1, alpha: float = 1.0, dreg: bool = False) -> torch.Tensor:
         r"""α-divergence between the target and the flow, estimated with ``x ~ q``.

@@ -41,11 +41,16 @@ def _step_like(step_size: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor
     return step
 
 
-def _checked_log_prob(log_prob: LogProb, x: torch.Tensor) -> torch.Tensor:
+def _checked_log_prob(log_prob: LogProb, x: torch.Tensor, proposal: bool = False) -> torch.Tensor:
+    """``log_prob(x)`` with its shape checked. NaN at a current state is an error; at a proposal it
+    counts as ``−inf`` (the move is rejected), as a proposal may leave the region where a flow's
+    density is finite."""
     value = log_prob(x)
     if value.shape != (x.shape[0],):
         expected = (x.shape[0],)
         raise ValueError(f"log_prob must return shape {expected} for {x.shape[0]} chains, got {tuple(value.shape)}")
+    if proposal:
+        return torch.where(torch.isnan(value), -torch.inf, value)
     if torch.isnan(value).any():
         raise ValueError("log_prob returned NaN: MCMC needs a log-density defined at every state it visits")
     return value
@@ -67,24 +72,26 @@ def metropolis_hastings_step(
     r"""One random-walk Metropolis–Hastings move per chain (Metropolis et al. 1953; Hastings 1970).
 
     Proposal ``x' = x + σ ε``, ``ε ~ N(0, I)`` (symmetric), accepted with probability
-    ``min(1, p(x')/p(x))``. ``log_p`` is ``log_prob(x)``. Returns the new states, their log-densities
+    ``min(1, p(x')/p(x))``; a NaN log-density at ``x'`` rejects it. ``log_p`` is ``log_prob(x)``.
+    Returns the new states, their log-densities
     and a boolean per chain saying whether it moved. Differentiable along the path: the gradient
     of an accepted move flows through ``x + σ ε``.
     """
     proposal = x + _step_like(step_size, x) * torch.randn_like(x)
-    log_p_proposal = _checked_log_prob(log_prob, proposal)
+    log_p_proposal = _checked_log_prob(log_prob, proposal, proposal=True)
     accepted = _accept(log_p_proposal - log_p)
     return _where(accepted, proposal, x), torch.where(accepted, log_p_proposal, log_p), accepted
 
 
 def log_prob_and_grad(
-    log_prob: LogProb, x: torch.Tensor, create_graph: bool = False
+    log_prob: LogProb, x: torch.Tensor, create_graph: bool = False, proposal: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``log_prob(x)`` and its gradient in ``x``. With ``create_graph`` the gradient stays
-    differentiable (for training through HMC moves); otherwise both are detached."""
+    differentiable (for training through HMC moves); otherwise both are detached. ``proposal``:
+    NaN counts as ``−inf`` (see :func:`metropolis_hastings_step`)."""
     with torch.enable_grad():
         inputs = x if create_graph and x.requires_grad else x.detach().requires_grad_(True)
-        value = _checked_log_prob(log_prob, inputs)
+        value = _checked_log_prob(log_prob, inputs, proposal)
         (grad,) = torch.autograd.grad(value.sum(), inputs, create_graph=create_graph)
     if not create_graph:
         value, grad = value.detach(), grad.detach()
@@ -122,7 +129,7 @@ def hamiltonian_monte_carlo_step(
     position, r, new_grad = x, momentum + 0.5 * step * grad, grad
     for index in range(leapfrog_steps):
         position = position + step * inverse_mass * r
-        new_log_p, new_grad = log_prob_and_grad(log_prob, position, create_graph)
+        new_log_p, new_grad = log_prob_and_grad(log_prob, position, create_graph, proposal=True)
         r = r + (step if index < leapfrog_steps - 1 else 0.5 * step) * new_grad
     log_ratio = start_energy - (kinetic(r) - new_log_p)
     accepted = _accept(log_ratio.detach())

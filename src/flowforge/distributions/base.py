@@ -276,6 +276,11 @@ class ResampledGaussian(BaseDistribution):
         self.check_input(z)
         return self._log_prob(z, self.normaliser())
 
+    def proposal_log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        """``log π(z)``, the reparameterised part of ``log q0``; reverse-KL losses add the score term
+        of the rest (``NormalizingFlow.reverse_kld``), which sampling by accept/reject does not carry."""
+        return self.proposal.log_prob(z)
+
     def _log_prob(self, z: torch.Tensor, normaliser: torch.Tensor) -> torch.Tensor:
         alpha = (1 - normaliser) ** (self.truncation - 1)
         mixture = (1 - alpha) * self.acceptance(z) / normaliser + alpha
