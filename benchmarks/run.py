@@ -129,7 +129,8 @@ def cold_demo_fit(iterations: int, seed: int, compile: str) -> dict:
     with tempfile.TemporaryDirectory() as empty:
         env = {key: value for key, value in os.environ.items() if not key.startswith("TORCHINDUCTOR")}
         env["TMPDIR"] = empty
-        command = [sys.executable, "-m", "benchmarks.run", "--probe", "demo-fit", "--iterations", str(iterations)]
+        command = [sys.executable, "-m", "benchmarks.run", "--probe", "demo-fit", "--iterations", str(iterations),
+                   "--block", str(iterations)]  # fmt: skip
         command += ["--seed", str(seed), "--compile", compile]
         output = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
     return json.loads(output.strip().splitlines()[-1])
