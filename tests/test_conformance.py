@@ -52,7 +52,13 @@ CATALOGUE = {
     "Planar-tanh-5d": (lambda: nf.flows.Planar((5,)), (5,)),
     "Planar-tanh-image": (lambda: nf.flows.Planar((2, 3)), (2, 3)),
     "Planar-leaky_relu": (lambda: nf.flows.Planar((3,), act="leaky_relu"), (3,)),
+    "ConditionalPlanar-context": (lambda: WithContext(nf.flows.ConditionalPlanar((3,), 2), 2), (3,)),
+    "ConditionalPlanar-leaky_relu-image-context": (
+        lambda: WithContext(nf.flows.ConditionalPlanar((2, 2), 3, act="leaky_relu"), 3),
+        (2, 2),
+    ),
     "Radial": (lambda: nf.flows.Radial((2,)), (2,)),
+    "ConditionalRadial-context": (lambda: WithContext(nf.flows.ConditionalRadial((4,), 2), 2), (4,)),
     "Radial-6d": (lambda: nf.flows.Radial((6,)), (6,)),
     "AffineConstFlow": (lambda: nf.flows.AffineConstFlow((4,)), (4,)),
     "AffineConstFlow-shared": (lambda: nf.flows.AffineConstFlow((3, 1)), (3, 2)),

@@ -9,8 +9,8 @@ from .glow import GlowBlock
 from .linear import Invertible1x1Conv, InvertibleAffine, InvertibleMatrix, LULinearPermute
 from .mixing import Permute
 from .normalization import ActNorm, BatchNorm
-from .planar import Planar
-from .radial import Radial
+from .planar import ConditionalPlanar, Planar
+from .radial import ConditionalRadial, Radial
 from .reshape import Merge, Split, Squeeze
 from .residual import Residual
 from .splines import (
@@ -60,7 +60,9 @@ __all__ = [
     "MaskedAffineFlow",
     "Permute",
     "Planar",
+    "ConditionalPlanar",
     "Radial",
+    "ConditionalRadial",
     "RationalQuadraticAutoregressive",
     "RationalQuadraticCoupling",
     "RealNVPCoupling",

@@ -29,6 +29,13 @@ def check_event_shape(owner: object, x: torch.Tensor, shape: tuple[int, ...]) ->
         raise ValueError(f"{type(owner).__name__} expects input of shape (batch, {expected}), got {tuple(x.shape)}")
 
 
+def check_context(owner: object, context: torch.Tensor | None, rows: int, features: int) -> None:
+    """Raise ValueError, naming ``owner``'s class, unless ``context`` has shape ``(rows, features)``."""
+    if context is None or context.shape != (rows, features):
+        got = None if context is None else tuple(context.shape)
+        raise ValueError(f"{type(owner).__name__} expects a context of shape ({rows}, {features}), got {got}")
+
+
 def _with_context(flow: Flow, method, values, context: torch.Tensor | None):
     """Call ``method`` (``flow``'s forward or inverse) with the context when there is one and the layer takes it."""
     if context is not None and getattr(flow, "takes_context", False):

@@ -9,9 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import EventFlow
+from .base import EventFlow, check_context
 
 ACTIVATIONS = ("tanh", "leaky_relu")
+_LOG_E_MINUS_1 = math.log(math.e - 1.0)
 
 
 def _bisection_steps(dtype: torch.dtype) -> int:
@@ -19,7 +20,49 @@ def _bisection_steps(dtype: torch.dtype) -> int:
     return int(-math.log2(torch.finfo(dtype).eps)) + 8
 
 
-class Planar(EventFlow):
+class _PlanarMap(EventFlow):
+    """What :class:`Planar` and :class:`ConditionalPlanar` share: the activation and the scalar solve
+    of the inverse, for shared or per-row ``wᵀû``."""
+
+    def __init__(self, shape: int | Iterable[int], act: str, negative_slope: float):
+        super().__init__(shape)
+        if act not in ACTIVATIONS:
+            raise ValueError(f"act must be one of {ACTIVATIONS}, got {act!r}")
+        if not 0.0 < negative_slope <= 1.0:
+            raise ValueError(f"negative_slope must be in (0, 1], got {negative_slope}")
+        self.act = act
+        self.negative_slope = float(negative_slope)
+
+    def _activate(self, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return ``h(s)`` and ``h'(s)``."""
+        if self.act == "tanh":
+            h = torch.tanh(s)
+            return h, 1.0 - h * h
+        return F.leaky_relu(s, self.negative_slope), torch.where(s < 0, self.negative_slope, 1.0).to(s.dtype)
+
+    def _solve_preactivation(self, y: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """Solve ``s + c h(s) = y`` for ``s`` (monotone in ``s`` since ``c > −1``); ``c`` is a scalar
+        or one value per row."""
+        if self.act == "leaky_relu":
+            return y / (1.0 + c * torch.where(y < 0, self.negative_slope, 1.0).to(y.dtype))
+        with torch.no_grad():
+            y0, c0 = y.detach(), c.detach()
+            low, high = y0 - c0.abs(), y0 + c0.abs()
+            for _ in range(_bisection_steps(y.dtype)):
+                mid = 0.5 * (low + high)
+                above = mid + c0 * torch.tanh(mid) > y0
+                high = torch.where(above, mid, high)
+                low = torch.where(above, low, mid)
+            s0 = 0.5 * (low + high)
+        h = torch.tanh(s0)
+        slope = (1.0 + c * (1.0 - h * h)).clamp_min(torch.finfo(y.dtype).tiny)
+        return s0 - (s0 + c * h - y) / slope
+
+    def extra_repr(self) -> str:
+        return f"shape={self.shape}, act={self.act!r}"
+
+
+class Planar(_PlanarMap):
     r"""Planar flow ``x = z + û h(wᵀz + b)``.
 
     ``log|det ∂x/∂z| = log(1 + ûᵀw h'(wᵀz + b))``. To keep the map invertible,
@@ -53,13 +96,7 @@ class Planar(EventFlow):
         b: torch.Tensor | float | None = None,
         negative_slope: float = 0.2,
     ):
-        super().__init__(shape)
-        if act not in ACTIVATIONS:
-            raise ValueError(f"act must be one of {ACTIVATIONS}, got {act!r}")
-        if not 0.0 < negative_slope <= 1.0:
-            raise ValueError(f"negative_slope must be in (0, 1], got {negative_slope}")
-        self.act = act
-        self.negative_slope = float(negative_slope)
+        super().__init__(shape, act, negative_slope)
         u = self._initial(u, math.sqrt(2.0), "u")
         w = self._initial(w, math.sqrt(2.0 / self.dim), "w")
         b = torch.zeros(1) if b is None else torch.as_tensor(b, dtype=u.dtype).reshape(1)
@@ -102,13 +139,6 @@ class Planar(EventFlow):
         w_u_hat = F.softplus(wu) - 1.0
         return torch.addcmul(u, w, (w_u_hat - wu) / torch.dot(w, w)), w_u_hat
 
-    def _activate(self, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return ``h(s)`` and ``h'(s)``."""
-        if self.act == "tanh":
-            h = torch.tanh(s)
-            return h, 1.0 - h * h
-        return F.leaky_relu(s, self.negative_slope), torch.where(s < 0, self.negative_slope, 1.0).to(s.dtype)
-
     def _project(self, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Check ``v``; return it flat, ``wᵀv + b``, ``û`` and ``wᵀû``."""
         self.check_input(v)
@@ -136,22 +166,68 @@ class Planar(EventFlow):
         z = torch.addr(flat, h, u_hat, alpha=-1.0)
         return z.view_as(x), -torch.log1p(w_u_hat * h_prime)
 
-    def _solve_preactivation(self, y: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        """Solve ``s + c h(s) = y`` for ``s`` (monotone in ``s`` since ``c > −1``)."""
-        if self.act == "leaky_relu":
-            return y / (1.0 + c * torch.where(y < 0, self.negative_slope, 1.0).to(y.dtype))
+
+class ConditionalPlanar(_PlanarMap):
+    r"""Amortized planar flow: ``x = z + û(c) h(w(c)ᵀz + b(c))`` with ``(u, w, b)`` a linear function
+    of a context ``c`` (per row), as in the VAE of Rezende & Mohamed (2015), where ``c`` is the
+    encoder's output for the data point.
+
+    The formula and both directions are those of :class:`Planar`, row by row: forward (sampling) in
+    closed form, inverse by the same bisection and Newton step. The constraint ``wᵀû > −1`` uses
+    ``m(a) = softplus(a + log(e − 1)) − 1`` (Rezende & Mohamed's ``m`` shifted so that ``m(0) = 0``):
+    then ``u(c) = 0`` gives ``û = 0``, and the layer starts at the identity for every context, with
+    ``w(c)`` random.
+
+    Reference: D. Rezende, S. Mohamed, *Variational Inference with Normalizing Flows*,
+    ICML 2015, https://arxiv.org/abs/1505.05770.
+
+    Args:
+        shape: event shape.
+        context_features: width of the context ``c``.
+        act, negative_slope: as for :class:`Planar`.
+    """
+
+    takes_context = True
+
+    def __init__(
+        self, shape: int | Iterable[int], context_features: int, act: str = "tanh", negative_slope: float = 0.2
+    ):
+        super().__init__(shape, act, negative_slope)
+        if context_features < 1:
+            raise ValueError(f"context_features must be positive, got {context_features}")
+        self.context_features = int(context_features)
+        self.hypernet = nn.Linear(self.context_features, 2 * self.dim + 1)
         with torch.no_grad():
-            y0, c0 = y.detach(), c.detach()
-            low, high = y0 - c0.abs(), y0 + c0.abs()
-            for _ in range(_bisection_steps(y.dtype)):
-                mid = 0.5 * (low + high)
-                above = mid + c0 * torch.tanh(mid) > y0
-                high = torch.where(above, mid, high)
-                low = torch.where(above, low, mid)
-            s0 = 0.5 * (low + high)
-        h = torch.tanh(s0)
-        slope = (1.0 + c * (1.0 - h * h)).clamp_min(torch.finfo(y.dtype).tiny)
-        return s0 - (s0 + c * h - y) / slope
+            self.hypernet.weight[: self.dim].zero_()
+            self.hypernet.bias[: self.dim].zero_()
+            bound = math.sqrt(2.0 / self.dim)
+            self.hypernet.bias[self.dim : 2 * self.dim].uniform_(-bound, bound)
+            self.hypernet.bias[2 * self.dim :].zero_()
+
+    def _project(self, v: torch.Tensor, context: torch.Tensor | None):
+        """Check ``v`` and ``context``; return ``v`` flat, ``wᵀv + b``, ``û`` and ``wᵀû`` (one per row)."""
+        self.check_input(v)
+        check_context(self, context, v.shape[0], self.context_features)
+        u, w, b = torch.split(self.hypernet(context), (self.dim, self.dim, 1), dim=1)
+        wu = (w * u).sum(1)
+        w_u_hat = F.softplus(wu + _LOG_E_MINUS_1) - 1.0
+        norm = (w * w).sum(1).clamp_min(torch.finfo(w.dtype).tiny)
+        u_hat = u + ((w_u_hat - wu) / norm).unsqueeze(1) * w
+        flat = v.flatten(1)
+        return flat, (w * flat).sum(1) + b[:, 0], u_hat, w_u_hat
+
+    def forward(self, z: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        flat, s, u_hat, w_u_hat = self._project(z, context)
+        h, h_prime = self._activate(s)
+        x = flat + u_hat * h.unsqueeze(1)
+        return x.view_as(z), torch.log1p(w_u_hat * h_prime)
+
+    def inverse(self, x: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        flat, y, u_hat, w_u_hat = self._project(x, context)
+        s = self._solve_preactivation(y, w_u_hat)
+        h, h_prime = self._activate(s)
+        z = flat - u_hat * h.unsqueeze(1)
+        return z.view_as(x), -torch.log1p(w_u_hat * h_prime)
 
     def extra_repr(self) -> str:
-        return f"shape={self.shape}, act={self.act!r}"
+        return f"shape={self.shape}, context_features={self.context_features}, act={self.act!r}"
