@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from benchmarks import density, quality
+from benchmarks import density, quality, sampling, vae
 from benchmarks import run as suite
 
 
@@ -18,6 +18,19 @@ def test_quality_table_short_run(monkeypatch, capsys):
     out = run(quality, ["--iterations", "5", "--presets", "realnvp", "nsf"], monkeypatch, capsys)
     rows = [line for line in out.splitlines() if line.startswith("| realnvp") or line.startswith("| nsf")]
     assert len(rows) == 2 and all(len(row.split("|")) == 11 for row in rows)
+
+
+def test_vae_table_short_run(monkeypatch, capsys):
+    out = run(vae, ["--quick", "--posteriors", "gaussian", "planar", "--layers", "2"], monkeypatch, capsys)
+    rows = [line for line in out.splitlines() if line.startswith(("| gaussian", "| planar"))]
+    assert len(rows) == 2 and all(len(row.split("|")) == 11 for row in rows)
+    assert "independent pixels: test log-likelihood" in out
+
+
+def test_sampling_table_short_run(monkeypatch, capsys):
+    out = run(sampling, ["--quick"], monkeypatch, capsys)
+    rows = [line for line in out.splitlines() if line.startswith("| ") and "exact log Z" not in line]
+    assert len(rows) == 1 + 3 * 4  # the header, then four models for each of three targets
 
 
 def _installed(name):

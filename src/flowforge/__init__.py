@@ -2,19 +2,21 @@
 
 ``import flowforge as nf`` gives ``nf.NormalizingFlow``, the layers under ``nf.flows``,
 the base and target densities under ``nf.distributions``, one-line models
-(``nf.PlanarFlow``, ``nf.RealNVP``, ``nf.MAF``, ...), the fitting loop ``nf.train.fit`` and the
-numbers in ``nf.metrics``.
+(``nf.PlanarFlow``, ``nf.RealNVP``, ``nf.MAF``, ...), VAEs with flow posteriors (``nf.VAE``), the
+fitting loops in ``nf.train`` and the numbers in ``nf.metrics``.
 """
 
-from . import datasets, distributions, flows, mcmc, metrics, nets, presets, train, transforms, utils
+from . import datasets, distributions, flows, mcmc, metrics, nets, presets, train, transforms, utils, vae
 from .core import ClassCondFlow, ConditionalNormalizingFlow, MultiscaleFlow, NormalizingFlow
-from .presets import IAF, MAF, NSF, Glow, NSFAutoregressive, PlanarFlow, RadialFlow, RealNVP, ResidualFlow
+from .presets import IAF, MAF, NSF, VAE, Glow, NSFAutoregressive, PlanarFlow, RadialFlow, RealNVP, ResidualFlow
+from .vae import FlowVAE
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ClassCondFlow",
     "ConditionalNormalizingFlow",
+    "FlowVAE",
     "MultiscaleFlow",
     "Glow",
     "IAF",
@@ -26,6 +28,7 @@ __all__ = [
     "RadialFlow",
     "RealNVP",
     "ResidualFlow",
+    "VAE",
     "__version__",
     "datasets",
     "distributions",
@@ -37,4 +40,5 @@ __all__ = [
     "train",
     "transforms",
     "utils",
+    "vae",
 ]

@@ -1,4 +1,5 @@
-"""The ``flowforge`` command: fit a flow and look at it, list targets, sample a run.
+"""The ``flowforge`` command: fit a flow and look at it, list targets, sample a run, run MCMC,
+compare flows of several depths, train a VAE with a flow posterior.
 
 Errors a user can cause (unknown names, bad numbers, unwritable folders, missing runs)
 end in one ``flowforge: error: ...`` line and exit status 2, without a traceback.
@@ -27,6 +28,7 @@ from .cli_sampling import (
     run_compare,
     run_mcmc,
 )
+from .cli_vae import VAEUsageError, add_vae_arguments, run_vae
 from .distributions.targets import TARGETS
 from .presets import PRESETS
 from .train import COMPILE_MODES, Every, TrainingDiverged, fit
@@ -210,6 +212,14 @@ def build_parser() -> argparse.ArgumentParser:
             "compare", help="target | MCMC samples | flows of several depths K, side by side (Rezende & Mohamed)"
         ),
         _positive_int,
+        _positive_float,
+    )
+    add_vae_arguments(
+        commands.add_parser(
+            "vae", help="train a VAE with a flow posterior on the bundled digits; ELBO and log-likelihood"
+        ),
+        _positive_int,
+        _non_negative_int,
         _positive_float,
     )
     commands.add_parser("targets", help="list the targets that can be fitted")
@@ -494,9 +504,11 @@ def main(argv: list[str] | None = None) -> int:
             params = _parse_target_params(args.target, args.target_param)
             run = run_mcmc if args.command == "mcmc" else run_compare
             run(args, _prepare_out(args.out), _device(args.device), params, _write_json)
+        elif args.command == "vae":
+            run_vae(args, _prepare_out(args.out), _device(args.device), _write_json)
         else:
             run_sample(args)
-    except (UsageError, DataUsageError, SamplingUsageError) as error:
+    except (UsageError, DataUsageError, SamplingUsageError, VAEUsageError) as error:
         print(f"flowforge: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

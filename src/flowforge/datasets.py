@@ -261,6 +261,15 @@ def dequantize(data: torch.Tensor, levels: int, generator: torch.Generator | Non
     return (data + noise.to(data.device)) / levels
 
 
+def binarize(data: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Stochastic binarisation of intensities in ``[0, 1]``: each value becomes 1 with that probability
+    (uniforms drawn on the CPU from ``generator``), as is usual for Bernoulli VAEs on grey images."""
+    if not data.is_floating_point() or not ((data >= 0) & (data <= 1)).all():
+        raise ValueError("binarize expects floating-point intensities in [0, 1]")
+    noise = torch.rand(data.shape, generator=generator, dtype=data.dtype)
+    return (noise.to(data.device) < data).to(data.dtype)
+
+
 def _sklearn_datasets():
     try:
         from sklearn import datasets

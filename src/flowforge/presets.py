@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Iterable
 
 from torch import nn
 
@@ -10,6 +11,8 @@ from .core import ConditionalNormalizingFlow, MultiscaleFlow, NormalizingFlow
 from .distributions.base import BaseDistribution, DiagGaussian
 from .distributions.conditional import ClassCondDiagGaussian
 from .flows import (
+    ConditionalPlanar,
+    ConditionalRadial,
     GlowBlock,
     InverseAutoregressive,
     MaskedAffineAutoregressive,
@@ -27,6 +30,7 @@ from .flows import (
 )
 from .nets import MLP, LipschitzMLP
 from .transforms import Logit
+from .vae import FlowVAE
 
 
 def _check(dim: int, layers: int, minimum_dim: int = 1) -> None:
@@ -237,6 +241,59 @@ def ResidualFlow(  # noqa: N802
 def NSFAutoregressive(dim: int, layers: int, **kwargs) -> NormalizingFlow:  # noqa: N802
     """:func:`NSF` with ``autoregressive=True``."""
     return NSF(dim, layers, autoregressive=True, **kwargs)
+
+
+VAE_POSTERIORS = ("gaussian", "planar", "radial", "iaf", "realnvp")
+"""Posterior families of :func:`VAE`: the plain diagonal Gaussian and four flows on it."""
+
+
+def vae_posterior_flows(posterior: str, latent_dim: int, layers: int, context_features: int, hidden: int) -> list:
+    """The flow layers of a :func:`VAE` posterior, each conditioned on the encoder's features:
+    amortized :class:`~flowforge.flows.ConditionalPlanar` / :class:`~flowforge.flows.ConditionalRadial`
+    (Rezende & Mohamed 2015), :class:`~flowforge.flows.InverseAutoregressive` with the order reversed
+    between layers (Kingma et al. 2016) or :class:`~flowforge.flows.RealNVPCoupling` with alternating
+    masks; ``hidden`` is the width of the IAF and RealNVP conditioners."""
+    if posterior not in VAE_POSTERIORS:
+        raise ValueError(f"posterior must be one of {VAE_POSTERIORS}, got {posterior!r}")
+    if posterior == "gaussian":
+        return []
+    _check(latent_dim, layers, minimum_dim=1 if posterior in ("planar", "radial") else 2)
+    if posterior == "planar":
+        return [ConditionalPlanar((latent_dim,), context_features) for _ in range(layers)]
+    if posterior == "radial":
+        return [ConditionalRadial((latent_dim,), context_features) for _ in range(layers)]
+    if posterior == "iaf":
+        return _autoregressive_stack(
+            lambda: InverseAutoregressive(latent_dim, hidden, context_features), latent_dim, layers
+        )
+    return [
+        RealNVPCoupling(latent_dim, hidden, alternating_mask(latent_dim, even=index % 2 == 0), context_features)
+        for index in range(layers)
+    ]
+
+
+def VAE(  # noqa: N802
+    data_shape: int | Iterable[int],
+    latent_dim: int = 8,
+    posterior: str = "planar",
+    layers: int = 8,
+    hidden: int = 256,
+    flow_hidden: int = 64,
+    likelihood: str = "bernoulli",
+) -> FlowVAE:
+    """A :class:`~flowforge.vae.FlowVAE` with MLP encoder and decoder (two hidden layers of ``hidden``
+    ReLU units each) and a posterior of ``layers`` flow layers of the family ``posterior`` (one of
+    :data:`VAE_POSTERIORS`, see :func:`vae_posterior_flows`), conditioned on the encoder's last hidden
+    layer."""
+    shape = (data_shape,) if isinstance(data_shape, int) else tuple(data_shape)
+    data_dim = math.prod(shape)
+    encoder = nn.Sequential(nn.Flatten(), nn.Linear(data_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU())
+    width = data_dim if likelihood == "bernoulli" else 2 * data_dim
+    decoder = nn.Sequential(
+        nn.Linear(latent_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, width)
+    )
+    flows = vae_posterior_flows(posterior, latent_dim, layers, hidden, flow_hidden)
+    return FlowVAE(encoder, decoder, flows, latent_dim, shape, hidden, likelihood)
 
 
 PRESETS: dict[str, Callable[..., NormalizingFlow]] = {

@@ -1,0 +1,180 @@
+"""``flowforge vae``: a VAE with a flow posterior on the bundled digits or a ``.npy`` array.
+
+A run folder gets ``config.json``, ``model.pt`` (config and state dict), ``metrics.json`` (test ELBO,
+importance-sampled test log-likelihood and their gap, per data point in nats, with standard errors),
+``loss.png`` (training loss and validation ELBO by epoch), ``samples.png`` (decoder means at prior
+draws) and ``reconstructions.png`` (test images above their reconstructions).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import __version__, plot
+from .datasets import binarize, load_digits, split
+from .presets import VAE, VAE_POSTERIORS
+from .train import TrainingDiverged, fit_vae
+from .vae import LIKELIHOODS
+
+
+class VAEUsageError(Exception):
+    """A bad ``vae`` command line or data file: the message says what was expected."""
+
+
+def add_vae_arguments(parser: argparse.ArgumentParser, positive_int, non_negative_int, positive_float) -> None:
+    parser.add_argument(
+        "--data", default="digits", metavar="digits|FILE.npy",
+        help="the bundled 8x8 digits (intensities in [0, 1]) or an array (rows, ...) saved with numpy",
+    )  # fmt: skip
+    parser.add_argument("--posterior", choices=VAE_POSTERIORS, default="planar")
+    parser.add_argument("--layers", type=positive_int, default=8, help="flow layers of the posterior")
+    parser.add_argument("--latent", type=positive_int, default=8, help="size of z")
+    parser.add_argument("--hidden", type=positive_int, default=256, help="width of the encoder and decoder")
+    parser.add_argument("--flow-hidden", type=positive_int, default=64, help="width of the IAF / RealNVP nets")
+    parser.add_argument("--likelihood", choices=LIKELIHOODS, default="bernoulli")
+    parser.add_argument(
+        "--binarize", choices=("dynamic", "none"), default="dynamic",
+        help="Bernoulli: binarise training intensities afresh each batch (evaluation data once)",
+    )  # fmt: skip
+    parser.add_argument("--epochs", type=positive_int, default=1000)
+    parser.add_argument("--batch-size", type=positive_int, default=100)
+    parser.add_argument("--lr", type=positive_float, default=1e-3)
+    parser.add_argument("--warmup", type=non_negative_int, default=100, help="epochs of KL warm-up (0 to 1)")
+    parser.add_argument("--patience", type=positive_int, default=100, help="epochs without validation gain")
+    parser.add_argument("--is-samples", type=positive_int, default=1000, help="importance samples for log p(x)")
+    parser.add_argument("--split", default="0.8,0.1,0.1", metavar="TRAIN,VALIDATION,TEST")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
+    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--out", required=True, metavar="DIR", help="run folder to write")
+
+
+def _load(args: argparse.Namespace) -> torch.Tensor:
+    if args.data == "digits":
+        images, _ = load_digits()
+        return (images / 16.0).float()
+    path = Path(args.data)
+    if path.suffix != ".npy":
+        raise VAEUsageError(f"--data must be 'digits' or a .npy file, got {args.data!r}")
+    try:
+        values = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise VAEUsageError(f"cannot read {args.data!r}: {error}") from None
+    if values.ndim < 2 or values.shape[0] < 3 or not np.issubdtype(values.dtype, np.number):
+        raise VAEUsageError(
+            f"{args.data!r} must hold a numeric array (rows, ...) of at least 3 rows, got shape {values.shape}"
+        )
+    data = torch.from_numpy(values.astype(np.float32))
+    if not torch.isfinite(data).all():
+        raise VAEUsageError(f"{args.data!r} holds non-finite values")
+    if args.likelihood == "bernoulli" and not ((data >= 0) & (data <= 1)).all():
+        raise VAEUsageError(f"a Bernoulli VAE needs values in [0, 1] in {args.data!r}; use --likelihood gaussian")
+    return data
+
+
+def _fractions(text: str) -> tuple[float, float, float]:
+    try:
+        parts = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        parts = ()
+    if len(parts) != 3 or any(not math.isfinite(p) or p < 0 for p in parts) or abs(sum(parts) - 1) > 1e-9:
+        raise VAEUsageError(f"--split expects three non-negative fractions summing to 1, got {text!r}")
+    return parts  # type: ignore[return-value]
+
+
+def _as_image_batch(values: torch.Tensor) -> np.ndarray | None:
+    """``(N, 1 or 3, H, W)`` pictures for image data, None for other shapes."""
+    if values.dim() == 4 and values.shape[1] in (1, 3):
+        return values.clamp(0, 1).cpu().numpy()
+    if values.dim() == 3:
+        return values.unsqueeze(1).clamp(0, 1).cpu().numpy()
+    return None
+
+
+def run_vae(args: argparse.Namespace, out: Path, device: torch.device, write_json) -> dict:
+    data = _load(args)
+    fractions = _fractions(args.split)
+    torch.manual_seed(args.seed)
+    train, validation, test = split(data, fractions, seed=args.seed)
+    if len(validation) == 0 or len(test) == 0:
+        raise VAEUsageError(f"{len(data)} rows leave no validation or test rows with --split {args.split}")
+    dynamic = args.likelihood == "bernoulli" and args.binarize == "dynamic"
+    if dynamic:  # evaluation data are binarised once, with a seed of their own
+        generator = torch.Generator().manual_seed(args.seed + 1)
+        validation, test = binarize(validation, generator), binarize(test, generator)
+    config = {key: getattr(args, key) for key in ("data", "posterior", "layers", "latent", "hidden", "flow_hidden",
+                                                  "likelihood", "binarize", "epochs", "batch_size", "lr", "warmup",
+                                                  "patience", "is_samples", "seed")}  # fmt: skip
+    config.update(shape=list(data.shape[1:]), split=list(fractions), device=str(device), flowforge_version=__version__)
+    config["rows"] = {"train": len(train), "validation": len(validation), "test": len(test)}
+    write_json(out / "config.json", config)
+    model = VAE(tuple(data.shape[1:]), args.latent, args.posterior, args.layers, args.hidden, args.flow_hidden,
+                args.likelihood).to(device)  # fmt: skip
+    diverged = None
+    try:
+        result = fit_vae(
+            model, train, validation, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+            warmup_epochs=args.warmup, binarize_train=dynamic, patience=args.patience, seed=args.seed,
+            device=device, progress=not args.no_progress,
+        )  # fmt: skip
+    except TrainingDiverged as error:
+        result, diverged = error.result, str(error)
+    model.eval()
+    with plot.atomic_path(out / "model.pt") as temporary:
+        torch.save({"config": config, "state_dict": model.state_dict()}, temporary)
+    plot.save_epoch_curves(
+        out / "loss.png",
+        {"training loss (−ELBO, KL warm-up)": result.train_loss, "validation −ELBO": -result.validation_elbo},
+        "nats per data point",
+    )
+    numbers = _vae_metrics(model, args, result, test)
+    numbers["diverged"] = diverged
+    test_device = test.to(device=device, dtype=next(model.parameters()).dtype)
+    pictures = _as_image_batch(model.sample(64).cpu())
+    if pictures is not None:
+        plot.save_image_grid(out / "samples.png", pictures, 8, f"decoder means at prior draws ({args.posterior})")
+        shown = test_device[:16]
+        rebuilt = model.reconstruct(shown)
+        rows = _as_image_batch(torch.cat([shown[:8], rebuilt[:8], shown[8:], rebuilt[8:]]).cpu())
+        plot.save_image_grid(out / "reconstructions.png", rows, 8, "test images (rows 1, 3) and reconstructions")
+    write_json(out / "metrics.json", numbers)
+    print(
+        f"{args.posterior} posterior: test ELBO {numbers['test_elbo']:.3f}, log p(x) ≈ "
+        f"{numbers['test_log_likelihood']:.3f} ± {numbers['test_log_likelihood_standard_error']:.3f} nats "
+        f"({args.is_samples} importance samples), {numbers['epochs']} epochs, {numbers['train_time_s']:.1f} s -> {out}"
+    )
+    if diverged:
+        raise VAEUsageError(f"training stopped: {diverged} (the checkpoint of the best state is in {out})")
+    return numbers
+
+
+@torch.no_grad()
+def _vae_metrics(model, args: argparse.Namespace, result, test: torch.Tensor) -> dict:
+    like = next(model.parameters())
+    test = test.to(device=like.device, dtype=like.dtype)
+    chunks = test.split(256)
+    elbo_rows = torch.cat([model.elbo(rows, 100).double().cpu() for rows in chunks])
+    log_likelihood_rows = torch.cat([model.log_likelihood(rows, args.is_samples).double().cpu() for rows in chunks])
+    gap = log_likelihood_rows - elbo_rows
+    root = math.sqrt(len(test))
+    return {
+        "test_elbo": float(elbo_rows.mean()),
+        "test_elbo_standard_error": float(elbo_rows.std() / root),
+        "test_log_likelihood": float(log_likelihood_rows.mean()),
+        "test_log_likelihood_standard_error": float(log_likelihood_rows.std() / root),
+        "importance_samples": args.is_samples,
+        "gap_log_likelihood_minus_elbo": float(gap.mean()),
+        "gap_standard_error": float(gap.std() / root),
+        "validation_elbo": result.best_validation_elbo,
+        "epochs": len(result.train_loss),
+        "best_epoch": result.best_epoch + 1,
+        "stopped_early": result.stopped_early,
+        "train_time_s": result.wall_time,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "flow_parameters": sum(p.numel() for p in model.flows.parameters()),
+    }
