@@ -80,6 +80,21 @@ def test_every_flow_can_be_fitted(tmp_path, flow):
     assert np.isfinite(json.loads((tmp_path / "run" / "metrics.json").read_text())["kl"])
 
 
+@pytest.mark.parametrize("base", ["resampled", "tempered", "mixture"])
+def test_every_base_can_be_fitted_and_its_run_sampled(tmp_path, base, capsys):
+    out = tmp_path / "run"
+    argv = ["fit", "--target", "two-modes", "--flow", "realnvp", "--base", base, *TINY, "--out", str(out)]
+    assert cli.main(argv) == 0
+    assert json.loads((out / "config.json").read_text())["base"] == base
+    assert np.isfinite(json.loads((out / "metrics.json").read_text())["kl"])
+    samples = tmp_path / "samples.npy"
+    assert cli.main(["sample", str(out), "-n", "300", "-o", str(samples), "--log-prob"]) == 0
+    model = cli._load_run(str(out))[0]
+    assert type(model.q0).__name__ == {"resampled": "ResampledGaussian", "tempered": "TemperedGaussian",
+                                       "mixture": "GaussianMixture"}[base]  # fmt: skip
+    assert np.isfinite(np.load(samples)).all()
+
+
 def test_forward_kl_and_target_parameters(tmp_path):
     out = tmp_path / "fkl"
     assert (
@@ -126,6 +141,8 @@ def test_targets_lists_every_target(capsys):
         (["sample", "{tmp}", "-n", "0", "-o", "{tmp}/x.npy"], "expected a positive integer"),
         (["frobnicate"], "invalid choice: 'frobnicate'"),
         (["fit", "--flow", "glow", "--out", "{tmp}/a"], "the glow preset models images"),
+        (["fit", "--data", "two-moons", "--base", "resampled", "--out", "{tmp}/a"], "--base applies to fits"),
+        (["fit", "--base", "student", "--out", "{tmp}/a"], "invalid choice: 'student'"),
     ],
 )
 def test_bad_input_gives_one_error_line(tmp_path, capsys, argv, message):

@@ -29,11 +29,17 @@ from .cli_sampling import (
     run_mcmc,
 )
 from .cli_vae import VAEUsageError, add_vae_arguments, run_vae
+from .distributions.base import GaussianMixture, ResampledGaussian, TemperedGaussian
 from .distributions.targets import TARGETS
+from .nets import MLP
 from .presets import PRESETS
 from .train import COMPILE_MODES, Every, TrainingDiverged, fit
 
 IMAGE_PRESETS = ("glow",)
+BASES = ("gaussian", "resampled", "tempered", "mixture")
+"""``--base`` for target fits: the preset's trainable diagonal Gaussian, a resampled Gaussian (learned
+acceptance, an MLP 2x64, T = 100), a Gaussian with a learned temperature, or a trainable mixture of 8
+diagonal Gaussians."""
 CHECKPOINT = "model.pt"
 CONFIG = "config.json"
 
@@ -137,6 +143,12 @@ def _add_fit_arguments(parser: argparse.ArgumentParser, default_out: str | None)
         type=_positive_int,
         default=None,
         help="number of flow layers (default 16 for a target, 6 for data; glow: steps per level, default 4)",
+    )
+    parser.add_argument(
+        "--base",
+        default="gaussian",
+        choices=BASES,
+        help="target fits: base distribution (resampled: learned accept/reject, Stimper et al. 2022)",
     )
     parser.add_argument(
         "--loss",
@@ -263,13 +275,27 @@ def _write_json(path: Path, data: dict) -> None:
         temporary.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
+def _base(name: str, dim: int):
+    """The base distribution ``--base`` names; None leaves the preset's own diagonal Gaussian."""
+    if name == "resampled":
+        return ResampledGaussian(dim, MLP([dim, 64, 64, 1], init_zeros=True), truncation=100)
+    if name == "tempered":
+        return TemperedGaussian(dim)
+    if name == "mixture":
+        return GaussianMixture(8, dim)
+    return None
+
+
 def _build_model(config: dict):
     target = TARGETS[config["target"]](**config["target_params"])
-    return PRESETS[config["flow"]](target.n_dims, config["layers"], p=target)
+    q0 = _base(config.get("base", "gaussian"), target.n_dims)  # runs written before --base have none
+    return PRESETS[config["flow"]](target.n_dims, config["layers"], p=target, q0=q0)
 
 
 def run_fit(args: argparse.Namespace) -> Path:
     if getattr(args, "data", None) is not None:
+        if args.base != "gaussian":
+            raise UsageError("--base applies to fits to a target density; data fits use the model's own base")
         device = _device(args.device)
         return run_fit_data(args, _prepare_out(args.out), device, _write_json)
     args.flow = args.flow or "planar"
@@ -291,6 +317,7 @@ def run_fit(args: argparse.Namespace) -> Path:
         "target_params": target_params,
         "flow": args.flow,
         "layers": args.layers,
+        "base": args.base,
         "loss": args.loss,
         "iterations": args.iterations,
         "anneal": args.anneal,
