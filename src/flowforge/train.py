@@ -570,7 +570,7 @@ def mean_log_likelihood(
 def _check_vae_data(model: FlowVAE, name: str, data: torch.Tensor | None) -> None:
     if data is None:
         return
-    model._check_data(data)
+    model.check_data(data)
     if not torch.isfinite(data).all():
         raise ValueError(f"{name}_data holds non-finite values")
     if model.likelihood == "bernoulli" and not ((data >= 0) & (data <= 1)).all():

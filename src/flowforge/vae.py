@@ -101,14 +101,15 @@ class FlowVAE(nn.Module):
     def _like(self) -> torch.Tensor:
         return self.posterior_head.weight
 
-    def _check_data(self, x: torch.Tensor) -> None:
+    def check_data(self, x: torch.Tensor) -> None:
+        """Raise ValueError unless ``x`` is a non-empty batch of data points of ``data_shape``."""
         if x.shape[1:] != self.data_shape or x.shape[0] < 1:
             shape = ", ".join(map(str, self.data_shape))
             raise ValueError(f"FlowVAE expects data of shape (batch, {shape}), got {tuple(x.shape)}")
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``μ(x)``, ``log σ(x)`` (each ``(batch, latent_dim)``) and the features ``h(x)``."""
-        self._check_data(x)
+        self.check_data(x)
         features = self.encoder(x)
         if features.shape != (x.shape[0], self.encoder_features):
             raise ValueError(
