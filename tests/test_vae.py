@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 import flowforge as nf
+from benchmarks.vae import digits, independent_pixels
 from flowforge import cli
 from flowforge.flows.base import pull_back
 from flowforge.presets import VAE_POSTERIORS, vae_posterior_flows
@@ -186,29 +187,16 @@ def test_state_dict_round_trip_gives_the_same_elbo():
     torch.testing.assert_close(copy.elbo(x, 10), expected)
 
 
-def digits_splits():
-    images, _ = nf.datasets.load_digits()
-    train, validation, test = nf.datasets.split((images / 16.0).float(), (0.8, 0.1, 0.1), seed=0)
-    generator = torch.Generator().manual_seed(1)
-    return train, nf.datasets.binarize(validation, generator), nf.datasets.binarize(test, generator)
-
-
-def independent_pixels_log_likelihood(train, test):
-    """The best model without a latent: independent Bernoulli pixels at the training means."""
-    probability = train.mean(0).clamp(1e-3, 1 - 1e-3)
-    return float(torch.distributions.Bernoulli(probs=probability).log_prob(test).flatten(1).sum(1).mean())
-
-
 @pytest.mark.parametrize("posterior", ["gaussian", "planar", "iaf"])
 def test_short_digits_fit_beats_independent_pixels(posterior):
-    train, validation, test = digits_splits()
+    train, validation, test = digits()
     torch.manual_seed(0)
     model = nf.VAE((1, 8, 8), posterior=posterior, layers=4, hidden=128)
     result = fit_vae(model, train, validation, epochs=150, warmup_epochs=10, binarize_train=True, seed=0,
                      progress=False)  # fmt: skip
     elbo = mean_elbo(model, test, 20)
     log_likelihood, standard_error = mean_log_likelihood(model, test, 200)
-    baseline = independent_pixels_log_likelihood(train, test)  # -27.25 nats
+    baseline = independent_pixels(train, test)  # -27.25 nats
     assert len(result.validation_elbo) == 150 and result.best_validation_elbo > -25
     assert elbo > -24.5 and elbo > baseline + 2.5  # about -23.5 after 150 epochs
     assert elbo < log_likelihood < elbo + 2 and standard_error < 0.5
@@ -217,7 +205,7 @@ def test_short_digits_fit_beats_independent_pixels(posterior):
 @pytest.mark.slow
 @pytest.mark.parametrize("posterior", ["gaussian", "planar"])
 def test_full_digits_fit_reaches_the_reported_likelihood(posterior):
-    train, validation, test = digits_splits()
+    train, validation, test = digits()
     torch.manual_seed(0)
     model = nf.VAE((1, 8, 8), posterior=posterior, layers=8)
     fit_vae(model, train, validation, binarize_train=True, patience=100, seed=0, progress=False)
@@ -267,6 +255,6 @@ def test_vae_command_rejects_bad_data(tmp_path, capsys, values, extra, message):
 
 def test_vae_command_rejects_a_bad_split_and_a_missing_file(tmp_path, capsys):
     assert cli.main(["vae", "--split", "0.5,0.5", "--out", str(tmp_path / "run")]) == 2
-    assert "--split expects three" in capsys.readouterr().err
+    assert "expected TRAIN,VALIDATION,TEST fractions summing to 1, got '0.5,0.5'" in capsys.readouterr().err
     assert cli.main(["vae", "--data", str(tmp_path / "none.npy"), "--out", str(tmp_path / "run")]) == 2
     assert "cannot read" in capsys.readouterr().err

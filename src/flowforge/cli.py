@@ -233,6 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
         _positive_int,
         _non_negative_int,
         _positive_float,
+        _fractions,
     )
     commands.add_parser("targets", help="list the targets that can be fitted")
     sample = commands.add_parser("sample", help="draw samples from a fitted run")

@@ -61,12 +61,17 @@ def _first_pair_log_prob(target):
     return None
 
 
+def _target(targets: dict, name: str, params: dict, device: torch.device):
+    """The target ``name`` built with ``params`` on ``device``; bad parameters end in a usage error."""
+    try:
+        return targets[name](**params).to(device)
+    except (TypeError, ValueError) as error:
+        raise SamplingUsageError(f"invalid parameters for target {name!r}: {error}") from None
+
+
 def run_mcmc(args: argparse.Namespace, out: Path, device: torch.device, target_params: dict, write_json) -> dict:
     torch.manual_seed(args.seed)
-    try:
-        target = ALL_TARGETS[args.target](**target_params).to(device)
-    except (TypeError, ValueError) as error:
-        raise SamplingUsageError(f"invalid parameters for target {args.target!r}: {error}") from None
+    target = _target(ALL_TARGETS, args.target, target_params, device)
     config = {key: getattr(args, key) for key in ("target", "kernel", "chains", "samples", "burn_in", "thin",
                                                   "step_size", "leapfrog_steps", "seed")}  # fmt: skip
     config.update(target_params=target_params, version=__version__)
@@ -152,10 +157,7 @@ def run_compare(args: argparse.Namespace, out: Path, device: torch.device, targe
     from .train import fit
 
     depths = _depths(args.depths)
-    try:
-        target = TARGETS[args.target](**target_params).to(device)
-    except (TypeError, ValueError) as error:
-        raise SamplingUsageError(f"invalid parameters for target {args.target!r}: {error}") from None
+    target = _target(TARGETS, args.target, target_params, device)
     config = {key: getattr(args, key) for key in ("target", "flow", "iterations", "samples_per_step", "lr", "kernel",
                                                   "chains", "mcmc_samples", "seed")}  # fmt: skip
     config.update(depths=depths, target_params=target_params, version=__version__)

@@ -18,7 +18,7 @@ import torch
 from . import __version__, plot
 from .datasets import binarize, load_digits, split
 from .presets import VAE, VAE_POSTERIORS
-from .train import TrainingDiverged, fit_vae
+from .train import TrainingDiverged, elbo_per_row, fit_vae, log_likelihood_per_row
 from .vae import LIKELIHOODS
 
 
@@ -26,7 +26,9 @@ class VAEUsageError(Exception):
     """A bad ``vae`` command line or data file: the message says what was expected."""
 
 
-def add_vae_arguments(parser: argparse.ArgumentParser, positive_int, non_negative_int, positive_float) -> None:
+def add_vae_arguments(
+    parser: argparse.ArgumentParser, positive_int, non_negative_int, positive_float, fractions
+) -> None:
     parser.add_argument(
         "--data", default="digits", metavar="digits|FILE.npy",
         help="the bundled 8x8 digits (intensities in [0, 1]) or an array (rows, ...) saved with numpy",
@@ -47,7 +49,7 @@ def add_vae_arguments(parser: argparse.ArgumentParser, positive_int, non_negativ
     parser.add_argument("--warmup", type=non_negative_int, default=100, help="epochs of KL warm-up (0 to 1)")
     parser.add_argument("--patience", type=positive_int, default=100, help="epochs without validation gain")
     parser.add_argument("--is-samples", type=positive_int, default=1000, help="importance samples for log p(x)")
-    parser.add_argument("--split", default="0.8,0.1,0.1", metavar="TRAIN,VALIDATION,TEST")
+    parser.add_argument("--split", type=fractions, default=(0.8, 0.1, 0.1), metavar="TRAIN,VALIDATION,TEST")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
     parser.add_argument("--no-progress", action="store_true")
@@ -77,16 +79,6 @@ def _load(args: argparse.Namespace) -> torch.Tensor:
     return data
 
 
-def _fractions(text: str) -> tuple[float, float, float]:
-    try:
-        parts = tuple(float(v) for v in text.split(","))
-    except ValueError:
-        parts = ()
-    if len(parts) != 3 or any(not math.isfinite(p) or p < 0 for p in parts) or abs(sum(parts) - 1) > 1e-9:
-        raise VAEUsageError(f"--split expects three non-negative fractions summing to 1, got {text!r}")
-    return parts  # type: ignore[return-value]
-
-
 def _as_image_batch(values: torch.Tensor) -> np.ndarray | None:
     """``(N, 1 or 3, H, W)`` pictures for image data, None for other shapes."""
     if values.dim() == 4 and values.shape[1] in (1, 3):
@@ -98,9 +90,11 @@ def _as_image_batch(values: torch.Tensor) -> np.ndarray | None:
 
 def run_vae(args: argparse.Namespace, out: Path, device: torch.device, write_json) -> dict:
     data = _load(args)
-    fractions = _fractions(args.split)
     torch.manual_seed(args.seed)
-    train, validation, test = split(data, fractions, seed=args.seed)
+    try:
+        train, validation, test = split(data, tuple(args.split), seed=args.seed)
+    except ValueError as error:
+        raise VAEUsageError(str(error)) from None
     if len(validation) == 0 or len(test) == 0:
         raise VAEUsageError(f"{len(data)} rows leave no validation or test rows with --split {args.split}")
     dynamic = args.likelihood == "bernoulli" and args.binarize == "dynamic"
@@ -110,7 +104,7 @@ def run_vae(args: argparse.Namespace, out: Path, device: torch.device, write_jso
     config = {key: getattr(args, key) for key in ("data", "posterior", "layers", "latent", "hidden", "flow_hidden",
                                                   "likelihood", "binarize", "epochs", "batch_size", "lr", "warmup",
                                                   "patience", "is_samples", "seed")}  # fmt: skip
-    config.update(shape=list(data.shape[1:]), split=list(fractions), device=str(device), flowforge_version=__version__)
+    config.update(shape=list(data.shape[1:]), split=list(args.split), device=str(device), flowforge_version=__version__)
     config["rows"] = {"train": len(train), "validation": len(validation), "test": len(test)}
     write_json(out / "config.json", config)
     model = VAE(tuple(data.shape[1:]), args.latent, args.posterior, args.layers, args.hidden, args.flow_hidden,
@@ -134,11 +128,10 @@ def run_vae(args: argparse.Namespace, out: Path, device: torch.device, write_jso
     )
     numbers = _vae_metrics(model, args, result, test)
     numbers["diverged"] = diverged
-    test_device = test.to(device=device, dtype=next(model.parameters()).dtype)
     pictures = _as_image_batch(model.sample(64).cpu())
     if pictures is not None:
         plot.save_image_grid(out / "samples.png", pictures, 8, f"decoder means at prior draws ({args.posterior})")
-        shown = test_device[:16]
+        shown = test[:16].to(device=device, dtype=next(model.parameters()).dtype)
         rebuilt = model.reconstruct(shown)
         rows = _as_image_batch(torch.cat([shown[:8], rebuilt[:8], shown[8:], rebuilt[8:]]).cpu())
         plot.save_image_grid(out / "reconstructions.png", rows, 8, "test images (rows 1, 3) and reconstructions")
@@ -153,13 +146,9 @@ def run_vae(args: argparse.Namespace, out: Path, device: torch.device, write_jso
     return numbers
 
 
-@torch.no_grad()
 def _vae_metrics(model, args: argparse.Namespace, result, test: torch.Tensor) -> dict:
-    like = next(model.parameters())
-    test = test.to(device=like.device, dtype=like.dtype)
-    chunks = test.split(256)
-    elbo_rows = torch.cat([model.elbo(rows, 100).double().cpu() for rows in chunks])
-    log_likelihood_rows = torch.cat([model.log_likelihood(rows, args.is_samples).double().cpu() for rows in chunks])
+    elbo_rows = elbo_per_row(model, test, 100, batch_size=256)
+    log_likelihood_rows = log_likelihood_per_row(model, test, args.is_samples, batch_size=256)
     gap = log_likelihood_rows - elbo_rows
     root = math.sqrt(len(test))
     return {

@@ -545,24 +545,37 @@ class VAEFitResult:
         return float(self.validation_elbo[self.best_epoch]) if len(self.validation_elbo) else float("nan")
 
 
-@torch.no_grad()
-def mean_elbo(model: FlowVAE, data: torch.Tensor, num_samples: int = 10, batch_size: int = 1024) -> float:
-    """The ELBO averaged over the rows of ``data`` (each with ``num_samples`` posterior samples)."""
+def _rows_in_chunks(model: FlowVAE, data: torch.Tensor, batch_size: int, per_row) -> torch.Tensor:
+    """``per_row(rows)`` over ``data`` in chunks on the model's device, as float64 on the CPU."""
     like = next(iter(model.parameters()))
     data = data.to(device=like.device, dtype=like.dtype)
-    total = sum(float(model.elbo(rows, num_samples).sum()) for rows in data.split(batch_size))
-    return total / data.shape[0]
+    with torch.no_grad():
+        return torch.cat([per_row(rows).double().cpu() for rows in data.split(batch_size)])
 
 
-@torch.no_grad()
+def elbo_per_row(model: FlowVAE, data: torch.Tensor, num_samples: int = 10, batch_size: int = 1024) -> torch.Tensor:
+    """The ELBO of every row of ``data``, each with ``num_samples`` posterior samples."""
+    return _rows_in_chunks(model, data, batch_size, lambda rows: model.elbo(rows, num_samples))
+
+
+def log_likelihood_per_row(
+    model: FlowVAE, data: torch.Tensor, num_samples: int = 1000, batch_size: int = 256
+) -> torch.Tensor:
+    """The importance-sampled ``log p(x)`` (:meth:`FlowVAE.log_likelihood`) of every row of ``data``."""
+    return _rows_in_chunks(model, data, batch_size, lambda rows: model.log_likelihood(rows, num_samples))
+
+
+def mean_elbo(model: FlowVAE, data: torch.Tensor, num_samples: int = 10, batch_size: int = 1024) -> float:
+    """The ELBO averaged over the rows of ``data`` (each with ``num_samples`` posterior samples)."""
+    return float(elbo_per_row(model, data, num_samples, batch_size).mean())
+
+
 def mean_log_likelihood(
     model: FlowVAE, data: torch.Tensor, num_samples: int = 1000, batch_size: int = 256
 ) -> tuple[float, float]:
-    """The importance-sampled ``log p(x)`` (:meth:`FlowVAE.log_likelihood`) averaged over the rows of
-    ``data``, and its standard error over the rows."""
-    like = next(iter(model.parameters()))
-    data = data.to(device=like.device, dtype=like.dtype)
-    values = torch.cat([model.log_likelihood(rows, num_samples).double().cpu() for rows in data.split(batch_size)])
+    """The importance-sampled ``log p(x)`` averaged over the rows of ``data``, and its standard error
+    over the rows."""
+    values = log_likelihood_per_row(model, data, num_samples, batch_size)
     standard_error = float(values.std() / math.sqrt(len(values))) if len(values) > 1 else float("nan")
     return float(values.mean()), standard_error
 
@@ -668,8 +681,8 @@ def fit_vae(
         if value > best_value:
             best_value, best_epoch, best_state = value, epoch, copy.deepcopy(model.state_dict())
         bar.set_postfix(loss=f"{train_value:.3f}", validation_elbo=f"{value:.3f}", refresh=False)
-        warmed_up = step >= warmup_steps
-        if warmed_up and patience is not None and epoch - max(best_epoch, warmup_epochs - 1) >= patience:
+        # Patience counts from the end of the warm-up: the ELBO keeps falling while β still rises.
+        if patience is not None and epoch - max(best_epoch, warmup_epochs - 1) >= patience:
             stopped_early = True
             break
     bar.close()
