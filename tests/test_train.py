@@ -259,3 +259,17 @@ def test_tiny_cpu_steps_compile_without_the_precompiled_header():
     assert _compile_options(planar, 4096, cpu) is None  # a large batch vectorises
     assert _compile_options(nf.presets.RealNVP(2, 8, hidden=64), 40, cpu) is None  # 35k parameters
     assert _compile_options(planar, 40, torch.device("cuda")) is None
+
+
+def test_compiled_cpu_steps_probe_the_vector_isa_once_in_the_background():
+    from flowforge import stepping
+
+    _moons_fit("on", steps=3)
+    probe = stepping._isa_probe
+    assert probe is not None and probe.name == "flowforge-cpu-isa-probe"
+    probe.join(timeout=120)
+    assert not probe.is_alive()
+    assert stepping.probe_cpu_vector_isa(torch.device("cpu")) is probe  # started once a process
+    from torch._inductor import cpu_vec_isa
+
+    assert cpu_vec_isa.valid_vec_isa_list.cache_info().currsize == 1  # the answer inductor reads is cached

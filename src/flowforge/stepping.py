@@ -16,11 +16,16 @@ update:
 Both keep their optimizer state in tensors that :meth:`state` / :meth:`load` snapshot and
 restore (used to roll back a diverged run), and :meth:`FusedAdamStep.from_eager` takes over
 an eager Adam's state mid-run.
+
+A compiled step on the CPU first starts :func:`probe_cpu_vector_isa` in a background thread, so
+that inductor's check of the CPU's vector instruction sets runs beside the tracing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import threading
 from collections.abc import Callable
 
 import torch
@@ -33,6 +38,41 @@ RECOMPILE_LIMIT = 64
 
 Objective = Callable[[nn.Module, torch.Tensor], torch.Tensor]
 """``objective(model, value) -> scalar loss``; ``value`` is the step's input (β or a batch)."""
+
+
+_isa_probe: threading.Thread | None = None
+
+
+def probe_cpu_vector_isa(device: torch.device) -> threading.Thread | None:
+    """Start inductor's check of which vector instruction sets (AVX2, AVX-512, AMX ...) the CPU and
+    the C++ compiler support, in a background thread, once per process; return the thread.
+
+    The check builds and loads a small C++ library for each candidate set. On a fresh machine
+    (empty kernel cache) it takes 2–8 s of compiler runs, which inductor does in line, in the
+    middle of the first compilation. Its answer is cached in the process, so running it here,
+    while dynamo and AOTAutograd trace the step on the main thread, takes it off the critical
+    path. The answer is the one inductor would find itself: the same function, in the same process.
+    Nothing is started for other devices, or where this torch has no such check.
+    """
+    global _isa_probe
+    if device.type != "cpu" or _isa_probe is not None:
+        return _isa_probe
+    try:
+        # Imported here, on the calling thread: torch's modules imported from two threads at once
+        # can deadlock on their import locks.
+        import torch._dynamo  # noqa: F401
+        from torch._inductor import cpu_vec_isa
+    except ImportError:
+        return None
+
+    def probe() -> None:
+        # A failure here is inductor's to report when it compiles.
+        with contextlib.suppress(Exception):
+            cpu_vec_isa.pick_vec_isa()
+
+    _isa_probe = threading.Thread(target=probe, name="flowforge-cpu-isa-probe", daemon=True)
+    _isa_probe.start()
+    return _isa_probe
 
 
 class EagerStep:
@@ -49,6 +89,9 @@ class EagerStep:
     ):
         self.model, self.objective, self.optimizer = model, objective, optimizer
         self.compiled = compiled
+        first = next(model.parameters(), None) if compiled else None
+        if first is not None:
+            probe_cpu_vector_isa(first.device)
         self._loss = torch.compile(objective, fullgraph=True, dynamic=False) if compiled else objective
 
     def __call__(self, value: torch.Tensor) -> torch.Tensor:
@@ -105,6 +148,7 @@ class FusedAdamStep:
         self.exp_avg_sq = like.new_zeros(total)
         self.step_count = torch.zeros((), dtype=torch.float32, device=like.device)
         self._capturable = like.device.type != "cpu"
+        probe_cpu_vector_isa(like.device)
         self._step = torch.compile(self._update, fullgraph=True, dynamic=False, options=options)
         self._traced = False
 
