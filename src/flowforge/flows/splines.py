@@ -143,7 +143,8 @@ def rational_quadratic_spline(
         log_derivative = -log_derivative
     if periodic:  # the end of the turn is its start: keep outputs in [−bound, bound) too
         return torch.remainder(spline_out + bound, 2 * bound) - bound, log_derivative
-    outputs = torch.where(inside, spline_out, inputs)
+    # x_k + w_k (or y_k + h_k) at a bin's end can round one ulp past the last knot, ±bound.
+    outputs = torch.where(inside, spline_out.clamp(-bound, bound), inputs)
     return outputs, torch.where(inside, log_derivative, torch.zeros_like(log_derivative))
 
 
