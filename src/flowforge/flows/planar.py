@@ -20,6 +20,16 @@ def _bisection_steps(dtype: torch.dtype) -> int:
     return int(-math.log2(torch.finfo(dtype).eps)) + 8
 
 
+def _add_outer(flat: torch.Tensor, h: torch.Tensor, u: torch.Tensor, sign: float = 1.0) -> torch.Tensor:
+    """``flat + sign · h uᵀ``. With autograd, ``addr`` (its backward is two small matrix-vector
+    products: the eager training step is 4% faster than with the alternative); without it, a
+    broadcast ``addcmul``, 3x faster than ``addr`` on the large batches of plots and densities
+    (8192 rows: 16 against 52 µs). Training steps, compiled or not, are unchanged by the split."""
+    if torch.is_grad_enabled():
+        return torch.addr(flat, h, u, alpha=sign)
+    return torch.addcmul(flat, h.unsqueeze(1), u, value=sign)
+
+
 class _PlanarMap(EventFlow):
     """What :class:`Planar` and :class:`ConditionalPlanar` share: the activation and the scalar solve
     of the inverse, for shared or per-row ``wᵀû``."""
@@ -156,14 +166,14 @@ class Planar(_PlanarMap):
         else:
             h, h_prime = self._activate(s)
             log_det = torch.log1p(w_u_hat * h_prime)
-        x = torch.addr(flat, h, u_hat)
+        x = _add_outer(flat, h, u_hat)
         return (x if len(self.shape) == 1 else x.view_as(z)), log_det
 
     def inverse(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         flat, y, u_hat, w_u_hat = self._project(x)
         s = self._solve_preactivation(y, w_u_hat)
         h, h_prime = self._activate(s)
-        z = torch.addr(flat, h, u_hat, alpha=-1.0)
+        z = _add_outer(flat, h, u_hat, -1.0)
         return z.view_as(x), -torch.log1p(w_u_hat * h_prime)
 
 
