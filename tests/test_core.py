@@ -191,6 +191,19 @@ def test_planar_inverse_float32_accuracy():
     assert (layer(z)[0] - x).abs().max() < 1e-4
 
 
+@pytest.mark.parametrize("shape, act", [((2,), "tanh"), ((5,), "tanh"), ((2, 3), "tanh"), ((3,), "leaky_relu")])
+def test_planar_computes_the_same_with_and_without_autograd(shape, act):
+    torch.manual_seed(0)
+    layer = nf.flows.Planar(shape, act=act).double()
+    z = torch.randn(300, *shape, dtype=torch.float64)
+    for direction in (layer.forward, layer.inverse):
+        with_grad = direction(z)
+        with torch.no_grad():
+            without = direction(z)
+        for a, b in zip(with_grad, without, strict=True):
+            torch.testing.assert_close(a.detach(), b, rtol=1e-13, atol=1e-13)
+
+
 def test_planar_rejects_unknown_activation_and_wrong_parameter_size():
     with pytest.raises(ValueError, match="act must be one of"):
         nf.flows.Planar((2,), act="relu")
