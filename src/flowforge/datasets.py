@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import math
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import torch
@@ -270,13 +271,17 @@ def binarize(data: torch.Tensor, generator: torch.Generator | None = None) -> to
     return (noise.to(data.device) < data).to(data.dtype)
 
 
-def _sklearn_datasets():
+MISSING_SCIKIT_LEARN = (
+    'the bundled data sets (digits, wine, breast-cancer) need scikit-learn: pip install "flowforge[data]"'
+)
+"""The one-line message of the :class:`ImportError` raised when a bundled data set needs scikit-learn."""
+
+
+def _sklearn_datasets() -> ModuleType:
     try:
         from sklearn import datasets
-    except ImportError:
-        raise ImportError(
-            "the bundled real data sets come with scikit-learn: pip install 'flowforge[data]' (or scikit-learn)"
-        ) from None
+    except ImportError as error:
+        raise ImportError(MISSING_SCIKIT_LEARN, name=error.name) from None
     return datasets
 
 

@@ -1,7 +1,8 @@
 """Pictures of densities, samples and training, written to files (headless, no pyplot state).
 
 Every writer goes through :func:`atomic_path`, so an interrupted run never leaves a
-half-written file behind.
+half-written file behind. matplotlib and Pillow are optional (the ``cli`` extra): importing this
+module without them raises an :class:`ImportError` that says how to install them.
 """
 
 from __future__ import annotations
@@ -12,13 +13,22 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-import matplotlib
 import numpy as np
 import torch
-from matplotlib.figure import Figure
-from PIL import Image, ImageDraw
 
 from .metrics import Bounds, evaluate_in_chunks, grid_points
+
+MISSING_PICTURE_PACKAGES = (
+    'flowforge draws its pictures with matplotlib and Pillow ({name} is missing): pip install "flowforge[cli]"'
+)
+"""The one-line message of the :class:`ImportError` raised when matplotlib or Pillow is missing."""
+
+try:
+    import matplotlib
+    from matplotlib.figure import Figure
+    from PIL import Image, ImageDraw
+except ImportError as error:
+    raise ImportError(MISSING_PICTURE_PACKAGES.format(name=error.name or "a package"), name=error.name) from error
 
 
 @contextmanager
@@ -48,7 +58,6 @@ def histogram2d(samples: torch.Tensor, bounds: Bounds, bins: int) -> np.ndarray:
     return counts.reshape(bins, bins).cpu().numpy()
 
 
-@torch.no_grad()
 @torch.no_grad()
 def sample_histogram(model, count: int, bounds: Bounds, bins: int, chunk: int = 2**18) -> np.ndarray:
     """:func:`histogram2d` of ``count`` samples of a 2-D ``model``, drawn ``chunk`` at a time
