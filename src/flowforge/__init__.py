@@ -1,13 +1,30 @@
 """flowforge: normalizing flows for PyTorch.
 
-``import flowforge as nf`` gives ``nf.NormalizingFlow``, the layers under ``nf.flows``,
-the base and target densities under ``nf.distributions``, one-line models
-(``nf.PlanarFlow``, ``nf.RealNVP``, ``nf.MAF``, ...), VAEs with flow posteriors (``nf.VAE``), the
-fitting loops in ``nf.train`` and the numbers in ``nf.metrics``.
+``import flowforge as nf`` gives the models (``nf.NormalizingFlow``, ``nf.MultiscaleFlow``,
+``nf.FlowVAE``), the layers under ``nf.flows``, the base and target densities under
+``nf.distributions``, one-line models (``nf.PlanarFlow``, ``nf.RealNVP``, ``nf.MAF``, ``nf.NSF``,
+``nf.Glow``, ...), the objectives in ``nf.losses``, the fitting loops in ``nf.training`` and the
+numbers in ``nf.metrics``. The architecture is described in ``docs/design.md``.
 """
 
-from . import datasets, distributions, flows, mcmc, metrics, nets, presets, train, transforms, utils, vae
-from .core import ClassCondFlow, ConditionalNormalizingFlow, MultiscaleFlow, NormalizingFlow
+from . import (  # noqa: I001  (normflows module paths; moving to flowforge.compat)
+    datasets,
+    distributions,
+    flows,
+    importance,
+    losses,
+    mcmc,
+    metrics,
+    model,
+    nets,
+    presets,
+    train,
+    transforms,
+    utils,
+    vae,
+)
+from .core import ClassCondFlow, ConditionalNormalizingFlow
+from .model import MultiscaleFlow, NormalizingFlow
 from .presets import IAF, MAF, NSF, VAE, Glow, NSFAutoregressive, PlanarFlow, RadialFlow, RealNVP, ResidualFlow
 from .vae import FlowVAE
 
@@ -17,10 +34,10 @@ __all__ = [
     "ClassCondFlow",
     "ConditionalNormalizingFlow",
     "FlowVAE",
-    "MultiscaleFlow",
     "Glow",
     "IAF",
     "MAF",
+    "MultiscaleFlow",
     "NSF",
     "NSFAutoregressive",
     "NormalizingFlow",
@@ -33,8 +50,11 @@ __all__ = [
     "datasets",
     "distributions",
     "flows",
+    "importance",
+    "losses",
     "mcmc",
     "metrics",
+    "model",
     "nets",
     "presets",
     "train",

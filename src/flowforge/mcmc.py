@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .importance import effective_sample_size, log_normalizer
 from .utils.checks import positive_int
 
 LogProb = Callable[[torch.Tensor], torch.Tensor]
@@ -283,7 +284,9 @@ def annealed_importance_sampling(
     positive_int("num_samples", num_samples)
     positive_int("num_temperatures", num_temperatures)
     positive_int("steps_per_temperature", steps_per_temperature)
-    target = model._require_target() if target is None else target
+    target = model.p if target is None else target
+    if target is None:
+        raise ValueError("annealed importance sampling needs a target: give target= or a model built with p=")
     betas = torch.linspace(0, 1, num_temperatures + 1).tolist()
     with torch.no_grad():
         x, log_q = model.sample(num_samples)
@@ -308,8 +311,6 @@ def annealed_importance_sampling(
             log_q, log_p = model.log_prob(x), target.log_prob(x)
     if torch.isnan(log_weights).any():
         raise ValueError("AIS produced NaN log-weights: the flow or the target is not finite at some states")
-    from .metrics import effective_sample_size, log_normalizer
-
     log_z, log_z_se = log_normalizer(log_weights)
     return AnnealedImportanceSamples(
         x.detach(), log_weights, float(log_z), float(log_z_se), float(effective_sample_size(log_weights)),

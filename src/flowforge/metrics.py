@@ -10,41 +10,32 @@ from collections.abc import Callable
 
 import torch
 
-from .core import NormalizingFlow
+from .importance import check_log_weights, effective_sample_size, log_normalizer
+from .losses import require_target
+from .model import NormalizingFlow
 from .utils.checks import positive_int
 
 Bounds = tuple[tuple[float, float], tuple[float, float]]
 
-
-def effective_sample_size(log_weights: torch.Tensor) -> torch.Tensor:
-    """Normalised ESS ``(Σw)² / (n Σw²)`` in ``(0, 1]`` from log importance weights (computed in float64)."""
-    _check_weights(log_weights)
-    log_weights = log_weights.double()
-    n = log_weights.shape[0]
-    return torch.exp(2 * torch.logsumexp(log_weights, 0) - torch.logsumexp(2 * log_weights, 0) - math.log(n))
-
-
-def log_normalizer(log_weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Importance-sampling estimate of ``log Z = log E_q[p̃/q]`` and its delta-method standard error."""
-    _check_weights(log_weights)
-    log_weights = log_weights.double()
-    n = log_weights.shape[0]
-    estimate = torch.logsumexp(log_weights, 0) - math.log(n)
-    ess = effective_sample_size(log_weights)
-    return estimate, torch.sqrt((1 / ess - 1).clamp_min(0) / n)
-
-
-def _check_weights(log_weights: torch.Tensor) -> None:
-    if log_weights.dim() != 1 or log_weights.shape[0] < 2:
-        raise ValueError(f"expected a 1-D tensor of at least 2 log-weights, got shape {tuple(log_weights.shape)}")
-    if torch.isnan(log_weights).any() or (log_weights == torch.inf).any():
-        raise ValueError("log-weights contain NaN or +inf: the flow or the target produced invalid values")
+__all__ = [
+    "Bounds",
+    "bits_per_dim",
+    "check_log_weights",
+    "effective_sample_size",
+    "evaluate_in_chunks",
+    "gaussian_nll",
+    "grid_kl",
+    "grid_points",
+    "importance_log_weights",
+    "log_normalizer",
+    "summary",
+]
 
 
 @torch.no_grad()
 def importance_log_weights(model: NormalizingFlow, num_samples: int = 100_000, chunk: int = 2**16) -> torch.Tensor:
     """``log p̃(x) − log q(x)`` for ``num_samples`` draws ``x ~ q`` (needs ``model.p``)."""
-    target = model._require_target()
+    target = require_target(model)
     parts = []
     for start in range(0, num_samples, chunk):
         x, log_q = model.sample(min(chunk, num_samples - start))
@@ -87,7 +78,7 @@ def grid_kl(model: NormalizingFlow, bounds: Bounds | None = None, grid_size: int
     box integral misses it. Returns ``kl``, ``kl_grid_error``, ``q_mass_outside``,
     ``log_z_grid``, ``grid_size``.
     """
-    target = model._require_target()
+    target = require_target(model)
     if bounds is None:
         bounds = tuple(tuple(float(v) for v in row) for row in target.bounds.tolist())
     if grid_size < 4 or grid_size % 2:

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import losses
 from .flows.base import Flow, as_event_shape, push_forward
 from .flows.coupling import soft_clamp
 
@@ -162,8 +163,7 @@ class FlowVAE(nn.Module):
     def loss(self, x: torch.Tensor, beta: float = 1.0) -> torch.Tensor:
         """The training loss ``−mean(log p(x | z) − β (log q(z | x) − log p(z)))`` with one posterior
         sample per row; ``β < 1`` is the warm-up weight of the KL term (Sønderby et al. 2016)."""
-        terms = self.terms(x)
-        return -(terms.log_likelihood - beta * (terms.log_posterior - terms.log_prior)).mean()
+        return losses.elbo_loss(self, x, beta)
 
     @torch.no_grad()
     def log_likelihood(self, x: torch.Tensor, num_samples: int = 1000, samples_per_pass: int = 100) -> torch.Tensor:

@@ -12,14 +12,60 @@ from ..flows.base import as_event_shape, check_event_shape
 from ..utils.checks import positive_int
 
 
+def context_rows(owner: object, context: torch.Tensor, rows: int, like: torch.Tensor) -> torch.Tensor:
+    """A context as ``(rows, features)`` in ``like``'s dtype and device. A 1-D context is one context
+    for every row; a 2-D one must have ``rows`` rows (no other broadcasting); NaN or inf is refused."""
+    if not isinstance(context, torch.Tensor) or context.dim() not in (1, 2):
+        got = tuple(context.shape) if isinstance(context, torch.Tensor) else type(context).__name__
+        raise ValueError(f"{type(owner).__name__}: context must be (features,) or (batch, features), got {got}")
+    if context.dim() == 1:
+        context = context.unsqueeze(0).expand(rows, -1)
+    elif context.shape[0] != rows:
+        raise ValueError(
+            f"{type(owner).__name__}: context has {context.shape[0]} rows for {rows} samples; "
+            "give one row per sample, or a 1-D context for all of them"
+        )
+    context = context.to(device=like.device, dtype=like.dtype if context.is_floating_point() else context.dtype)
+    if context.is_floating_point() and not torch.isfinite(context).all():
+        raise ValueError(f"{type(owner).__name__}: context contains NaN or inf")
+    return context
+
+
 class BaseDistribution(nn.Module):
     """A distribution that can be sampled with its log-density and evaluated.
 
     ``forward(num_samples) -> (z, log_prob(z))``; ``log_prob(z) -> (batch,)``;
-    ``sample(num_samples) -> z``.
+    ``sample(num_samples) -> z``. A conditional base declares ``takes_context = True`` and takes the
+    context as a second argument in ``forward`` and ``log_prob``.
+
+    Attributes:
+        takes_context: whether the base is conditional (the model then passes it the context).
+        reparameterized: whether samples are a differentiable function of the parameters given the
+            noise. A base sampled by accept/reject sets False and provides ``proposal_log_prob``, so
+            the reverse-KL loss can add the score term of the selection (:func:`flowforge.losses.reverse_kl`).
     """
 
     shape: tuple[int, ...]
+    takes_context: bool = False
+    reparameterized: bool = True
+
+    def prepare_context(
+        self, context: torch.Tensor, rows: int, like: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The context as this base takes it and as the layers take it. Default: the same
+        ``(rows, features)`` tensor for both (see :func:`context_rows`); a class-conditional base
+        takes label indices and gives the layers one-hot rows."""
+        context = context_rows(self, context, rows, like)
+        return context, context
+
+    def default_context(self, rows: int, like: torch.Tensor) -> torch.Tensor | None:
+        """The context used when sampling without one (None: no context; a class-conditional base
+        draws random classes)."""
+        return None
+
+    def proposal_log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        """``log π(z)`` of the reparameterised proposal of a base with ``reparameterized = False``."""
+        raise NotImplementedError(f"{type(self).__name__} is reparameterised: it has no separate proposal")
 
     def forward(self, num_samples: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
@@ -220,6 +266,8 @@ class ResampledGaussian(BaseDistribution):
         trainable: learn ``μ`` and ``log σ`` of the proposal.
     """
 
+    reparameterized = False
+
     def __init__(
         self,
         shape: int | Iterable[int],
@@ -278,7 +326,7 @@ class ResampledGaussian(BaseDistribution):
 
     def proposal_log_prob(self, z: torch.Tensor) -> torch.Tensor:
         """``log π(z)``, the reparameterised part of ``log q0``; reverse-KL losses add the score term
-        of the rest (``NormalizingFlow.reverse_kld``), which sampling by accept/reject does not carry."""
+        of the rest (:func:`flowforge.losses.reverse_kl`), which sampling by accept/reject does not carry."""
         return self.proposal.log_prob(z)
 
     def _log_prob(self, z: torch.Tensor, normaliser: torch.Tensor) -> torch.Tensor:

@@ -132,6 +132,24 @@ class ClassCondDiagGaussian(BaseDistribution):
         loc, log_scale = self.loc[y], self.log_scale[y]
         return _gaussian(loc, log_scale, (z - loc) * torch.exp(-log_scale))[1]
 
+    def prepare_context(
+        self, context: torch.Tensor, rows: int, like: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Labels (indices ``(rows,)``, one-hot rows, or an int for every row) as indices for this base
+        and as one-hot rows of ``like``'s dtype for the layers."""
+        if isinstance(context, int) and not isinstance(context, bool):
+            context = torch.full((rows,), context, dtype=torch.long, device=like.device)
+        if not isinstance(context, torch.Tensor):
+            raise ValueError(f"class labels must be a tensor or an int, got {type(context).__name__}")
+        labels = class_labels(context.to(like.device), self.num_classes)
+        if labels.shape[0] != rows:
+            raise ValueError(f"{type(self).__name__}: {labels.shape[0]} labels for {rows} samples; give one per sample")
+        return labels, self.one_hot(labels, like)
+
+    def default_context(self, rows: int, like: torch.Tensor) -> torch.Tensor:
+        """Uniformly random classes, one per sample."""
+        return torch.randint(self.num_classes, (rows,), device=like.device)
+
     def one_hot(self, y: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         """The labels as one-hot rows of ``like``'s dtype (the context conditional layers receive)."""
         return F.one_hot(class_labels(y, self.num_classes), self.num_classes).to(like.dtype)

@@ -30,6 +30,8 @@ class Target(nn.Module):
 
     n_dims = 2
     normalized = False
+    takes_context = False
+    """Whether ``log_prob`` takes a context as its second argument (a conditional target ``p̃(x | c)``)."""
 
     def __init__(self, bounds: tuple[tuple[float, float], tuple[float, float]], max_log_prob: float):
         super().__init__()

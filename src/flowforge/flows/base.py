@@ -37,8 +37,9 @@ def check_context(owner: object, context: torch.Tensor | None, rows: int, featur
 
 
 def _with_context(flow: Flow, method, values, context: torch.Tensor | None):
-    """Call ``method`` (``flow``'s forward or inverse) with the context when there is one and the layer takes it."""
-    if context is not None and getattr(flow, "takes_context", False):
+    """Call ``method`` (``flow``'s forward or inverse) with the context when there is one and the layer
+    declares that it takes one (:attr:`Flow.takes_context`)."""
+    if context is not None and flow.takes_context:
         return method(values, context)
     return method(values)
 
@@ -124,9 +125,10 @@ class Flow(nn.Module):
     ``inverse`` (data -> base); both return the transformed tensor and the
     log-absolute-determinant of their own Jacobian, of shape ``(batch,)``.
 
-    Conditional layers set ``takes_context = True`` and take an optional second argument
-    ``context`` of shape ``(batch, context_features)`` in both directions; the models pass it
-    to those layers only.
+    Conditional layers declare ``takes_context = True`` (as a class attribute, or per instance when
+    the layer is conditional only if built with ``context_features``) and take an optional second
+    argument ``context`` of shape ``(batch, context_features)`` in both directions; the models pass
+    it to those layers only.
     """
 
     takes_context: bool = False
@@ -159,14 +161,17 @@ class Composite(Flow):
 
     ``forward`` applies the flows in order and sums their log-determinants;
     ``inverse`` applies their inverses in reverse order. The cheap direction is
-    whatever its members' cheap directions are. A context is passed on to the members that take one.
+    whatever its members' cheap directions are. It takes a context when a member does, and passes
+    it on to the members that take one.
     """
-
-    takes_context = True
 
     def __init__(self, flows: Iterable[Flow]):
         super().__init__()
         self.flows = nn.ModuleList(flows)
+
+    @property
+    def takes_context(self) -> bool:  # type: ignore[override]
+        return any(flow.takes_context for flow in self.flows)
 
     def forward(self, z: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         return push_forward(self.flows, z, context)
@@ -185,7 +190,10 @@ class Reverse(Flow):
     def __init__(self, flow: Flow):
         super().__init__()
         self.flow = flow
-        self.takes_context = getattr(flow, "takes_context", False)
+
+    @property
+    def takes_context(self) -> bool:  # type: ignore[override]
+        return self.flow.takes_context
 
     def forward(self, z: torch.Tensor, *context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.flow.inverse(z, *context)
