@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 from pathlib import Path
 from types import ModuleType
+from typing import Any, overload
 
 import numpy as np
 import torch
@@ -126,7 +128,7 @@ class DataError(ValueError):
     """A data file that cannot be used, with the place (row, column) and the reason."""
 
 
-def _parse_csv(path, delimiter: str) -> tuple[list[str] | None, list[list[str]]]:
+def _parse_csv(path: Path, delimiter: str) -> tuple[list[str] | None, list[list[str]]]:
     with open(path, newline="") as handle:
         rows = [row for row in csv.reader(handle, delimiter=delimiter) if row and any(cell.strip() for cell in row)]
     if not rows:
@@ -143,7 +145,7 @@ def _parse_csv(path, delimiter: str) -> tuple[list[str] | None, list[list[str]]]
     return ([cell.strip() for cell in header] if header else None), (rows[1:] if header else rows)
 
 
-def _check_values(values, names: list[str], path, first_row: int) -> None:
+def _check_values(values: np.ndarray, names: list[str], path: Path, first_row: int) -> None:
     """Reject missing, non-finite values, naming the first offending row (as in the file) and column."""
     bad = ~np.isfinite(values)
     if bad.any():
@@ -155,7 +157,7 @@ def _check_values(values, names: list[str], path, first_row: int) -> None:
 
 
 def load_table(
-    path, columns: list[str | int] | None = None, key: str | None = None, delimiter: str = ","
+    path: str | os.PathLike[str], columns: list[str | int] | None = None, key: str | None = None, delimiter: str = ","
 ) -> tuple[torch.Tensor, list[str]]:
     """Read a numeric table from ``.csv``/``.txt`` (header detected: a first row that is not all
     numbers), ``.npy`` or ``.npz`` (``key`` names the array when there are several).
@@ -214,23 +216,35 @@ def load_table(
         raise DataError(f"{path}: no data rows")
     _check_values(values, names, path, first_row)
     if columns is not None:
-        index = []
-        for column in columns:
-            if isinstance(column, int) and -len(names) <= column < len(names):
-                index.append(column % len(names))
-            elif isinstance(column, str) and column in names:
-                index.append(names.index(column))
+        selected: list[int] = []
+        for wanted in columns:
+            if isinstance(wanted, int) and -len(names) <= wanted < len(names):
+                selected.append(wanted % len(names))
+            elif isinstance(wanted, str) and wanted in names:
+                selected.append(names.index(wanted))
             else:
-                raise DataError(f"{path}: no column {column!r}; columns are {names}")
-        values, names = values[:, index], [names[i] for i in index]
+                raise DataError(f"{path}: no column {wanted!r}; columns are {names}")
+        values, names = values[:, selected], [names[i] for i in selected]
     return torch.from_numpy(values), names
+
+
+@overload
+def split(
+    data: torch.Tensor, fractions: tuple[float, float, float] = ..., seed: int = ...
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: ...
+
+
+@overload
+def split(
+    data: tuple[torch.Tensor, ...], fractions: tuple[float, float, float] = ..., seed: int = ...
+) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]: ...
 
 
 def split(
     data: torch.Tensor | tuple[torch.Tensor, ...],
     fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
     seed: int = 0,
-):
+) -> tuple[Any, Any, Any]:
     """Shuffle the rows (seeded) and cut them into train, validation and test parts.
 
     ``data`` may be a tuple of tensors with the same number of rows (data and labels, data and
@@ -248,8 +262,10 @@ def split(
     if n_train == 0:
         raise ValueError(f"{rows} rows leave no training data with fractions {fractions}")
     bounds = ((0, n_train), (n_train, n_train + n_validation), (n_train + n_validation, rows))
-    parts = [tuple(t[order[a:b]] for t in tensors) for a, b in bounds]
-    return tuple(parts) if isinstance(data, tuple) else tuple(part[0] for part in parts)
+    train, validation, test = (tuple(t[order[a:b]] for t in tensors) for a, b in bounds)
+    if isinstance(data, tuple):
+        return train, validation, test
+    return train[0], validation[0], test[0]
 
 
 def dequantize(data: torch.Tensor, levels: int, generator: torch.Generator | None = None) -> torch.Tensor:

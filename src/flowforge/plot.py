@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -25,10 +26,17 @@ MISSING_PICTURE_PACKAGES = (
 
 try:
     import matplotlib
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
     from PIL import Image, ImageDraw
 except ImportError as error:
     raise ImportError(MISSING_PICTURE_PACKAGES.format(name=error.name or "a package"), name=error.name) from error
+
+
+class Sampler(Protocol):
+    """What :func:`sample_histogram` needs of a model: ``sample(n) -> (x, log q(x))``."""
+
+    def sample(self, num_samples: int, /) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
 @contextmanager
@@ -59,7 +67,7 @@ def histogram2d(samples: torch.Tensor, bounds: Bounds, bins: int) -> np.ndarray:
 
 
 @torch.no_grad()
-def sample_histogram(model, count: int, bounds: Bounds, bins: int, chunk: int = 2**18) -> np.ndarray:
+def sample_histogram(model: Sampler, count: int, bounds: Bounds, bins: int, chunk: int = 2**18) -> np.ndarray:
     """:func:`histogram2d` of ``count`` samples of a 2-D ``model``, drawn ``chunk`` at a time
     without autograd, so memory stays that of one chunk however many points are drawn."""
     counts = np.zeros((bins, bins), dtype=np.int64)
@@ -76,7 +84,7 @@ def density_on_grid(
     return torch.exp(evaluate_in_chunks(log_prob, points)).reshape(size, size).cpu().numpy()
 
 
-def _image_axes(ax, image: np.ndarray, bounds: Bounds, title: str) -> None:
+def _image_axes(ax: Axes, image: np.ndarray, bounds: Bounds, title: str) -> None:
     (x0, x1), (y0, y1) = bounds
     ax.imshow(image.T, origin="lower", extent=(x0, x1, y0, y1), cmap="viridis", interpolation="nearest", aspect="auto")
     ax.set_title(title)
@@ -168,7 +176,7 @@ def histogram_frame(counts: np.ndarray, label: str, scale: int = 2) -> np.ndarra
     """An RGB frame (uint8) of a histogram in viridis, upscaled ``scale`` times, labelled."""
     normalised = counts.T[::-1] / max(counts.max(), 1)
     rgb = (matplotlib.colormaps["viridis"](normalised)[..., :3] * 255).astype(np.uint8)
-    image = Image.fromarray(rgb).resize((rgb.shape[1] * scale, rgb.shape[0] * scale), Image.NEAREST)
+    image = Image.fromarray(rgb).resize((rgb.shape[1] * scale, rgb.shape[0] * scale), Image.Resampling.NEAREST)
     ImageDraw.Draw(image).text((6, 4), label, fill=(255, 255, 255))
     return np.asarray(image)
 

@@ -32,7 +32,7 @@ class SilentBar:
     def __init__(self, iterable: Iterable[Any] | None = None, total: int | None = None) -> None:
         self.iterable = iterable
         self.total = total
-        self.n = 0
+        self.n: float = 0
 
     def __iter__(self) -> Iterator[Any]:
         if self.iterable is None:
