@@ -73,7 +73,7 @@ def test_class_labels_are_a_context():
     torch.testing.assert_close(model.log_prob(x, 3), model.log_prob(x, torch.full((5,), 3)))
     x, _ = model.sample(6)  # random classes when sampling without labels
     assert x.shape == (6, 2)
-    with pytest.raises(ValueError, match="labels"):
+    with pytest.raises(ValueError, match="labels|context of shape"):
         model.log_prob(x)
 
 
@@ -158,6 +158,10 @@ def test_one_set_of_signatures_across_models():
         "forward_and_log_det",
         "inverse_and_log_det",
     ):
-        signatures = {str(inspect.signature(getattr(model, method))) for model in models}
+        # The same parameter names, kinds and defaults (a multi-scale flow's latent is a list of tensors).
+        signatures = {
+            tuple((p.name, p.kind, p.default) for p in inspect.signature(getattr(model, method)).parameters.values())
+            for model in models
+        }
         assert len(signatures) == 1, (method, signatures)
-        assert "context" in next(iter(signatures))
+        assert "context" in [name for name, _, _ in next(iter(signatures))]
