@@ -27,8 +27,8 @@ from .core import ClassCondFlow, ConditionalNormalizingFlow
 from .model import MultiscaleFlow, NormalizingFlow
 from .presets import IAF, MAF, NSF, VAE, Glow, NSFAutoregressive, PlanarFlow, RadialFlow, RealNVP, ResidualFlow
 from .vae import FlowVAE
+from .version import __version__
 
-__version__ = "0.1.0"
 
 __all__ = [
     "ClassCondFlow",

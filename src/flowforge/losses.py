@@ -22,16 +22,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, NamedTuple, Protocol
+from typing import NamedTuple, Protocol
 
 import torch
 from torch import nn
 
 from .distributions.targets import Target
 from .importance import log_mean_exp
-
-if TYPE_CHECKING:
-    from .vae import FlowVAE
 
 
 class Draw(NamedTuple):
@@ -58,6 +55,19 @@ class DensityModel(Protocol):
     def draw(self, num_samples: int, context: torch.Tensor | None = None) -> Draw: ...
 
     def parameters(self, recurse: bool = True) -> Iterator[nn.Parameter]: ...
+
+
+class ELBOModel(Protocol):
+    """What :func:`elbo_loss` uses of a VAE (implemented by :class:`flowforge.FlowVAE`): ``terms(x)``
+    returns ``log p(x | z)``, ``log p(z)`` and ``log q(z | x)`` per row for one posterior sample."""
+
+    def terms(self, x: torch.Tensor, num_samples: int = 1) -> ELBOTerms: ...
+
+
+class ELBOTerms(Protocol):
+    log_likelihood: torch.Tensor
+    log_prior: torch.Tensor
+    log_posterior: torch.Tensor
 
 
 def require_target(model: DensityModel) -> nn.Module:
@@ -192,7 +202,7 @@ def alpha_divergence(
     return value.detach() + surrogate - surrogate.detach()
 
 
-def elbo_loss(model: FlowVAE, x: torch.Tensor, beta: float | torch.Tensor = 1.0) -> torch.Tensor:
+def elbo_loss(model: ELBOModel, x: torch.Tensor, beta: float | torch.Tensor = 1.0) -> torch.Tensor:
     """The negative ELBO of a VAE with a flow posterior, one posterior sample per row, with the KL
     term weighted by ``β`` (deterministic warm-up, Sønderby et al. 2016, https://arxiv.org/abs/1602.02282):
     ``−mean(log p(x | z) − β (log q(z | x) − log p(z)))``."""
@@ -268,7 +278,7 @@ class ELBO:
         """The KL weight after ``step`` steps (1-based): ``min(1, step / warmup_steps)``."""
         return min(1.0, step / self.warmup_steps) if self.warmup_steps else 1.0
 
-    def __call__(self, model: FlowVAE, batch: torch.Tensor, beta: float | torch.Tensor = 1.0) -> torch.Tensor:
+    def __call__(self, model: ELBOModel, batch: torch.Tensor, beta: float | torch.Tensor = 1.0) -> torch.Tensor:
         return elbo_loss(model, batch, beta)
 
 
