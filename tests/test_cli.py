@@ -7,9 +7,13 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
-from flowforge import cli
+from flowforge.cli import main
+from flowforge.cli.runs import load_run
+from flowforge.distributions.targets import TARGETS
+from flowforge.presets import PRESETS
 
 SHORT = ["--iterations", "300", "--anneal", "150", "--frame-every", "100", "--frame-samples", "4096",
          "--eval-samples", "2000", "--kl-grid", "100", "--grid-size", "50", "--no-progress"]  # fmt: skip
@@ -29,9 +33,7 @@ RUN_FILES = {
 @pytest.fixture(scope="module")
 def short_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "two-modes"
-    assert (
-        cli.main(["fit", "--target", "two-modes", "--flow", "planar", "--layers", "4", *SHORT, "--out", str(out)]) == 0
-    )
+    assert main(["fit", "--target", "two-modes", "--flow", "planar", "--layers", "4", *SHORT, "--out", str(out)]) == 0
     return out
 
 
@@ -51,6 +53,7 @@ def test_fit_writes_a_complete_run_folder(short_run):
         assert np.isfinite(metrics[key]), key
     assert metrics["iterations"] == 300 and metrics["frames"] == 4 and metrics["diverged"] is None
     config = json.loads((short_run / "config.json").read_text())
+    assert config["kind"] == "target"
     assert config["layers"] == 4 and config["target_params"] == {} and config["samples_per_step"] == 40
     with Image.open(short_run / "training.gif") as gif:
         assert gif.n_frames == 4
@@ -59,7 +62,7 @@ def test_fit_writes_a_complete_run_folder(short_run):
 @pytest.mark.parametrize("suffix", [".npy", ".csv"])
 def test_sample_a_run(short_run, tmp_path, suffix, capsys):
     output = tmp_path / f"samples{suffix}"
-    assert cli.main(["sample", str(short_run), "-n", "1000", "-o", str(output), "--seed", "1", "--log-prob"]) == 0
+    assert main(["sample", str(short_run), "-n", "1000", "-o", str(output), "--seed", "1", "--log-prob"]) == 0
     data = np.load(output) if suffix == ".npy" else np.loadtxt(output, delimiter=",", skiprows=1)
     assert data.shape == (1000, 3) and np.isfinite(data).all()
     assert "wrote 1000 samples" in capsys.readouterr().out
@@ -69,14 +72,14 @@ TINY = ["--layers", "2", "--iterations", "20", "--frame-every", "10", "--frame-s
         "--eval-samples", "500", "--kl-grid", "20", "--grid-size", "20", "--no-progress"]  # fmt: skip
 
 
-@pytest.mark.parametrize("target", sorted(cli.TARGETS))
+@pytest.mark.parametrize("target", sorted(TARGETS))
 def test_every_target_can_be_fitted(tmp_path, target):
-    assert cli.main(["fit", "--target", target, "--flow", "planar", *TINY, "--out", str(tmp_path / "run")]) == 0
+    assert main(["fit", "--target", target, "--flow", "planar", *TINY, "--out", str(tmp_path / "run")]) == 0
 
 
-@pytest.mark.parametrize("flow", sorted(cli.PRESETS))
+@pytest.mark.parametrize("flow", sorted(PRESETS))
 def test_every_flow_can_be_fitted(tmp_path, flow):
-    assert cli.main(["fit", "--target", "two-modes", "--flow", flow, *TINY, "--out", str(tmp_path / "run")]) == 0
+    assert main(["fit", "--target", "two-modes", "--flow", flow, *TINY, "--out", str(tmp_path / "run")]) == 0
     assert np.isfinite(json.loads((tmp_path / "run" / "metrics.json").read_text())["kl"])
 
 
@@ -84,12 +87,12 @@ def test_every_flow_can_be_fitted(tmp_path, flow):
 def test_every_base_can_be_fitted_and_its_run_sampled(tmp_path, base, capsys):
     out = tmp_path / "run"
     argv = ["fit", "--target", "two-modes", "--flow", "realnvp", "--base", base, *TINY, "--out", str(out)]
-    assert cli.main(argv) == 0
+    assert main(argv) == 0
     assert json.loads((out / "config.json").read_text())["base"] == base
     assert np.isfinite(json.loads((out / "metrics.json").read_text())["kl"])
     samples = tmp_path / "samples.npy"
-    assert cli.main(["sample", str(out), "-n", "300", "-o", str(samples), "--log-prob"]) == 0
-    model = cli._load_run(str(out))[0]
+    assert main(["sample", str(out), "-n", "300", "-o", str(samples), "--log-prob"]) == 0
+    model = load_run(out).model
     assert type(model.q0).__name__ == {"resampled": "ResampledGaussian", "tempered": "TemperedGaussian",
                                        "mixture": "GaussianMixture"}[base]  # fmt: skip
     assert np.isfinite(np.load(samples)).all()
@@ -98,7 +101,7 @@ def test_every_base_can_be_fitted_and_its_run_sampled(tmp_path, base, capsys):
 def test_forward_kl_and_target_parameters(tmp_path):
     out = tmp_path / "fkl"
     assert (
-        cli.main(
+        main(
             [
                 "fit",
                 "--target",
@@ -118,9 +121,9 @@ def test_forward_kl_and_target_parameters(tmp_path):
 
 
 def test_targets_lists_every_target(capsys):
-    assert cli.main(["targets"]) == 0
+    assert main(["targets"]) == 0
     listed = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
-    assert listed == list(cli.TARGETS)
+    assert listed == list(TARGETS)
 
 
 @pytest.mark.parametrize(
@@ -147,24 +150,24 @@ def test_targets_lists_every_target(capsys):
 )
 def test_bad_input_gives_one_error_line(tmp_path, capsys, argv, message):
     (tmp_path / "file.txt").write_text("")
-    if "cuda" in " ".join(argv) and cli.torch.cuda.is_available():
+    if "cuda" in " ".join(argv) and torch.cuda.is_available():
         pytest.skip("CUDA is available here")
-    assert cli.main([a.format(tmp=tmp_path) for a in argv]) == 2
+    assert main([a.format(tmp=tmp_path) for a in argv]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("flowforge: error: ") and message in err[0], err
     assert not (tmp_path / "a").exists(), "a refused run must not leave a folder behind"
 
 
 def test_sample_rejects_bad_output(short_run, tmp_path, capsys):
-    assert cli.main(["sample", str(short_run), "-n", "5", "-o", str(tmp_path / "x.txt")]) == 2
+    assert main(["sample", str(short_run), "-n", "5", "-o", str(tmp_path / "x.txt")]) == 2
     assert "must end in .npy or .csv" in capsys.readouterr().err
-    assert cli.main(["sample", str(short_run), "-n", "5", "-o", str(tmp_path / "no" / "x.npy")]) == 2
+    assert main(["sample", str(short_run), "-n", "5", "-o", str(tmp_path / "no" / "x.npy")]) == 2
     assert "does not exist" in capsys.readouterr().err
 
 
 def test_console_script_exits_cleanly_without_traceback(tmp_path):
     executable = shutil.which("flowforge") or sys.executable
-    prefix = [executable] if executable.endswith("flowforge") else [executable, "-m", "flowforge.cli"]
+    prefix = [executable] if executable.endswith("flowforge") else [executable, "-m", "flowforge"]
     result = subprocess.run([*prefix, "fit", "--layers", "0", "--out", str(tmp_path)], capture_output=True, text=True)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip() == "flowforge: error: argument --layers: expected a positive integer, got '0'"
@@ -175,8 +178,9 @@ def test_demo_short_schedule_improves_on_the_initial_flow(tmp_path):
     args = ["demo", "--iterations", "1500", "--anneal", "750", "--frame-every", "500", "--frame-samples", "8192",
             "--eval-samples", "5000", "--kl-grid", "200", "--grid-size", "50", "--no-progress",
             "--out", str(out)]  # fmt: skip
-    assert cli.main(args) == 0
+    assert main(args) == 0
     metrics = json.loads((out / "metrics.json").read_text())
+    assert json.loads((out / "config.json").read_text())["kind"] == "target"
     assert metrics["kl"] < 1.5 and metrics["ess"] > 0.05
 
 
@@ -184,7 +188,7 @@ def test_demo_short_schedule_improves_on_the_initial_flow(tmp_path):
 def test_demo_meets_the_quality_bar(tmp_path):
     """The seed's full schedule: KL(q‖p) on the grid at most 0.25 nats, ESS at least 0.3."""
     out = tmp_path / "demo"
-    assert cli.main(["demo", "--no-progress", "--out", str(out)]) == 0
+    assert main(["demo", "--no-progress", "--out", str(out)]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["kl"] <= 0.25 and metrics["ess"] >= 0.3, metrics
 
@@ -196,18 +200,19 @@ def test_mcmc_writes_samples_picture_and_numbers(tmp_path, target, kernel, extra
             "--leapfrog-steps", "3", "--grid-size", "30", "--out", str(out)]  # fmt: skip
     for pair in extra:
         argv += ["--target-param", pair]
-    assert cli.main(argv) == 0
+    assert main(argv) == 0
     samples = np.load(out / "samples.npy")
     assert samples.shape == (320, 4 if extra else 2) and np.isfinite(samples).all()
     numbers = json.loads((out / "metrics.json").read_text())
     assert 0 < numbers["acceptance"] <= 1 and len(numbers["mean_exact"]) == samples.shape[1]
     assert (out / "comparison.png").stat().st_size > 0
-    assert json.loads((out / "config.json").read_text())["kernel"] == kernel
+    config = json.loads((out / "config.json").read_text())
+    assert config["kernel"] == kernel and config["kind"] == "mcmc"
 
 
 def test_mcmc_rejects_bad_target_parameters(tmp_path, capsys):
     argv = ["mcmc", "--target", "many-well", "--target-param", "dim=5", "--out", str(tmp_path / "x")]
-    assert cli.main(argv) == 2
+    assert main(argv) == 2
     assert "even dim" in capsys.readouterr().err
 
 
@@ -216,12 +221,13 @@ def test_compare_puts_target_mcmc_and_flow_depths_side_by_side(tmp_path):
     argv = ["compare", "--target", "two-modes", "--depths", "1,3", "--iterations", "20", "--chains", "8",
             "--mcmc-samples", "10", "--frame-samples", "1000", "--grid-size", "20", "--kl-grid", "20",
             "--compile", "off", "--no-progress", "--out", str(out)]  # fmt: skip
-    assert cli.main(argv) == 0
+    assert main(argv) == 0
     numbers = json.loads((out / "metrics.json").read_text())
     assert set(numbers["flows"]) == {"1", "3"} and all(np.isfinite(v["kl"]) for v in numbers["flows"].values())
     assert 0 < numbers["mcmc"]["acceptance"] <= 1 and (out / "comparison.png").stat().st_size > 0
+    assert json.loads((out / "config.json").read_text())["kind"] == "compare"
 
 
 def test_compare_rejects_bad_depths(tmp_path, capsys):
-    assert cli.main(["compare", "--depths", "2,x", "--out", str(tmp_path / "c")]) == 2
+    assert main(["compare", "--depths", "2,x", "--out", str(tmp_path / "c")]) == 2
     assert "--depths must be positive integers" in capsys.readouterr().err

@@ -5,13 +5,13 @@ import json
 import numpy as np
 import pytest
 
-from flowforge import cli
+from flowforge.cli import main
 
 QUICK = ["--epochs", "3", "--no-progress", "--hidden", "16", "--layers", "2"]
 
 
 def run(*arguments):
-    return cli.main([str(a) for a in arguments])
+    return main([str(a) for a in arguments])
 
 
 def test_toy_set_run_folder_has_numbers_samples_and_pictures(tmp_path):
@@ -20,6 +20,7 @@ def test_toy_set_run_folder_has_numbers_samples_and_pictures(tmp_path):
     assert {"config.json", "metrics.json", "model.pt", "loss.png", "samples.csv", "pairs.png", "comparison.png"} <= {
         p.name for p in out.iterdir()
     }
+    assert json.loads((out / "config.json").read_text())["kind"] == "table"
     numbers = json.loads((out / "metrics.json").read_text())
     assert numbers["rows"] == {"train": 2400, "validation": 300, "test": 300}
     assert numbers["test_nll"] < numbers["gaussian_test_nll"]
@@ -86,6 +87,7 @@ def test_class_conditional_digits_run_and_sampling_a_class(tmp_path):
     assert {"samples.png", "samples-t0.7.png", "data.png", "samples.npy", "metrics.json"} <= {
         p.name for p in out.iterdir()
     }
+    assert json.loads((out / "config.json").read_text())["kind"] == "images"
     numbers = json.loads((out / "metrics.json").read_text())
     assert 0 < numbers["bits_per_dim"] < np.log2(17) and numbers["dim"] == 64
     assert run("sample", out, "-n", "6", "-o", tmp_path / "threes.npy", "--label", "3") == 0

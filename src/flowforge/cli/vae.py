@@ -1,9 +1,10 @@
 """``flowforge vae``: a VAE with a flow posterior on the bundled digits or a ``.npy`` array.
 
-A run folder gets ``config.json``, ``model.pt`` (config and state dict), ``metrics.json`` (test ELBO,
-importance-sampled test log-likelihood and their gap, per data point in nats, with standard errors),
-``loss.png`` (training loss and validation ELBO by epoch), ``samples.png`` (decoder means at prior
-draws) and ``reconstructions.png`` (test images above their reconstructions).
+A run folder (kind ``"vae"``) gets ``config.json``, ``model.pt`` (config and state dict),
+``metrics.json`` (test ELBO, importance-sampled test log-likelihood and their gap, per data point in
+nats, with standard errors), ``loss.png`` (training loss and validation ELBO by epoch),
+``samples.png`` (decoder means at prior draws) and ``reconstructions.png`` (test images above their
+reconstructions).
 """
 
 from __future__ import annotations
@@ -15,20 +16,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import __version__, plot
-from .datasets import binarize, load_digits, split
-from .presets import VAE, VAE_POSTERIORS
-from .train import TrainingDiverged, elbo_per_row, fit_vae, log_likelihood_per_row
-from .vae import LIKELIHOODS
+from .. import plot
+from ..datasets import binarize, load_digits, split
+from ..presets import VAE, VAE_POSTERIORS
+from ..train import TrainingDiverged, elbo_per_row, fit_vae, log_likelihood_per_row
+from ..vae import LIKELIHOODS
+from ..version import __version__
+from . import runs
+from .errors import CLIError
+from .validators import device, fractions, non_negative_int, positive_float, positive_int
 
 
-class VAEUsageError(Exception):
-    """A bad ``vae`` command line or data file: the message says what was expected."""
-
-
-def add_vae_arguments(
-    parser: argparse.ArgumentParser, positive_int, non_negative_int, positive_float, fractions
-) -> None:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``vae``."""
     parser.add_argument(
         "--data", default="digits", metavar="digits|FILE.npy",
         help="the bundled 8x8 digits (intensities in [0, 1]) or an array (rows, ...) saved with numpy",
@@ -62,20 +62,20 @@ def _load(args: argparse.Namespace) -> torch.Tensor:
         return (images / 16.0).float()
     path = Path(args.data)
     if path.suffix != ".npy":
-        raise VAEUsageError(f"--data must be 'digits' or a .npy file, got {args.data!r}")
+        raise CLIError(f"--data must be 'digits' or a .npy file, got {args.data!r}")
     try:
         values = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as error:
-        raise VAEUsageError(f"cannot read {args.data!r}: {error}") from None
+        raise CLIError(f"cannot read {args.data!r}: {error}") from None
     if values.ndim < 2 or values.shape[0] < 3 or not np.issubdtype(values.dtype, np.number):
-        raise VAEUsageError(
+        raise CLIError(
             f"{args.data!r} must hold a numeric array (rows, ...) of at least 3 rows, got shape {values.shape}"
         )
     data = torch.from_numpy(values.astype(np.float32))
     if not torch.isfinite(data).all():
-        raise VAEUsageError(f"{args.data!r} holds non-finite values")
+        raise CLIError(f"{args.data!r} holds non-finite values")
     if args.likelihood == "bernoulli" and not ((data >= 0) & (data <= 1)).all():
-        raise VAEUsageError(f"a Bernoulli VAE needs values in [0, 1] in {args.data!r}; use --likelihood gaussian")
+        raise CLIError(f"a Bernoulli VAE needs values in [0, 1] in {args.data!r}; use --likelihood gaussian")
     return data
 
 
@@ -88,15 +88,18 @@ def _as_image_batch(values: torch.Tensor) -> np.ndarray | None:
     return None
 
 
-def run_vae(args: argparse.Namespace, out: Path, device: torch.device, write_json) -> dict:
+def run(args: argparse.Namespace) -> dict:
+    """``vae``: split the data, fit with KL warm-up and early stopping, evaluate, and write the run folder."""
+    chosen = device(args.device)
     data = _load(args)
     torch.manual_seed(args.seed)
     try:
         train, validation, test = split(data, tuple(args.split), seed=args.seed)
     except ValueError as error:
-        raise VAEUsageError(str(error)) from None
+        raise CLIError(str(error)) from None
     if len(validation) == 0 or len(test) == 0:
-        raise VAEUsageError(f"{len(data)} rows leave no validation or test rows with --split {args.split}")
+        raise CLIError(f"{len(data)} rows leave no validation or test rows with --split {args.split}")
+    out = runs.prepare_out(args.out)
     dynamic = args.likelihood == "bernoulli" and args.binarize == "dynamic"
     if dynamic:  # evaluation data are binarised once, with a seed of their own
         generator = torch.Generator().manual_seed(args.seed + 1)
@@ -104,23 +107,22 @@ def run_vae(args: argparse.Namespace, out: Path, device: torch.device, write_jso
     config = {key: getattr(args, key) for key in ("data", "posterior", "layers", "latent", "hidden", "flow_hidden",
                                                   "likelihood", "binarize", "epochs", "batch_size", "lr", "warmup",
                                                   "patience", "is_samples", "seed")}  # fmt: skip
-    config.update(shape=list(data.shape[1:]), split=list(args.split), device=str(device), flowforge_version=__version__)
+    config.update(shape=list(data.shape[1:]), split=list(args.split), device=str(chosen), flowforge_version=__version__)
     config["rows"] = {"train": len(train), "validation": len(validation), "test": len(test)}
-    write_json(out / "config.json", config)
+    config = runs.write_config(out, "vae", config)
     model = VAE(tuple(data.shape[1:]), args.latent, args.posterior, args.layers, args.hidden, args.flow_hidden,
-                args.likelihood).to(device)  # fmt: skip
+                args.likelihood).to(chosen)  # fmt: skip
     diverged = None
     try:
         result = fit_vae(
             model, train, validation, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
             warmup_epochs=args.warmup, binarize_train=dynamic, patience=args.patience, seed=args.seed,
-            device=device, progress=not args.no_progress,
+            device=chosen, progress=not args.no_progress,
         )  # fmt: skip
     except TrainingDiverged as error:
         result, diverged = error.result, str(error)
     model.eval()
-    with plot.atomic_path(out / "model.pt") as temporary:
-        torch.save({"config": config, "state_dict": model.state_dict()}, temporary)
+    runs.save_checkpoint(out, config, model)
     plot.save_epoch_curves(
         out / "loss.png",
         {"training loss (−ELBO, KL warm-up)": result.train_loss, "validation −ELBO": -result.validation_elbo},
@@ -131,18 +133,18 @@ def run_vae(args: argparse.Namespace, out: Path, device: torch.device, write_jso
     pictures = _as_image_batch(model.sample(64).cpu())
     if pictures is not None:
         plot.save_image_grid(out / "samples.png", pictures, 8, f"decoder means at prior draws ({args.posterior})")
-        shown = test[:16].to(device=device, dtype=next(model.parameters()).dtype)
+        shown = test[:16].to(device=chosen, dtype=next(model.parameters()).dtype)
         rebuilt = model.reconstruct(shown)
         rows = _as_image_batch(torch.cat([shown[:8], rebuilt[:8], shown[8:], rebuilt[8:]]).cpu())
         plot.save_image_grid(out / "reconstructions.png", rows, 8, "test images (rows 1, 3) and reconstructions")
-    write_json(out / "metrics.json", numbers)
+    runs.write_json(out / runs.METRICS, numbers)
     print(
         f"{args.posterior} posterior: test ELBO {numbers['test_elbo']:.3f}, log p(x) ≈ "
         f"{numbers['test_log_likelihood']:.3f} ± {numbers['test_log_likelihood_standard_error']:.3f} nats "
         f"({args.is_samples} importance samples), {numbers['epochs']} epochs, {numbers['train_time_s']:.1f} s -> {out}"
     )
     if diverged:
-        raise VAEUsageError(f"training stopped: {diverged} (the checkpoint of the best state is in {out})")
+        raise CLIError(f"training stopped: {diverged} (the checkpoint of the best state is in {out})")
     return numbers
 
 

@@ -1,11 +1,12 @@
-"""The data half of the ``flowforge`` command: ``flowforge fit --data SOURCE`` and sampling its runs.
+"""``flowforge fit --data SOURCE``: fitting a flow to data, and drawing samples of its runs.
 
 A source is a file (CSV, TXT, NPY, NPZ), a toy set by name, a bundled real table (``wine``,
 ``breast-cancer``) or the bundled ``digits`` images. Tabular data are whitened with the training
 split's mean and covariance, stored in the model as its last layer (:class:`Whitening`), so the
 model starts as the full-covariance Gaussian and ``log_prob`` and samples are in the data's own
 units; a context (``--context COLS``) is standardised and its statistics kept in the checkpoint.
-Images are dequantised and modelled on ``[0, 1]`` by a multi-scale Glow.
+Images are dequantised and modelled on ``[0, 1]`` by a multi-scale Glow. The run's kind is
+``"table"`` or ``"images"``.
 """
 
 from __future__ import annotations
@@ -17,23 +18,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import __version__, metrics, plot
-from .datasets import DIGITS_LEVELS, REAL_TABLES, TOY_DATA, DataError, load_digits, load_real_table, load_table, split
-from .flows import Whitening
-from .presets import MAF, NSF, MultiscaleGlow, NSFAutoregressive, RealNVP
-from .train import TrainingDiverged, fit_data, mean_nll, nll_per_row
+from .. import metrics, plot
+from ..datasets import DIGITS_LEVELS, REAL_TABLES, TOY_DATA, DataError, load_digits, load_real_table, load_table, split
+from ..train import TrainingDiverged, fit_data, mean_nll, nll_per_row
+from ..version import __version__
+from . import runs
+from .errors import CLIError
+from .models import TABLE_FLOWS, build_data_model
+from .validators import device, fractions, positive_float, positive_int
 
-TABLE_FLOWS = {"realnvp": RealNVP, "maf": MAF, "nsf": NSF, "nsf-ar": NSFAutoregressive}
-"""Presets for tabular data: each takes ``(dim, layers, hidden=..., context_features=...)``."""
 IMAGE_SETS = ("digits",)
 IMAGE_FLOWS = ("glow",)
 
 
-class DataUsageError(Exception):
-    """A mistake in a data run's request; the command reports it in one line."""
-
-
-def add_data_arguments(parser: argparse.ArgumentParser, positive_int, positive_float, fractions) -> None:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``fit`` that apply to data fits."""
     group = parser.add_argument_group("fitting data (with --data)")
     group.add_argument(
         "--data",
@@ -66,9 +65,9 @@ def _selection(spec: str | None, names: list[str], what: str) -> list[int] | Non
         elif item.lstrip("-").isdigit() and -len(names) <= int(item) < len(names):
             chosen.append(int(item) % len(names))
         else:
-            raise DataUsageError(f"{what}: no column {item!r}; columns are {', '.join(names)}")
+            raise CLIError(f"{what}: no column {item!r}; columns are {', '.join(names)}")
     if len(set(chosen)) != len(chosen):
-        raise DataUsageError(f"{what}: a column is named twice in {spec!r}")
+        raise CLIError(f"{what}: a column is named twice in {spec!r}")
     return chosen
 
 
@@ -77,11 +76,11 @@ def load_source(args: argparse.Namespace) -> dict:
     source = args.data
     if source in IMAGE_SETS:
         if args.columns or args.context:
-            raise DataUsageError("--columns and --context apply to tables; for digits use --class-cond")
+            raise CLIError("--columns and --context apply to tables; for digits use --class-cond")
         images, labels = load_digits()
         return {"kind": "images", "data": images, "labels": labels, "levels": DIGITS_LEVELS, "names": None}
     if args.class_cond:
-        raise DataUsageError("--class-cond needs labelled images (--data digits)")
+        raise CLIError("--class-cond needs labelled images (--data digits)")
     try:
         if source in TOY_DATA:
             table, names = TOY_DATA[source](args.num_data, seed=args.seed).double(), ["x1", "x2"]
@@ -91,19 +90,19 @@ def load_source(args: argparse.Namespace) -> dict:
             path = Path(source)
             if not path.suffix and not path.exists():
                 known = ", ".join([*TOY_DATA, *REAL_TABLES, *IMAGE_SETS])
-                raise DataUsageError(f"--data {source!r} is neither a file nor a known data set ({known})")
+                raise CLIError(f"--data {source!r} is neither a file nor a known data set ({known})")
             table, names = load_table(path, key=args.key)
     except DataError as error:
-        raise DataUsageError(str(error)) from None
+        raise CLIError(str(error)) from None
     context_index = _selection(args.context, names, "--context") or []
     data_index = _selection(args.columns, names, "--columns")
     if data_index is None:
         data_index = [i for i in range(len(names)) if i not in context_index]
     overlap = sorted(set(data_index) & set(context_index))
     if overlap:
-        raise DataUsageError(f"column(s) {[names[i] for i in overlap]} are both data and context")
+        raise CLIError(f"column(s) {[names[i] for i in overlap]} are both data and context")
     if len(data_index) < 2:
-        raise DataUsageError(f"need at least 2 data columns for a flow, got {[names[i] for i in data_index]}")
+        raise CLIError(f"need at least 2 data columns for a flow, got {[names[i] for i in data_index]}")
     return {
         "kind": "table",
         "data": table[:, data_index],
@@ -111,32 +110,6 @@ def load_source(args: argparse.Namespace) -> dict:
         "names": [names[i] for i in data_index],
         "context_names": [names[i] for i in context_index],
     }
-
-
-def build_data_model(config: dict, train: torch.Tensor | None = None):
-    """The model a data run's ``config`` describes. Tables: the preset followed by a
-    :class:`~flowforge.flows.Whitening` layer with the mean and covariance of ``train`` (so the
-    model starts as the full-covariance Gaussian of the training data and works in the data's
-    units); without ``train``, placeholders that ``load_state_dict`` fills."""
-    if config["kind"] == "images":
-        return MultiscaleGlow(
-            tuple(config["shape"]), config["scales"], config["layers"], config["hidden"],
-            num_classes=10 if config["class_cond"] else None,
-        )  # fmt: skip
-    dim = len(config["names"])
-    context_features = len(config["context_names"]) or None
-    model = TABLE_FLOWS[config["flow"]](
-        dim, config["layers"], hidden=config["hidden"], context_features=context_features
-    )
-    dtype = torch.get_default_dtype()
-    if train is None:
-        model.flows.append(Whitening(torch.zeros(dim, dtype=dtype), torch.eye(dim, dtype=dtype)))
-    else:
-        try:
-            model.flows.append(Whitening.from_data(train.to(dtype)))
-        except ValueError as error:
-            raise DataUsageError(f"the training data cannot be fitted: {error}") from None
-    return model
 
 
 def _standardise(context: torch.Tensor | None, mean: torch.Tensor | None, std: torch.Tensor | None):
@@ -147,31 +120,32 @@ def _check_statistics(data: torch.Tensor, names: list[str], what: str) -> tuple[
     std = data.std(0, unbiased=False)
     constant = [names[i] for i in torch.nonzero(std == 0).flatten().tolist()]
     if constant:
-        raise DataUsageError(f"{what} column(s) {constant} are constant in the training split; drop them")
+        raise CLIError(f"{what} column(s) {constant} are constant in the training split; drop them")
     return data.mean(0), std
 
 
-def run_fit_data(args: argparse.Namespace, out: Path, device: torch.device, write_json) -> Path:
+def run(args: argparse.Namespace) -> Path:
+    """``fit --data``: split, whiten, fit with early stopping, and write the run folder."""
+    chosen = device(args.device)
     flow = args.flow or ("glow" if args.data in IMAGE_SETS else "nsf")
     source = load_source(args)
     images = source["kind"] == "images"
     allowed = IMAGE_FLOWS if images else tuple(TABLE_FLOWS)
     if flow not in allowed:
         kind = "images" if images else "tabular data"
-        raise DataUsageError(f"--flow {flow} does not fit {kind}; choose one of {', '.join(allowed)}")
+        raise CLIError(f"--flow {flow} does not fit {kind}; choose one of {', '.join(allowed)}")
     torch.manual_seed(args.seed)
     context = source["labels"] if images and args.class_cond else source.get("context")
     tensors = (source["data"],) if context is None else (source["data"], context)
     try:
         parts = split(tensors, tuple(args.split), seed=args.seed)
     except ValueError as error:
-        raise DataUsageError(str(error)) from None
+        raise CLIError(str(error)) from None
     (train, *train_c), (validation, *validation_c), (test, *test_c) = parts
     if len(validation) == 0 or len(test) == 0:
-        raise DataUsageError(f"{len(source['data'])} rows leave no validation or test rows with --split {args.split}")
+        raise CLIError(f"{len(source['data'])} rows leave no validation or test rows with --split {args.split}")
     train_c, validation_c, test_c = (c[0] if c else None for c in (train_c, validation_c, test_c))
     config = {
-        "kind": source["kind"],
         "data": args.data,
         "names": source["names"],
         "context_names": source.get("context_names", []),
@@ -191,7 +165,7 @@ def run_fit_data(args: argparse.Namespace, out: Path, device: torch.device, writ
         "weight_decay": args.weight_decay,
         "clip_grad": args.clip_grad,
         "seed": args.seed,
-        "device": str(device),
+        "device": str(chosen),
         "flowforge_version": __version__,
     }
     statistics = {}
@@ -203,28 +177,28 @@ def run_fit_data(args: argparse.Namespace, out: Path, device: torch.device, writ
             train_c, validation_c, test_c = (
                 _standardise(c, context_mean, context_std) for c in (train_c, validation_c, test_c)
             )
-    write_json(out / "config.json", config)
-    model = build_data_model(config, None if images else train).to(device)
+    out = runs.prepare_out(args.out)
+    config = runs.write_config(out, source["kind"], config)
+    model = build_data_model(config, None if images else train).to(chosen)
     try:
         result = fit_data(
             model, train, validation, train_context=train_c, validation_context=validation_c,
             levels=config["levels"], epochs=args.epochs, batch_size=config["batch_size"], lr=args.lr,
             weight_decay=args.weight_decay, clip_grad_norm=args.clip_grad, patience=args.patience,
-            seed=args.seed, device=device, progress=not args.no_progress,
+            seed=args.seed, device=chosen, progress=not args.no_progress,
         )  # fmt: skip
         diverged = None
     except TrainingDiverged as error:
         result, diverged = error.result, str(error)
     model.eval()
-    with plot.atomic_path(out / "model.pt") as temporary:
-        torch.save({"config": config, "state_dict": model.state_dict(), "context": statistics}, temporary)
+    runs.save_checkpoint(out, config, model, context=statistics)
     plot.save_epoch_curves(
         out / "loss.png", {"training": result.train_nll, "validation": result.validation_nll}, "NLL (nats per row)"
     )
     numbers = _data_metrics(model, config, result, train, validation, test, validation_c, test_c)
     numbers["diverged"] = diverged
     _write_samples(out, model, config, train, test, test_c, args.num_samples or len(test), statistics)
-    write_json(out / "metrics.json", numbers)
+    runs.write_json(out / runs.METRICS, numbers)
     summary = f"test NLL = {numbers['test_nll']:.4f} ± {numbers['test_nll_standard_error']:.4f} nats"
     if "bits_per_dim" in numbers:
         summary += f" ({numbers['bits_per_dim']:.3f} bits/dim)"
@@ -234,7 +208,7 @@ def run_fit_data(args: argparse.Namespace, out: Path, device: torch.device, writ
         f"{summary}, {len(result.train_nll)} epochs (best {result.best_epoch + 1}), {result.wall_time:.1f} s -> {out}"
     )
     if diverged:
-        raise DataUsageError(f"training stopped: {diverged} (the checkpoint of the best state is in {out})")
+        raise CLIError(f"training stopped: {diverged} (the checkpoint of the best state is in {out})")
     return out
 
 
@@ -297,8 +271,7 @@ def _write_samples(out: Path, model, config, train, test, test_c, count, statist
         samples = draw_samples(
             model, config, count, None if test_c is None else test_c.repeat(-(-count // len(test_c)))[:count]
         )
-        with plot.atomic_path(out / "samples.npy") as temporary, open(temporary, "wb") as handle:
-            np.save(handle, samples.numpy())
+        runs.save_npy(out / "samples.npy", samples.numpy())
         return
     context = None if test_c is None else test_c.repeat(-(-count // len(test_c)), 1)[:count]
     samples = draw_samples(model, config, count, context)
@@ -307,8 +280,7 @@ def _write_samples(out: Path, model, config, train, test, test_c, count, statist
     if context is not None:
         original = context * statistics["context_std"] + statistics["context_mean"]
         columns, header = torch.cat([samples, original], 1), header + list(config["context_names"])
-    with plot.atomic_path(out / "samples.csv") as temporary:
-        np.savetxt(temporary, columns.numpy(), delimiter=",", header=",".join(header), comments="")
+    runs.save_csv(out / "samples.csv", columns.numpy(), header)
     plot.save_pair_plot(out / "pairs.png", test.numpy(), samples.numpy(), config["names"])
     if len(config["names"]) == 2 and context is None:
         low, high = np.percentile(test.numpy(), [0.5, 99.5], axis=0)

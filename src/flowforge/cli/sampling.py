@@ -1,33 +1,35 @@
-"""``flowforge mcmc``: Markov-chain samples of a target, its picture and its numbers.
+"""``flowforge mcmc`` and ``flowforge compare``: Markov chains on a target, and flows of several depths beside them.
 
-A run folder gets ``samples.npy`` (all kept states, chains after one another), ``comparison.png``
-(the target's density beside a histogram of the chains, the first pair of coordinates for targets
-beyond 2-D), ``config.json`` and ``metrics.json`` (acceptance, step sizes, wall time, and, for
-targets that can be sampled exactly, the chains' mean and standard deviation per coordinate beside
-the exact ones).
+An ``mcmc`` run folder (kind ``"mcmc"``) gets ``samples.npy`` (all kept states, chains after one
+another), ``comparison.png`` (the target's density beside a histogram of the chains, the first pair of
+coordinates for targets beyond 2-D), ``config.json`` and ``metrics.json`` (acceptance, step sizes,
+wall time, and, for targets that can be sampled exactly, the chains' mean and standard deviation per
+coordinate beside the exact ones). A ``compare`` run folder (kind ``"compare"``) gets
+``comparison.png`` (target | MCMC | one flow per depth, Rezende & Mohamed's figure), ``config.json``
+and ``metrics.json`` (the grid KL of each depth).
 """
 
 from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
-import numpy as np
 import torch
 
-from . import __version__, plot
-from .distributions.targets import HIGH_DIMENSIONAL_TARGETS, TARGETS, ManyWell
-from .mcmc import KERNELS, sample_chain
+from .. import metrics, plot
+from ..distributions.targets import TARGETS, ManyWell
+from ..mcmc import KERNELS, sample_chain
+from ..presets import PRESETS
+from ..train import fit
+from ..version import __version__
+from . import runs
+from .errors import CLIError
+from .validators import ALL_TARGETS, build_target, depths, device, non_negative_int, positive_float, positive_int
+from .validators import target_params as parse_target_params
 
-ALL_TARGETS = {**TARGETS, **HIGH_DIMENSIONAL_TARGETS}
 
-
-class SamplingUsageError(Exception):
-    """A bad ``mcmc`` command line or target: the message says what was expected."""
-
-
-def add_mcmc_arguments(parser: argparse.ArgumentParser, positive_int, non_negative_int, positive_float) -> None:
+def add_mcmc_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``mcmc``."""
     parser.add_argument("--target", choices=sorted(ALL_TARGETS), default="two-modes")
     parser.add_argument("--target-param", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--kernel", choices=KERNELS, default="hmc", help="Metropolis-Hastings or Hamiltonian MC")
@@ -61,21 +63,17 @@ def _first_pair_log_prob(target):
     return None
 
 
-def _target(targets: dict, name: str, params: dict, device: torch.device):
-    """The target ``name`` built with ``params`` on ``device``; bad parameters end in a usage error."""
-    try:
-        return targets[name](**params).to(device)
-    except (TypeError, ValueError) as error:
-        raise SamplingUsageError(f"invalid parameters for target {name!r}: {error}") from None
-
-
-def run_mcmc(args: argparse.Namespace, out: Path, device: torch.device, target_params: dict, write_json) -> dict:
+def run_mcmc(args: argparse.Namespace) -> dict:
+    """``mcmc``: chains on the target, their samples, picture and numbers."""
+    params = parse_target_params(args.target, args.target_param)
+    chosen = device(args.device)
     torch.manual_seed(args.seed)
-    target = _target(ALL_TARGETS, args.target, target_params, device)
+    target = build_target(ALL_TARGETS, args.target, params, chosen)
+    out = runs.prepare_out(args.out)
     config = {key: getattr(args, key) for key in ("target", "kernel", "chains", "samples", "burn_in", "thin",
                                                   "step_size", "leapfrog_steps", "seed")}  # fmt: skip
-    config.update(target_params=target_params, version=__version__)
-    write_json(out / "config.json", config)
+    config.update(target_params=params, version=__version__)
+    runs.write_config(out, "mcmc", config)
     start = time.perf_counter()
     chain = sample_chain(
         target.log_prob, _initial_states(target, args.chains), args.samples, kernel=args.kernel,
@@ -84,9 +82,8 @@ def run_mcmc(args: argparse.Namespace, out: Path, device: torch.device, target_p
     seconds = time.perf_counter() - start
     samples = chain.flat().detach()
     if not torch.isfinite(samples).all():
-        raise SamplingUsageError("the chains reached non-finite states; try a smaller --step-size")
-    with plot.atomic_path(out / "samples.npy") as temporary, open(temporary, "wb") as handle:
-        np.save(handle, samples.cpu().numpy())
+        raise CLIError("the chains reached non-finite states; try a smaller --step-size")
+    runs.save_npy(out / "samples.npy", samples.cpu().numpy())
     summary = {
         "acceptance": chain.acceptance,
         "step_size_median": float(chain.step_size.median()),
@@ -110,7 +107,7 @@ def run_mcmc(args: argparse.Namespace, out: Path, device: torch.device, target_p
         name = "target density" + ("" if target.n_dims == 2 else " (first pair)")
         panels = [(name, density), (f"{args.kernel.upper()} samples, {args.chains} chains", counts)]
         plot.save_comparison(out / "comparison.png", panels, bounds)
-    write_json(out / "metrics.json", summary)
+    runs.write_json(out / runs.METRICS, summary)
     print(
         f"{args.kernel}: {samples.shape[0]} states of {args.target} in {seconds:.1f} s, acceptance "
         f"{chain.acceptance:.2f}; wrote {out}"
@@ -118,7 +115,8 @@ def run_mcmc(args: argparse.Namespace, out: Path, device: torch.device, target_p
     return summary
 
 
-def add_compare_arguments(parser: argparse.ArgumentParser, positive_int, positive_float) -> None:
+def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``compare``."""
     parser.add_argument("--target", choices=sorted(TARGETS), default="u1")
     parser.add_argument("--target-param", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--flow", choices=("planar", "radial", "realnvp", "maf", "iaf", "nsf", "nsf-ar"),
@@ -140,28 +138,17 @@ def add_compare_arguments(parser: argparse.ArgumentParser, positive_int, positiv
     parser.add_argument("--out", required=True, metavar="DIR")
 
 
-def _depths(text: str) -> list[int]:
-    try:
-        depths = [int(part) for part in text.split(",")]
-    except ValueError:
-        depths = []
-    if not depths or any(depth < 1 for depth in depths):
-        raise SamplingUsageError(f"--depths must be positive integers separated by commas, got {text!r}")
-    return depths
-
-
-def run_compare(args: argparse.Namespace, out: Path, device: torch.device, target_params: dict, write_json) -> dict:
-    """Rezende & Mohamed's figure: the target, MCMC samples, and flows of several depths fitted to it."""
-    from . import metrics
-    from .presets import PRESETS
-    from .train import fit
-
-    depths = _depths(args.depths)
-    target = _target(TARGETS, args.target, target_params, device)
+def run_compare(args: argparse.Namespace) -> dict:
+    """``compare``: Rezende & Mohamed's figure: the target, MCMC samples, and flows of several depths fitted to it."""
+    params = parse_target_params(args.target, args.target_param)
+    chosen = device(args.device)
+    flow_depths = depths(args.depths)
+    target = build_target(TARGETS, args.target, params, chosen)
+    out = runs.prepare_out(args.out)
     config = {key: getattr(args, key) for key in ("target", "flow", "iterations", "samples_per_step", "lr", "kernel",
                                                   "chains", "mcmc_samples", "seed")}  # fmt: skip
-    config.update(depths=depths, target_params=target_params, version=__version__)
-    write_json(out / "config.json", config)
+    config.update(depths=flow_depths, target_params=params, version=__version__)
+    runs.write_config(out, "compare", config)
     bounds = tuple(tuple(row) for row in target.bounds.tolist())
     panels = [("target density", plot.density_on_grid(target.log_prob, bounds, args.grid_size, target.bounds))]
     torch.manual_seed(args.seed)
@@ -173,12 +160,12 @@ def run_compare(args: argparse.Namespace, out: Path, device: torch.device, targe
     panels.append((f"{args.kernel.upper()}: {chain.flat().shape[0]} states", plot.histogram2d(
         chain.flat().detach(), bounds, args.grid_size)))  # fmt: skip
     summary["flows"] = {}
-    for depth in depths:
+    for depth in flow_depths:
         torch.manual_seed(args.seed)
-        model = PRESETS[args.flow](2, depth, p=target).to(device)
+        model = PRESETS[args.flow](2, depth, p=target).to(chosen)
         start = time.perf_counter()
         fit(model, args.iterations, samples_per_step=args.samples_per_step, anneal_iters=args.iterations // 2,
-            lr=args.lr, seed=args.seed, device=device, compile=args.compile, progress=not args.no_progress)  # fmt: skip
+            lr=args.lr, seed=args.seed, device=chosen, compile=args.compile, progress=not args.no_progress)  # fmt: skip
         model.eval()
         grid = metrics.grid_kl(model, grid_size=args.kl_grid)
         summary["flows"][str(depth)] = {"kl": grid["kl"], "kl_grid_error": grid["kl_grid_error"],
@@ -187,6 +174,6 @@ def run_compare(args: argparse.Namespace, out: Path, device: torch.device, targe
         panels.append((f"{args.flow} K = {depth}: KL {grid['kl']:.3f}", counts))
         print(f"K = {depth}: KL(q||p) = {grid['kl']:.4f}")
     plot.save_comparison(out / "comparison.png", panels, bounds)
-    write_json(out / "metrics.json", summary)
+    runs.write_json(out / runs.METRICS, summary)
     print(f"wrote {out / 'comparison.png'}")
     return summary

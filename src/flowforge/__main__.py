@@ -1,0 +1,7 @@
+"""``python -m flowforge``: the ``flowforge`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,263 @@
+"""``flowforge fit`` and ``flowforge demo`` on a target density, and ``flowforge targets``.
+
+A target run folder (kind ``"target"``) gets ``config.json``, ``model.pt`` (config and state dict),
+``metrics.json`` (grid KL, ESS, log Z, speed), ``target.png``, ``initial.png``, ``learned.png``,
+``comparison.png``, ``training.gif`` and ``loss.png``. ``fit --data`` hands over to
+:mod:`flowforge.cli.data`; ``demo`` is ``fit`` with the seed's defaults and a default folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import metrics, plot
+from ..distributions.targets import TARGETS
+from ..presets import PRESETS
+from ..train import COMPILE_MODES, Every, TrainingDiverged, fit
+from ..version import __version__
+from . import data, runs
+from .errors import CLIError
+from .models import BASES, build_target_model
+from .validators import (
+    build_target,
+    device,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    target_defaults,
+    target_params,
+    value_range,
+)
+
+IMAGE_PRESETS = ("glow",)
+DEMO_OUT = "flowforge-demo"
+
+
+def add_arguments(parser: argparse.ArgumentParser, demo: bool = False) -> None:
+    """The options of ``fit`` (with the data options) or, with ``demo``, of ``demo`` (with a default ``--out``)."""
+    parser.add_argument(
+        "--target",
+        default="two-modes",
+        choices=sorted(TARGETS),
+        metavar="NAME",
+        help="target density (see `flowforge targets`)",
+    )
+    parser.add_argument(
+        "--target-param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="target parameter, e.g. loc=2 (repeatable)",
+    )
+    parser.add_argument(
+        "--flow",
+        default=None,
+        choices=sorted([*PRESETS, *IMAGE_PRESETS]),
+        metavar="NAME",
+        help=f"flow family: {', '.join(sorted(PRESETS))} (glow: images only); default planar for a target, "
+        "nsf for tabular data, glow for images",
+    )
+    parser.add_argument(
+        "--layers",
+        type=positive_int,
+        default=None,
+        help="number of flow layers (default 16 for a target, 6 for data; glow: steps per level, default 4)",
+    )
+    parser.add_argument(
+        "--base",
+        default="gaussian",
+        choices=BASES,
+        help="target fits: base distribution (resampled: learned accept/reject, Stimper et al. 2022)",
+    )
+    parser.add_argument(
+        "--loss",
+        default="reverse-kl",
+        choices=("reverse-kl", "forward-kl"),
+        help="reverse KL to the density, or forward KL to exact target samples",
+    )
+    parser.add_argument("--iterations", type=positive_int, default=20000)
+    parser.add_argument(
+        "--anneal",
+        type=non_negative_int,
+        default=10000,
+        help="annealing iterations, 0 for none: beta = min(1, beta0 + it/anneal)",
+    )
+    parser.add_argument("--beta0", type=non_negative_float, default=0.01, help="initial annealing beta")
+    parser.add_argument("--samples-per-step", type=positive_int, default=40)
+    parser.add_argument("--lr", type=positive_float, default=1e-3)
+    parser.add_argument("--weight-decay", type=non_negative_float, default=1e-4)
+    parser.add_argument(
+        "--frame-every", type=non_negative_int, default=200, help="iterations between animation frames, 0 for none"
+    )
+    parser.add_argument(
+        "--frame-samples", type=positive_int, default=2**20, help="flow samples per picture (default 2^20)"
+    )
+    parser.add_argument("--grid-size", type=positive_int, default=200, help="bins per axis in pictures")
+    parser.add_argument(
+        "--range",
+        type=value_range,
+        default=None,
+        metavar="LOW,HIGH",
+        help="plot range on both axes (default: the target's box)",
+    )
+    parser.add_argument("--eval-samples", type=positive_int, default=100_000, help="samples for ESS and log Z")
+    parser.add_argument("--kl-grid", type=positive_int, default=400, help="grid points per axis for the exact KL")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    parser.add_argument(
+        "--compile",
+        default="auto",
+        choices=COMPILE_MODES,
+        help="compile the training step (auto: when the run would take over 30 s eagerly; on/off force it)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    default_out = DEMO_OUT if demo else None
+    parser.add_argument(
+        "--out", default=default_out, required=default_out is None, metavar="DIR", help="run folder to write"
+    )
+    if not demo:
+        data.add_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> None:
+    """``fit`` or ``demo``: a target fit, or with ``--data`` a data fit."""
+    if getattr(args, "data", None) is not None:
+        if args.base != "gaussian":
+            raise CLIError("--base applies to fits to a target density; data fits use the model's own base")
+        data.run(args)
+        return
+    args.flow = args.flow or "planar"
+    args.layers = args.layers or 16
+    if args.flow in IMAGE_PRESETS:
+        raise CLIError(
+            f"the {args.flow} preset models images (channels, height, width); 2-D targets need one of "
+            f"{', '.join(sorted(PRESETS))}"
+        )
+    params = target_params(args.target, args.target_param)
+    build_target(TARGETS, args.target, params)
+    chosen = device(args.device)
+    out = runs.prepare_out(args.out)
+    config = runs.write_config(out, "target", _config(args, params, chosen))
+    _fit_target(args, out, config, chosen)
+
+
+def _config(args: argparse.Namespace, params: dict, chosen: torch.device) -> dict:
+    return {
+        "target": args.target,
+        "target_params": params,
+        "flow": args.flow,
+        "layers": args.layers,
+        "base": args.base,
+        "loss": args.loss,
+        "iterations": args.iterations,
+        "anneal": args.anneal,
+        "beta0": args.beta0,
+        "samples_per_step": args.samples_per_step,
+        "lr": args.lr,
+        "weight_decay": args.weight_decay,
+        "frame_every": args.frame_every,
+        "frame_samples": args.frame_samples,
+        "grid_size": args.grid_size,
+        "range": list(args.range) if args.range else None,
+        "eval_samples": args.eval_samples,
+        "kl_grid": args.kl_grid,
+        "seed": args.seed,
+        "device": str(chosen),
+        "compile": args.compile,
+        "flowforge_version": __version__,
+    }
+
+
+def _fit_target(args: argparse.Namespace, out: Path, config: dict, chosen: torch.device) -> None:
+    torch.manual_seed(args.seed)
+    model = build_target_model(config).to(chosen)
+    target = model.p
+    bounds = (tuple(args.range), tuple(args.range)) if args.range else tuple(tuple(r) for r in target.bounds.tolist())
+    like = next(model.parameters())
+    target_density = plot.density_on_grid(target.log_prob, bounds, args.grid_size, like)
+    plot.save_image(out / "target.png", target_density, bounds, f"target: {args.target}")
+    initial = plot.sample_histogram(model, args.frame_samples, bounds, args.grid_size)
+    plot.save_image(out / "initial.png", initial, bounds, "initial flow (samples)")
+    frames = [plot.histogram_frame(initial, "iteration 0")]
+
+    def record_frame(iteration: int, flow_model) -> None:
+        frames.append(
+            plot.histogram_frame(
+                plot.sample_histogram(flow_model, args.frame_samples, bounds, args.grid_size), f"iteration {iteration}"
+            )
+        )
+
+    start = time.perf_counter()
+    try:
+        result = fit(
+            model,
+            args.iterations,
+            loss=args.loss.replace("-", "_"),
+            samples_per_step=args.samples_per_step,
+            data=target.sample if args.loss == "forward-kl" else None,
+            anneal_iters=args.anneal or None,
+            beta0=args.beta0,
+            lr=args.lr,
+            weight_decay=args.weight_decay,
+            seed=args.seed,
+            device=chosen,
+            compile=args.compile,
+            callbacks=[Every(args.frame_every, record_frame)] if args.frame_every else [],
+            progress=not args.no_progress,
+        )
+        diverged = None
+    except TrainingDiverged as error:
+        result, diverged = error.result, str(error)
+    fit_wall_time = time.perf_counter() - start
+    plot.save_gif(out / "training.gif", frames)
+    plot.save_loss_curve(out / "loss.png", result.loss_history, f"{args.loss} loss")
+    runs.save_checkpoint(out, config, model)
+    model.eval()
+    final = plot.sample_histogram(model, args.frame_samples, bounds, args.grid_size)
+    plot.save_image(out / "learned.png", final, bounds, "learned flow (samples)")
+    learned_density = plot.density_on_grid(model.log_prob, bounds, args.grid_size, like)
+    plot.save_comparison(
+        out / "comparison.png",
+        [("target density", target_density), ("learned density", learned_density), ("flow samples", final)],
+        bounds,
+    )
+    numbers = metrics.summary(model, num_samples=args.eval_samples, grid_size=args.kl_grid)
+    history = result.loss_history
+    numbers.update(
+        {
+            "iterations": result.iterations,
+            "iterations_per_second": result.iterations_per_second,
+            "train_time_s": result.step_time,
+            "wall_time_s": fit_wall_time,
+            "compiled": result.compiled,
+            "compile_time_s": result.compile_time,
+            "fused_step": result.fused,
+            "final_loss": float(np.mean(history[-max(1, len(history) // 100) :])) if len(history) else None,
+            "frames": len(frames),
+            "device": result.device,
+            "diverged": diverged,
+        }
+    )
+    runs.write_json(out / runs.METRICS, numbers)
+    print(
+        f"KL(q||p) on grid = {numbers['kl']:.4f} ± {numbers['kl_grid_error']:.1e} nats, ESS = {numbers['ess']:.3f}, "
+        f"log Z ≈ {numbers['log_z_estimate']:.4f} ± {numbers['log_z_standard_error']:.4f}, "
+        f"{numbers['iterations_per_second']:.0f} it/s, {fit_wall_time:.1f} s -> {out}"
+    )
+    if diverged:
+        raise CLIError(f"training stopped: {diverged} (pictures and checkpoint of the last good state are in {out})")
+
+
+def run_targets(args: argparse.Namespace) -> None:
+    """``targets``: one line per target with its class, parameters, normalisation and summary."""
+    for name, cls in TARGETS.items():
+        params = ", ".join(f"{k}={v}" for k, v in target_defaults(name).items()) or "-"
+        normalised = "normalised" if cls.normalized else "unnormalised"
+        summary = (cls.__doc__ or "").strip().splitlines()[0].replace("``", "")
+        print(f"{name:14s} {cls.__name__:24s} params: {params:22s} {normalised:12s} {summary}")
