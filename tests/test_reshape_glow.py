@@ -48,7 +48,7 @@ def test_glow_block_starts_with_standardised_channels_and_identity_coupling():
 
 def test_glow_preset_on_images_fits_and_normalises():
     torch.manual_seed(0)
-    model = nf.Glow((1, 8, 8), levels=2, steps=2, hidden=16).double()
+    model = nf.presets.GlowSingleScale((1, 8, 8), levels=2, steps=2, hidden=16).double()
     images = (torch.rand(256, 1, 8, 8, dtype=torch.float64) < 0.3).double() + 0.1 * torch.rand(
         256, 1, 8, 8, dtype=torch.float64
     )
@@ -60,4 +60,4 @@ def test_glow_preset_on_images_fits_and_normalises():
     assert x.shape == (16, 1, 8, 8)
     torch.testing.assert_close(log_q, model.log_prob(x), rtol=1e-8, atol=1e-8)
     with pytest.raises(ValueError, match="divisible"):
-        nf.Glow((1, 6, 6), levels=2)
+        nf.presets.GlowSingleScale((1, 6, 6), levels=2)
