@@ -9,7 +9,9 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
+import torch
 
 from flowforge import datasets
 from flowforge.progress import SilentBar, progress_bar
@@ -28,12 +30,28 @@ def fresh_import(monkeypatch: pytest.MonkeyPatch, module: str):
 
 
 @pytest.mark.parametrize("missing", ["matplotlib", "PIL"])
-def test_plot_without_matplotlib_or_pillow_says_which_extra_to_install(monkeypatch, missing):
+def test_pictures_without_matplotlib_or_pillow_say_which_extra_to_install(monkeypatch, tmp_path, missing):
     block(monkeypatch, missing)
-    with pytest.raises(ImportError, match=r"matplotlib and Pillow .*pip install \"flowforge\[cli\]\"") as caught:
-        fresh_import(monkeypatch, "flowforge.plot")
-    assert missing in str(caught.value)
-    assert "\n" not in str(caught.value)  # one line, as the command prints it
+    plot = fresh_import(monkeypatch, "flowforge.plot")  # the module imports; its writers refuse
+    counts = plot.histogram2d(torch.zeros(3, 2), ((-1, 1), (-1, 1)), 4)  # pure torch: still works
+    assert counts.sum() == 3
+    writers = [
+        lambda: plot.require(),
+        lambda: plot.save_image(tmp_path / "a.png", counts, ((-1, 1), (-1, 1)), "title"),
+        lambda: plot.save_loss_curve(tmp_path / "b.png", np.ones(5)),
+        lambda: plot.save_epoch_curves(tmp_path / "c.png", {"train": np.ones(3)}),
+        lambda: plot.save_image_grid(tmp_path / "d.png", np.zeros((2, 1, 4, 4)), 2, "title"),
+        lambda: plot.save_comparison(tmp_path / "e.png", [("a", counts)], ((-1, 1), (-1, 1))),
+        lambda: plot.histogram_frame(counts, "label"),
+        lambda: plot.save_gif(tmp_path / "f.gif", [np.zeros((4, 4, 3), dtype=np.uint8)]),
+        lambda: plot.save_pair_plot(tmp_path / "g.png", np.zeros((5, 2)), np.zeros((5, 2))),
+    ]
+    for write in writers:
+        with pytest.raises(ImportError, match=r"matplotlib and Pillow .*pip install \"flowforge\[cli\]\"") as caught:
+            write()
+        assert missing in str(caught.value) and caught.value.name == missing
+        assert "\n" not in str(caught.value)  # one line, as the command prints it
+    assert not list(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize("load", [datasets.load_digits, lambda: datasets.load_real_table("wine")])

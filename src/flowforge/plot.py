@@ -1,8 +1,9 @@
 """Pictures of densities, samples and training, written to files (headless, no pyplot state).
 
 Every writer goes through :func:`atomic_path`, so an interrupted run never leaves a
-half-written file behind. matplotlib and Pillow are optional (the ``cli`` extra): importing this
-module without them raises an :class:`ImportError` that says how to install them.
+half-written file behind. matplotlib and Pillow are optional (the ``cli`` extra): without them the
+module still imports and its histogram helpers work, while every picture writer raises an
+:class:`ImportError` that says how to install them (:func:`require`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -29,8 +30,22 @@ try:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
     from PIL import Image, ImageDraw
-except ImportError as error:
-    raise ImportError(MISSING_PICTURE_PACKAGES.format(name=error.name or "a package"), name=error.name) from error
+except ImportError as error:  # optional: only the picture writers need them
+    _missing: str | None = error.name or "matplotlib"
+else:
+    _missing = None
+
+
+def require() -> None:
+    """Raise :class:`ImportError` with :data:`MISSING_PICTURE_PACKAGES` unless matplotlib and Pillow
+    are installed (a command can call it before it starts work that ends in pictures)."""
+    if _missing is not None:
+        raise ImportError(MISSING_PICTURE_PACKAGES.format(name=_missing), name=_missing)
+
+
+def _figure(**options: Any) -> Figure:
+    require()
+    return Figure(layout="constrained", **options)
 
 
 class Sampler(Protocol):
@@ -94,14 +109,14 @@ def _image_axes(ax: Axes, image: np.ndarray, bounds: Bounds, title: str) -> None
 
 def save_image(path: str | os.PathLike, image: np.ndarray, bounds: Bounds, title: str) -> None:
     """Save a density or histogram array as a picture."""
-    figure = Figure(figsize=(6, 6), layout="constrained")
+    figure = _figure(figsize=(6, 6))
     _image_axes(figure.subplots(), image, bounds, title)
     _save(figure, path)
 
 
 def save_loss_curve(path: str | os.PathLike, history: np.ndarray, title: str = "loss") -> None:
     """Loss per iteration with a running mean over 1% of the run."""
-    figure = Figure(figsize=(8, 4.5), layout="constrained")
+    figure = _figure(figsize=(8, 4.5))
     ax = figure.subplots()
     steps = np.arange(1, len(history) + 1)
     ax.plot(steps, history, lw=0.5, alpha=0.4, label="per step")
@@ -122,7 +137,7 @@ def save_loss_curve(path: str | os.PathLike, history: np.ndarray, title: str = "
 
 def save_epoch_curves(path: str | os.PathLike, curves: dict[str, np.ndarray], ylabel: str = "NLL (nats)") -> None:
     """Per-epoch curves (e.g. training and validation NLL) against the epoch number."""
-    figure = Figure(figsize=(8, 4.5), layout="constrained")
+    figure = _figure(figsize=(8, 4.5))
     ax = figure.subplots()
     for label, values in curves.items():
         if len(values):
@@ -142,7 +157,7 @@ def save_image_grid(
     if images.ndim != 4 or images.shape[1] not in (1, 3):
         raise ValueError(f"image grid needs (N, 1 or 3, H, W) images, got shape {images.shape}")
     rows = -(-images.shape[0] // columns)
-    figure = Figure(figsize=(0.8 * columns + 1, 0.8 * rows + 0.6), layout="constrained")
+    figure = _figure(figsize=(0.8 * columns + 1, 0.8 * rows + 0.6))
     axes = figure.subplots(rows, columns, squeeze=False)
     for index, ax in enumerate(axes.flat):
         ax.set_xticks([])
@@ -161,7 +176,7 @@ def save_image_grid(
 
 def save_comparison(path: str | os.PathLike, panels: Sequence[tuple[str, np.ndarray]], bounds: Bounds) -> None:
     """Side-by-side pictures, e.g. target | learned density | samples."""
-    figure = Figure(figsize=(5 * len(panels), 5), layout="constrained")
+    figure = _figure(figsize=(5 * len(panels), 5))
     for ax, (title, image) in zip(figure.subplots(1, len(panels), squeeze=False)[0], panels, strict=True):
         _image_axes(ax, image, bounds, title)
     _save(figure, path)
@@ -174,6 +189,7 @@ def _save(figure: Figure, path: str | os.PathLike) -> None:
 
 def histogram_frame(counts: np.ndarray, label: str, scale: int = 2) -> np.ndarray:
     """An RGB frame (uint8) of a histogram in viridis, upscaled ``scale`` times, labelled."""
+    require()
     normalised = counts.T[::-1] / max(counts.max(), 1)
     rgb = (matplotlib.colormaps["viridis"](normalised)[..., :3] * 255).astype(np.uint8)
     image = Image.fromarray(rgb).resize((rgb.shape[1] * scale, rgb.shape[0] * scale), Image.Resampling.NEAREST)
@@ -185,6 +201,7 @@ def save_gif(path: str | os.PathLike, frames: Sequence[np.ndarray], seconds_per_
     """Assemble RGB frames into a looping animated GIF (last frame held longer)."""
     if not frames:
         raise ValueError("save_gif needs at least one frame")
+    require()
     images = [Image.fromarray(frame) for frame in frames]
     durations = [int(seconds_per_frame * 1000)] * (len(images) - 1) + [2000]
     with atomic_path(path) as temporary:
@@ -210,7 +227,7 @@ def save_pair_plot(
     columns = min(data.shape[1], max_columns)
     names = list(names) if names is not None else [f"x{i + 1}" for i in range(data.shape[1])]
     data, samples = data[:max_points, :columns], samples[:max_points, :columns]
-    figure = Figure(figsize=(2.2 * columns + 1, 2.2 * columns + 1), layout="constrained")
+    figure = _figure(figsize=(2.2 * columns + 1, 2.2 * columns + 1))
     axes = figure.subplots(columns, columns, squeeze=False)
     for row in range(columns):
         for column in range(columns):
