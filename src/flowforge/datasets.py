@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any, overload
@@ -111,7 +112,7 @@ def spirals(num_samples: int, noise: float = 0.1, seed: int | None = None) -> to
     return points + noise * torch.randn(num_samples, 2, generator=generator)
 
 
-TOY_DATA = {
+TOY_DATA: dict[str, Callable[..., torch.Tensor]] = {
     "two-moons": two_moons,
     "8-gaussians": eight_gaussians,
     "pinwheel": pinwheel,
