@@ -13,19 +13,21 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
 
 from .. import metrics, plot
 from ..datasets import DIGITS_LEVELS, REAL_TABLES, TOY_DATA, DataError, load_digits, load_real_table, load_table, split
-from ..train import TrainingDiverged, fit_data, mean_nll, nll_per_row
+from ..train import DataFitResult, TrainingDiverged, fit_data, mean_nll, nll_per_row
 from ..version import __version__
 from . import runs
 from .errors import CLIError
 from .models import TABLE_FLOWS, build_data_model
-from .validators import device, fractions, positive_float, positive_int
+from .validators import box, device, fractions, positive_float, positive_int
 
 IMAGE_SETS = ("digits",)
 IMAGE_FLOWS = ("glow",)
@@ -83,7 +85,8 @@ def load_source(args: argparse.Namespace) -> dict:
         raise CLIError("--class-cond needs labelled images (--data digits)")
     try:
         if source in TOY_DATA:
-            table, names = TOY_DATA[source](args.num_data, seed=args.seed).double(), ["x1", "x2"]
+            make = cast(Callable[..., torch.Tensor], TOY_DATA[source])  # mypy joins its values to `function`
+            table, names = make(args.num_data, seed=args.seed).double(), ["x1", "x2"]
         elif source in REAL_TABLES:
             table, names = load_real_table(source)
         else:
@@ -112,7 +115,7 @@ def load_source(args: argparse.Namespace) -> dict:
     }
 
 
-def _standardise(context: torch.Tensor | None, mean: torch.Tensor | None, std: torch.Tensor | None):
+def _standardise(context: torch.Tensor | None, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor | None:
     return None if context is None else (context - mean) / std
 
 
@@ -141,10 +144,10 @@ def run(args: argparse.Namespace) -> Path:
         parts = split(tensors, tuple(args.split), seed=args.seed)
     except ValueError as error:
         raise CLIError(str(error)) from None
-    (train, *train_c), (validation, *validation_c), (test, *test_c) = parts
+    (train, *train_rest), (validation, *validation_rest), (test, *test_rest) = parts
     if len(validation) == 0 or len(test) == 0:
         raise CLIError(f"{len(source['data'])} rows leave no validation or test rows with --split {args.split}")
-    train_c, validation_c, test_c = (c[0] if c else None for c in (train_c, validation_c, test_c))
+    train_c, validation_c, test_c = (rest[0] if rest else None for rest in (train_rest, validation_rest, test_rest))
     config = {
         "data": args.data,
         "names": source["names"],
@@ -168,7 +171,7 @@ def run(args: argparse.Namespace) -> Path:
         "device": str(chosen),
         "flowforge_version": __version__,
     }
-    statistics = {}
+    statistics: dict[str, torch.Tensor] = {}
     if not images:
         _check_statistics(train, source["names"], "data")
         if train_c is not None:
@@ -189,7 +192,7 @@ def run(args: argparse.Namespace) -> Path:
         )  # fmt: skip
         diverged = None
     except TrainingDiverged as error:
-        result, diverged = error.result, str(error)
+        result, diverged = cast(DataFitResult, error.result), str(error)
     model.eval()
     runs.save_checkpoint(out, config, model, context=statistics)
     plot.save_epoch_curves(
@@ -285,7 +288,7 @@ def _write_samples(out: Path, model, config, train, test, test_c, count, statist
     if len(config["names"]) == 2 and context is None:
         low, high = np.percentile(test.numpy(), [0.5, 99.5], axis=0)
         margin = 0.1 * (high - low)
-        bounds = tuple((float(a), float(b)) for a, b in zip(low - margin, high + margin, strict=True))
+        bounds = box(list(zip(low - margin, high + margin, strict=True)))
         like = next(model.parameters())
         density = plot.density_on_grid(model.log_prob, bounds, 100, like)
         sample_counts = plot.histogram2d(draw_samples(model, config, 100_000, None), bounds, 100)

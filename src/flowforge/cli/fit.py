@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,6 +25,7 @@ from . import data, runs
 from .errors import CLIError
 from .models import BASES, build_target_model
 from .validators import (
+    box,
     build_target,
     device,
     non_negative_float,
@@ -178,7 +180,7 @@ def _fit_target(args: argparse.Namespace, out: Path, config: dict, chosen: torch
     torch.manual_seed(args.seed)
     model = build_target_model(config).to(chosen)
     target = model.p
-    bounds = (tuple(args.range), tuple(args.range)) if args.range else tuple(tuple(r) for r in target.bounds.tolist())
+    bounds = box([args.range, args.range] if args.range else target.bounds.tolist())
     like = next(model.parameters())
     target_density = plot.density_on_grid(target.log_prob, bounds, args.grid_size, like)
     plot.save_image(out / "target.png", target_density, bounds, f"target: {args.target}")
@@ -227,23 +229,21 @@ def _fit_target(args: argparse.Namespace, out: Path, config: dict, chosen: torch
         [("target density", target_density), ("learned density", learned_density), ("flow samples", final)],
         bounds,
     )
-    numbers = metrics.summary(model, num_samples=args.eval_samples, grid_size=args.kl_grid)
     history = result.loss_history
-    numbers.update(
-        {
-            "iterations": result.iterations,
-            "iterations_per_second": result.iterations_per_second,
-            "train_time_s": result.step_time,
-            "wall_time_s": fit_wall_time,
-            "compiled": result.compiled,
-            "compile_time_s": result.compile_time,
-            "fused_step": result.fused,
-            "final_loss": float(np.mean(history[-max(1, len(history) // 100) :])) if len(history) else None,
-            "frames": len(frames),
-            "device": result.device,
-            "diverged": diverged,
-        }
-    )
+    numbers: dict[str, Any] = {
+        **metrics.summary(model, num_samples=args.eval_samples, grid_size=args.kl_grid),
+        "iterations": result.iterations,
+        "iterations_per_second": result.iterations_per_second,
+        "train_time_s": result.step_time,
+        "wall_time_s": fit_wall_time,
+        "compiled": result.compiled,
+        "compile_time_s": result.compile_time,
+        "fused_step": result.fused,
+        "final_loss": float(np.mean(history[-max(1, len(history) // 100) :])) if len(history) else None,
+        "frames": len(frames),
+        "device": result.device,
+        "diverged": diverged,
+    }
     runs.write_json(out / runs.METRICS, numbers)
     print(
         f"KL(q||p) on grid = {numbers['kl']:.4f} ± {numbers['kl_grid_error']:.1e} nats, ESS = {numbers['ess']:.3f}, "

@@ -8,6 +8,9 @@ multi-scale Glow for images.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 
 from ..distributions.base import GaussianMixture, ResampledGaussian, TemperedGaussian
@@ -21,7 +24,7 @@ BASES = ("gaussian", "resampled", "tempered", "mixture")
 """``--base`` for target fits: the preset's trainable diagonal Gaussian, a resampled Gaussian (learned
 acceptance, an MLP 2x64, T = 100), a Gaussian with a learned temperature, or a trainable mixture of 8
 diagonal Gaussians."""
-TABLE_FLOWS = {"realnvp": RealNVP, "maf": MAF, "nsf": NSF, "nsf-ar": NSFAutoregressive}
+TABLE_FLOWS: dict[str, Callable[..., Any]] = {"realnvp": RealNVP, "maf": MAF, "nsf": NSF, "nsf-ar": NSFAutoregressive}
 """Presets for tabular data: each takes ``(dim, layers, hidden=..., context_features=...)``."""
 
 

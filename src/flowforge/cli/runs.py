@@ -49,7 +49,7 @@ class Run(NamedTuple):
     """A run read back by :func:`load_run`: its model (in eval mode), its config (with ``"kind"``), and
     the context statistics of a conditional table run (``context_mean``, ``context_std``; else empty)."""
 
-    model: torch.nn.Module
+    model: Any  # a NormalizingFlow or, for images, a MultiscaleFlow
     config: dict
     statistics: dict
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from typing import cast
 
 import torch
 
@@ -24,7 +25,7 @@ from ..train import fit
 from ..version import __version__
 from . import runs
 from .errors import CLIError
-from .validators import ALL_TARGETS, build_target, depths, device, non_negative_int, positive_float, positive_int
+from .validators import ALL_TARGETS, box, build_target, depths, device, non_negative_int, positive_float, positive_int
 from .validators import target_params as parse_target_params
 
 
@@ -59,7 +60,7 @@ def _first_pair_log_prob(target):
     if target.n_dims == 2:
         return target.log_prob
     if isinstance(target, ManyWell):
-        return ManyWell(2).to(target.bounds).log_prob
+        return ManyWell(2).to(cast(torch.Tensor, target.bounds)).log_prob
     return None
 
 
@@ -100,7 +101,7 @@ def run_mcmc(args: argparse.Namespace) -> dict:
         summary["std_chains"] = samples.std(0).tolist()
         summary["std_exact"] = exact.std(0).tolist()
     pair_log_prob = _first_pair_log_prob(target)
-    bounds = tuple(tuple(row) for row in target.bounds.tolist())
+    bounds = box(target.bounds.tolist())
     if pair_log_prob is not None:
         density = plot.density_on_grid(pair_log_prob, bounds, args.grid_size, target.bounds)
         counts = plot.histogram2d(samples[:, :2], bounds, args.grid_size)
@@ -149,7 +150,7 @@ def run_compare(args: argparse.Namespace) -> dict:
                                                   "chains", "mcmc_samples", "seed")}  # fmt: skip
     config.update(depths=flow_depths, target_params=params, version=__version__)
     runs.write_config(out, "compare", config)
-    bounds = tuple(tuple(row) for row in target.bounds.tolist())
+    bounds = box(target.bounds.tolist())
     panels = [("target density", plot.density_on_grid(target.log_prob, bounds, args.grid_size, target.bounds))]
     torch.manual_seed(args.seed)
     start = time.perf_counter()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import math
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -19,7 +20,7 @@ import torch
 from .. import plot
 from ..datasets import binarize, load_digits, split
 from ..presets import VAE, VAE_POSTERIORS
-from ..train import TrainingDiverged, elbo_per_row, fit_vae, log_likelihood_per_row
+from ..train import TrainingDiverged, VAEFitResult, elbo_per_row, fit_vae, log_likelihood_per_row
 from ..vae import LIKELIHOODS
 from ..version import __version__
 from . import runs
@@ -120,7 +121,7 @@ def run(args: argparse.Namespace) -> dict:
             device=chosen, progress=not args.no_progress,
         )  # fmt: skip
     except TrainingDiverged as error:
-        result, diverged = error.result, str(error)
+        result, diverged = cast(VAEFitResult, error.result), str(error)
     model.eval()
     runs.save_checkpoint(out, config, model)
     plot.save_epoch_curves(
@@ -136,7 +137,8 @@ def run(args: argparse.Namespace) -> dict:
         shown = test[:16].to(device=chosen, dtype=next(model.parameters()).dtype)
         rebuilt = model.reconstruct(shown)
         rows = _as_image_batch(torch.cat([shown[:8], rebuilt[:8], shown[8:], rebuilt[8:]]).cpu())
-        plot.save_image_grid(out / "reconstructions.png", rows, 8, "test images (rows 1, 3) and reconstructions")
+        if rows is not None:  # the same shape as the samples'
+            plot.save_image_grid(out / "reconstructions.png", rows, 8, "test images (rows 1, 3) and reconstructions")
     runs.write_json(out / runs.METRICS, numbers)
     print(
         f"{args.posterior} posterior: test ELBO {numbers['test_elbo']:.3f}, log p(x) ≈ "

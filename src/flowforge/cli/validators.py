@@ -12,12 +12,13 @@ from __future__ import annotations
 import argparse
 import inspect
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
 
 from ..distributions.targets import HIGH_DIMENSIONAL_TARGETS, TARGETS
+from ..metrics import Bounds
 from .errors import CLIError
 
 ALL_TARGETS = {**TARGETS, **HIGH_DIMENSIONAL_TARGETS}
@@ -54,6 +55,12 @@ def value_range(text: str) -> tuple[float, float]:
     if not (math.isfinite(low) and math.isfinite(high) and high > low):
         raise argparse.ArgumentTypeError(f"expected LOW,HIGH with LOW < HIGH, got {text!r}")
     return low, high
+
+
+def box(rows: Sequence[Sequence[float]]) -> Bounds:
+    """The plotting box of the first two ``(low, high)`` rows: a target's bounds or ``--range`` twice."""
+    (x0, x1), (y0, y1) = rows[0], rows[1]
+    return (float(x0), float(x1)), (float(y0), float(y1))
 
 
 def fractions(text: str) -> tuple[float, float, float]:
