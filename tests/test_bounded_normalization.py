@@ -11,7 +11,7 @@ from flowforge.metrics import grid_points
 
 @pytest.mark.parametrize(
     "layer, outside",
-    [(nf.flows.Sigmoid(), 1.5), (nf.flows.Tanh(), -1.2), (nf.flows.Reverse(nf.flows.Logit(0.05)), 2.0)],
+    [(nf.flows.Sigmoid(), 1.5), (nf.flows.Tanh(), -1.2), (nf.flows.Sigmoid(0.05), 2.0)],
 )
 def test_outside_the_support_has_zero_density_not_nan(layer, outside):
     x = torch.tensor([[0.5, 0.25], [outside, 0.25]], dtype=torch.float64)
@@ -105,3 +105,29 @@ def test_batchnorm_without_a_shape_takes_the_first_batch_and_loads_state():
     fresh.eval()
     layer.eval()
     torch.testing.assert_close(fresh.inverse(data)[0], layer.inverse(data)[0])
+
+
+def test_sigmoid_with_alpha_is_the_logit_preprocessing_backwards():
+    alpha = 0.05
+    layer = nf.flows.Sigmoid(alpha)
+    x = torch.tensor([[0.0, 0.3, 1.0]], dtype=torch.float64)
+    z, log_det = layer.inverse(x)
+    y = alpha + (1 - 2 * alpha) * x
+    torch.testing.assert_close(z, torch.log(y / (1 - y)))
+    expected = (torch.log(torch.tensor(1 - 2 * alpha, dtype=torch.float64)) - torch.log(y * (1 - y))).sum(1)
+    torch.testing.assert_close(log_det, expected)
+    x_back, forward_log_det = layer(z)
+    torch.testing.assert_close(x_back, x)
+    torch.testing.assert_close(forward_log_det, -log_det)
+    with pytest.raises(ValueError, match="alpha"):
+        nf.flows.Sigmoid(0.5)
+
+
+def test_the_retired_flows_logit_name_warns_and_keeps_its_direction():
+    with pytest.warns(DeprecationWarning, match=r"flowforge.flows.Logit is retired: .*Reverse\(Sigmoid\(alpha\)\)"):
+        layer = nf.flows.Logit(0.05)
+    x = torch.tensor([[0.2, 0.7]], dtype=torch.float64)
+    z, log_det = layer(x)  # forward: (0, 1) -> the real line, as flows.Logit's was
+    expected = nf.flows.Sigmoid(0.05).inverse(x)
+    torch.testing.assert_close(z, expected[0], rtol=0, atol=0)
+    torch.testing.assert_close(log_det, expected[1], rtol=0, atol=0)

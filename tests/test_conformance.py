@@ -31,7 +31,7 @@ class WithContext(nf.flows.Flow):
 def coupling(features, additive=False):
     mask = nf.flows.alternating_mask(features)
     scale = None if additive else nf.nets.MLP([features, 16, features])
-    return nf.flows.MaskedAffineFlow(mask, nf.nets.MLP([features, 16, features]), scale)
+    return nf.flows.MaskedAffineCoupling(mask, nf.nets.MLP([features, 16, features]), scale)
 
 
 def initialized_actnorm(shape):
@@ -70,8 +70,8 @@ CATALOGUE = {
         (3,),
     ),
     "Reverse-Radial": (lambda: nf.flows.Reverse(nf.flows.Radial((3,))), (3,)),
-    "MaskedAffineFlow": (lambda: coupling(4), (4,)),
-    "MaskedAffineFlow-additive": (lambda: coupling(5, additive=True), (5,)),
+    "MaskedAffineCoupling": (lambda: coupling(4), (4,)),
+    "MaskedAffineCoupling-additive": (lambda: coupling(5, additive=True), (5,)),
     "MaskedAffineAutoregressive": (lambda: nf.flows.MaskedAffineAutoregressive(4, 16), (4,)),
     "MaskedAffineAutoregressive-order": (
         lambda: nf.flows.MaskedAffineAutoregressive(4, 16, order=torch.tensor([2, 0, 3, 1])),
@@ -123,7 +123,8 @@ CATALOGUE = {
     ),
     "Sigmoid": (nf.flows.Sigmoid, (3,)),
     "Tanh": (nf.flows.Tanh, (3,)),
-    "Logit": (lambda: nf.flows.Logit(alpha=0.05), (3,), "unit"),
+    "Sigmoid-alpha": (lambda: nf.flows.Sigmoid(alpha=0.05), (3,)),
+    "Reverse-Sigmoid-alpha": (lambda: nf.flows.Reverse(nf.flows.Sigmoid(alpha=0.05)), (3,), "unit"),
     "PeriodicWrap": (lambda: nf.flows.PeriodicWrap([0, 2], bound=3.0), (4,), "angles"),
     "PeriodicShift": (lambda: nf.flows.PeriodicShift([1], bound=3.0, shift=0.7), (3,), "angles"),
     "ActNorm": (lambda: initialized_actnorm((4,)), (4,)),
@@ -168,7 +169,8 @@ CATALOGUE = {
 }
 
 
-SHAPE_AGNOSTIC = {"Sigmoid", "Tanh", "Logit", "PeriodicWrap", "PeriodicShift", "Squeeze"}
+SHAPE_AGNOSTIC = {"Sigmoid", "Sigmoid-alpha", "Reverse-Sigmoid-alpha", "Tanh", "PeriodicWrap", "PeriodicShift"}
+SHAPE_AGNOSTIC |= {"Squeeze"}
 """Layers without parameters of an event shape: they work on any (suitable) shape."""
 RESHAPING = {"Squeeze"}
 """Layers whose output has another shape (same number of elements) than their input."""

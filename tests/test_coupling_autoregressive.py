@@ -5,12 +5,13 @@ import pytest
 import torch
 
 import flowforge as nf
+from flowforge.flows import autoregressive, coupling
 
 
 def test_undersized_coupling_net_is_an_error_not_a_broadcast():
     # normflows broadcasts a (batch, 1) scale over every coordinate without a word;
     # flowforge refuses the net at its first call, naming both shapes.
-    layer = nf.flows.MaskedAffineFlow(nf.flows.alternating_mask(4), nf.nets.MLP([4, 8, 4]), nf.nets.MLP([4, 8, 1]))
+    layer = nf.flows.MaskedAffineCoupling(nf.flows.alternating_mask(4), nf.nets.MLP([4, 8, 4]), nf.nets.MLP([4, 8, 1]))
     with pytest.raises(ValueError, match=r"conditioner s returned shape \(3, 1\), expected \(3, 4\)"):
         layer(torch.randn(3, 4))
     with pytest.raises(ValueError, match="conditioner s returned shape"):
@@ -22,7 +23,7 @@ def test_large_scales_cannot_overflow():
         def forward(self, x):
             return torch.full_like(x, 1e4)
 
-    layer = nf.flows.MaskedAffineFlow(nf.flows.alternating_mask(4), None, Huge(), clamp=10.0)
+    layer = nf.flows.MaskedAffineCoupling(nf.flows.alternating_mask(4), None, Huge(), clamp=10.0)
     x, log_det = layer(torch.randn(5, 4))
     assert torch.isfinite(x).all() and torch.isfinite(log_det).all()
     assert float(log_det.max()) <= 2 * 10.0 + 1e-5
@@ -32,11 +33,11 @@ def test_large_scales_cannot_overflow():
 
 def test_mask_must_be_binary():
     with pytest.raises(ValueError, match="only 0 and 1"):
-        nf.flows.MaskedAffineFlow(torch.tensor([0.5, 1.0]), None, None)
+        nf.flows.MaskedAffineCoupling(torch.tensor([0.5, 1.0]), None, None)
 
 
 def test_coupling_leaves_masked_coordinates_unchanged():
-    layer = nf.flows.MaskedAffineFlow(nf.flows.alternating_mask(6), nf.nets.MLP([6, 8, 6]), nf.nets.MLP([6, 8, 6]))
+    layer = nf.flows.MaskedAffineCoupling(nf.flows.alternating_mask(6), nf.nets.MLP([6, 8, 6]), nf.nets.MLP([6, 8, 6]))
     z = torch.randn(10, 6)
     x, _ = layer(z)
     torch.testing.assert_close(x[:, ::2], z[:, ::2])
@@ -135,41 +136,29 @@ def test_presets_need_two_dimensions():
         nf.RealNVP(1, 2)
 
 
-@pytest.mark.parametrize("reverse_mask, kept", [(False, slice(0, None, 2)), (True, slice(1, None, 2))])
-def test_normflows_spline_coupling_keeps_the_coordinates_normflows_keeps(reverse_mask, kept):
-    # normflows' alternating mask (even=reverse_mask) marks the transformed coordinates.
-    layer = nf.flows.CoupledRationalQuadraticSpline(5, 2, 16, reverse_mask=reverse_mask)
-    with torch.no_grad():
-        for parameter in layer.parameters():
-            parameter.add_(0.5 * torch.randn_like(parameter))
-    z = torch.randn(8, 5)
-    x, _ = layer(z)
-    torch.testing.assert_close(x[:, kept], z[:, kept])
-    assert not torch.allclose(x, z)
-
-
-def test_normflows_spline_names_take_normflows_arguments():
-    nf.flows.AutoregressiveRationalQuadraticSpline(
-        4, 2, 32, num_context_channels=3, permute_mask=True, init_identity=False
-    )
-    nf.flows.CircularCoupledRationalQuadraticSpline(4, 2, 32, [0, 2], tail_bound=torch.pi)
-    nf.flows.CircularAutoregressiveRationalQuadraticSpline(4, 2, 32, [1])
-    with pytest.raises(ValueError, match="tails must be 'linear'"):
-        nf.flows.CoupledRationalQuadraticSpline(4, 2, 32, tails="circular")
-
-
-def test_normflows_autoregressive_argument_order():
+def test_maf_takes_nflows_order_and_keeps_order_and_clamp_by_keyword():
     import torch.nn.functional as F
 
-    layer = nf.flows.MaskedAffineAutoregressive(3, 16, None, 2, True, True, F.relu, 0.0, False)
-    assert layer.made.residual
+    layer = nf.flows.MaskedAffineAutoregressive(3, 16, None, 2, True, True, F.relu, 0.0, clamp=3.0)
+    assert layer.made.residual and layer.clamp == 3.0
     z = torch.randn(4, 3)
     x, _ = layer(z)
     torch.testing.assert_close(layer.inverse(x)[0], z)
     plain = nf.flows.MaskedAffineAutoregressive(3, 16, use_residual_blocks=False, activation=torch.nn.Tanh)
     assert not plain.made.residual and isinstance(plain.made.activation, torch.nn.Tanh)
-    with pytest.raises(ValueError, match="use_batch_norm is not supported"):
-        nf.flows.MaskedAffineAutoregressive(3, 16, use_batch_norm=True)
+    with pytest.raises(TypeError):  # normflows' ninth argument, use_batch_norm, is not flowforge's
+        nf.flows.MaskedAffineAutoregressive(3, 16, None, 2, True, True, F.relu, 0.0, False)
+
+
+@pytest.mark.parametrize("build", [nf.flows.MaskedAffineAutoregressive, nf.nets.MADE])
+def test_use_batch_norm_is_retired_with_a_warning_and_true_is_refused(build):
+    retired = r"use_batch_norm=\.\.\.\) is deprecated.*flowforge.compat import normflows"
+    with pytest.warns(DeprecationWarning, match=retired):
+        build(3, 16, use_batch_norm=False)
+    with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match="use_batch_norm is not supported"):
+        build(3, 16, use_batch_norm=True)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'batch_norm'"):
+        build(3, 16, batch_norm=True)
 
 
 @pytest.mark.parametrize("residual", [True, False])
@@ -230,3 +219,44 @@ def test_made_loaded_order_drives_sampling():
     torch.testing.assert_close(loaded(z), saved(z))
     x, _ = loaded(z)
     torch.testing.assert_close(loaded.inverse(x)[0], z, rtol=1e-5, atol=1e-5)
+
+
+def test_affine_transform_map_log_derivative_and_clamp():
+    values, shift, log_scale = torch.randn(3, 4), torch.randn(3, 4), 30 * torch.randn(3, 4)
+    x, log_derivative = coupling.affine_transform(values, shift, log_scale, clamp=5.0)
+    clamped = 5.0 * torch.tanh(log_scale / 5.0)
+    torch.testing.assert_close(x, values * torch.exp(clamped) + shift)
+    torch.testing.assert_close(log_derivative, clamped)
+    back, inverse_log_derivative = coupling.affine_transform(x, shift, log_scale, inverse=True, clamp=5.0)
+    torch.testing.assert_close(back, values, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(inverse_log_derivative, -clamped)
+    additive, none = coupling.affine_transform(values, shift, None)
+    assert none is None and torch.equal(additive, values + shift)
+    torch.testing.assert_close(coupling.row_log_det(None, values), torch.zeros(3))
+
+
+def test_every_affine_layer_uses_the_one_affine_map(monkeypatch):
+    calls, affine_transform = [], coupling.affine_transform
+
+    def spy(*args, **kwargs):
+        calls.append(1)
+        return affine_transform(*args, **kwargs)
+
+    monkeypatch.setattr(coupling, "affine_transform", spy)
+    monkeypatch.setattr(autoregressive, "affine_transform", spy)
+    mask, mlp = nf.flows.alternating_mask(4), nf.nets.MLP([4, 8, 4])
+    layers = [
+        (nf.flows.MaskedAffineCoupling(mask, mlp, nf.nets.MLP([4, 8, 4])), 4),
+        (nf.flows.RealNVPCoupling(4, 8), 4),
+        (nf.flows.AffineCouplingBlock(nf.nets.MLP([2, 8, 4])), 4),
+        (nf.flows.AffineCouplingBlock(nf.nets.MLP([2, 8, 4]), scale_map="sigmoid"), 4),
+        (nf.flows.MaskedAffineAutoregressive(4, 8), 4),
+        (nf.flows.InverseAutoregressive(4, 8), 4),
+        (nf.flows.MaskedAffineCoupling(mask, None, mlp), 4),
+    ]
+    for layer, features in layers:
+        calls.clear()
+        z = torch.randn(3, features)
+        x, _ = layer(z)
+        layer.inverse(x)
+        assert len(calls) >= 2, type(layer).__name__

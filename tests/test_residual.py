@@ -70,7 +70,7 @@ def test_lipschitz_constant_stays_below_one_after_updates(exact):
         for layer in net.net:
             if isinstance(layer, nf.nets.SpectralNormLinear):
                 layer.weight.mul_(10)
-    nf.utils.optim.update_lipschitz(net, 100)
+    nf.nets.update_lipschitz(net, 100)
     for layer in net.net:
         if isinstance(layer, nf.nets.SpectralNormLinear):
             assert float(torch.linalg.matrix_norm(layer.normalized_weight(), ord=2)) < 0.97 + 1e-4
@@ -100,3 +100,14 @@ def test_net_of_the_wrong_shape_is_an_error():
         layer.inverse(torch.randn(4, 2))
     with pytest.raises(ValueError, match=r"Residual expects input of shape \(batch, 2\), got \(4, 5\)"):
         layer.inverse(torch.randn(4, 5))
+
+
+def test_retired_keywords_warn_and_exact_trace_is_brute_force():
+    net = nf.nets.LipschitzMLP([2, 8, 2])
+    with pytest.warns(DeprecationWarning, match=r"reduce_memory=\.\.\.\) is deprecated: it has no effect"):
+        layer = nf.flows.Residual(net, reduce_memory=False)
+    assert not layer.brute_force
+    with pytest.warns(DeprecationWarning, match=r"exact_trace=\.\.\.\) is deprecated: it is brute_force"):
+        assert nf.flows.Residual(net, exact_trace=True).brute_force
+    with pytest.raises(TypeError):  # keyword-only after reverse: normflows' positional forms are the compat class's
+        nf.flows.Residual(net, True, True)

@@ -1,16 +1,8 @@
-"""Data-side transforms under normflows' module path (``nf.transforms.Logit``)."""
+"""Transitional (issue 14): normflows' ``nf.transforms`` path now lives in
+:mod:`flowforge.compat.normflows.transforms`. This module stays only while ``flowforge/__init__.py``
+and ``presets.py`` still import it; flowforge's own layer is :class:`flowforge.flows.Sigmoid`
+(``Sigmoid(alpha)`` is normflows' ``transforms.Logit(alpha)``)."""
 
-from __future__ import annotations
+from .compat.normflows.transforms import Logit
 
-from .flows import base, bounded
-
-
-class Logit(base.Reverse):
-    r"""The sigmoid direction of :class:`flowforge.flows.Logit` as a flow, as normflows'
-    ``transforms.Logit``: ``forward`` maps the real line onto ``(0, 1)``,
-    ``x = (σ(z) − α)/(1 − 2α)``, the last sampling-direction layer of an image model on ``[0, 1]``;
-    ``inverse`` is RealNVP's logit preprocessing. Both directions cheap.
-    """
-
-    def __init__(self, alpha: float = 0.05):
-        super().__init__(bounded.Logit(alpha))
+__all__ = ["Logit"]

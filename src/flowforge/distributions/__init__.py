@@ -1,5 +1,11 @@
-"""Base distributions (``q0``) and target densities (``p``)."""
+"""Base distributions (``q0``) and target densities (``p``).
 
+normflows' module paths ``nf.distributions.target`` and ``nf.distributions.prior`` live in
+``flowforge.compat.normflows.distributions``; reached from here they still work, with a
+DeprecationWarning. flowforge's own targets are in :mod:`.targets`.
+"""
+
+from ..utils.deprecation import normflows_bridge
 from .base import BaseDistribution, DiagGaussian, GaussianMixture, ResampledGaussian, TemperedGaussian, Uniform
 from .conditional import ClassCondDiagGaussian, ConditionalDiagGaussian
 from .targets import (
@@ -19,6 +25,8 @@ from .targets import (
     TwoModes,
     TwoMoons,
 )
+
+_normflows_names, __getattr__ = normflows_bridge(__name__)
 
 __all__ = [
     "TARGETS",

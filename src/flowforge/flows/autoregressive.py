@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..nets.made import MADE
+from ..nets.made import MADE, check_retired_arguments
 from .base import EventFlow
-from .coupling import soft_clamp
+from .coupling import affine_transform
 
 
 class AutoregressiveFlow(EventFlow):
@@ -61,8 +61,8 @@ class MaskedAffineAutoregressive(AutoregressiveFlow):
 
     Cheap direction: ``inverse`` (density), one MADE pass:
     ``zᵢ = (xᵢ − mᵢ(x)) exp(−sᵢ(x))``. ``forward`` (sampling) takes D sequential passes. Starts at
-    the identity (MADE's output layer is zero). Arguments in normflows' order; see
-    :class:`~flowforge.nets.MADE` for the conditioner's.
+    the identity (MADE's output layer is zero). See :class:`~flowforge.nets.MADE` for the
+    conditioner's arguments.
     """
 
     def __init__(
@@ -75,13 +75,15 @@ class MaskedAffineAutoregressive(AutoregressiveFlow):
         random_mask: bool = False,
         activation=F.relu,
         dropout_probability: float = 0.0,
-        use_batch_norm: bool = False,
+        *,
         order: torch.Tensor | None = None,
         clamp: float | None = 5.0,
+        **retired,
     ):
+        check_retired_arguments("flows.MaskedAffineAutoregressive", retired)
         made = MADE(
             features, hidden_features, context_features, num_blocks, 2, use_residual_blocks, random_mask,
-            activation, dropout_probability, use_batch_norm, order, parameter_major=True,
+            activation, dropout_probability, order=order, parameter_major=True,
         )  # fmt: skip
         super().__init__(made)
         self.clamp = clamp
@@ -89,10 +91,7 @@ class MaskedAffineAutoregressive(AutoregressiveFlow):
     def elementwise(
         self, values: torch.Tensor, params: torch.Tensor, inverse: bool, features: slice = slice(None)
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        shift, log_scale = params[..., 0], soft_clamp(params[..., 1], self.clamp)
-        if inverse:
-            return (values - shift) * torch.exp(-log_scale), -log_scale
-        return values * torch.exp(log_scale) + shift, log_scale
+        return affine_transform(values, params[..., 0], params[..., 1], inverse, self.clamp)
 
 
 class InverseAutoregressive(EventFlow):

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 import torch
 import torch.nn.functional as F
 
-from .base import Flow
+from .base import Flow, Reverse
 
 
 def _batch_sum(values: torch.Tensor) -> torch.Tensor:
@@ -24,31 +24,16 @@ def _outside_to_minus_inf(log_det: torch.Tensor, inside: torch.Tensor) -> torch.
 
 
 class Sigmoid(Flow):
-    r"""``x = σ(z)`` elementwise, mapping the real line onto ``(0, 1)``.
+    r"""``x = (σ(z) − α)/(1 − 2α)`` elementwise, mapping the real line onto ``(−α/(1 − 2α), (1 − α)/(1 − 2α))``,
+    which is ``(0, 1)`` for the default ``α = 0``.
 
-    ``log|det ∂x/∂z| = Σ log σ(z)(1 − σ(z)) = −Σ (softplus(z) + softplus(−z))``. Both directions
-    are cheap: ``z = log x − log(1 − x)``; outside ``(0, 1)`` the inverse log-det is ``−inf``.
-    Use it last in a flow for data on an interval (after an affine map for ``(a, b)``).
-    """
-
-    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return torch.sigmoid(z), -_batch_sum(F.softplus(z) + F.softplus(-z))
-
-    def inverse(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        inside = (x > 0) & (x < 1)
-        tiny = torch.finfo(x.dtype).tiny
-        safe = x.clamp(tiny, 1 - torch.finfo(x.dtype).eps)
-        log_x, log_1mx = torch.log(safe), torch.log1p(-safe)
-        return log_x - log_1mx, _outside_to_minus_inf(-_batch_sum(log_x + log_1mx), inside)
-
-
-class Logit(Flow):
-    r"""``z = logit(α + (1 − 2α) x)`` elementwise, mapping ``(0, 1)`` onto the real line.
-
-    The data-space preprocessing of RealNVP (Dinh et al. 2017), ``α`` keeping the argument away
-    from 0 and 1. ``log|det| = Σ log(1 − 2α) − log y − log(1 − y)`` with ``y = α + (1 − 2α)x``.
-    Both directions cheap; the inverse is ``x = (σ(z) − α)/(1 − 2α)``, whose image is
-    ``(−α/(1 − 2α), (1 − α)/(1 − 2α))`` ⊃ ``[0, 1]``; outside it the forward log-det is ``−inf``.
+    ``log|det ∂x/∂z| = −Σ (softplus(z) + softplus(−z)) − n log(1 − 2α)`` over the event's ``n``
+    elements. Both directions are cheap; the inverse is ``z = logit(y)`` with ``y = α + (1 − 2α) x``,
+    and outside the image (``y ∉ (0, 1)``) its log-det is ``−inf``. Use it last in a flow for data on
+    an interval (after an affine map for ``(a, b)``). With ``α > 0`` the inverse is the logit
+    preprocessing of RealNVP (Dinh et al. 2017, https://arxiv.org/abs/1605.08803) for images on
+    ``[0, 1]``: ``α`` keeps the logit's argument away from 0 and 1, so data at the ends of
+    ``[0, 1]`` have a finite density.
     """
 
     def __init__(self, alpha: float = 0.0):
@@ -58,17 +43,21 @@ class Logit(Flow):
         self.alpha = float(alpha)
 
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        y = self.alpha + (1 - 2 * self.alpha) * z
-        inside = (y > 0) & (y < 1)
-        safe = y.clamp(torch.finfo(z.dtype).tiny, 1 - torch.finfo(z.dtype).eps)
-        log_y, log_1my = torch.log(safe), torch.log1p(-safe)
-        log_det = z[0].numel() * math.log(1 - 2 * self.alpha) - _batch_sum(log_y + log_1my)
-        return log_y - log_1my, _outside_to_minus_inf(log_det, inside)
+        log_det = -_batch_sum(F.softplus(z) + F.softplus(-z))
+        if not self.alpha:
+            return torch.sigmoid(z), log_det
+        squeeze = 1 - 2 * self.alpha
+        return (torch.sigmoid(z) - self.alpha) / squeeze, log_det - z[0].numel() * math.log(squeeze)
 
     def inverse(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        y = torch.sigmoid(x)
-        log_det = -x[0].numel() * math.log(1 - 2 * self.alpha) - _batch_sum(F.softplus(x) + F.softplus(-x))
-        return (y - self.alpha) / (1 - 2 * self.alpha), log_det
+        y = self.alpha + (1 - 2 * self.alpha) * x if self.alpha else x
+        inside = (y > 0) & (y < 1)
+        safe = y.clamp(torch.finfo(x.dtype).tiny, 1 - torch.finfo(x.dtype).eps)
+        log_y, log_1my = torch.log(safe), torch.log1p(-safe)
+        log_det = -_batch_sum(log_y + log_1my)
+        if self.alpha:
+            log_det = x[0].numel() * math.log(1 - 2 * self.alpha) + log_det
+        return log_y - log_1my, _outside_to_minus_inf(log_det, inside)
 
 
 class Tanh(Flow):
@@ -145,3 +134,10 @@ class PeriodicShift(_Periodic):
 
     def inverse(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self._rotate(x, -self.shift), x.new_zeros(x.shape[0])
+
+
+def retired_logit(alpha: float = 0.0) -> Flow:
+    """What ``flows.Logit(alpha)`` was until flowforge 0.1: the logit ``(0, 1) → ℝ`` in the forward
+    direction, now ``Reverse(Sigmoid(alpha))`` (the name meant the opposite direction in normflows'
+    ``transforms.Logit``)."""
+    return Reverse(Sigmoid(alpha))

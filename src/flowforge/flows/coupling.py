@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +19,40 @@ def soft_clamp(log_scale: torch.Tensor, bound: float | None) -> torch.Tensor:
     return log_scale if bound is None else bound * torch.tanh(log_scale / bound)
 
 
+def affine_transform(
+    values: torch.Tensor,
+    shift: torch.Tensor | None,
+    log_scale: torch.Tensor | None,
+    inverse: bool = False,
+    clamp: float | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    r"""The elementwise affine map of every affine coupling and autoregressive layer.
+
+    Forward ``v ⊙ exp(s) + t``, inverse ``(v − t) ⊙ exp(−s)``, with ``s`` the log-scale soft-clamped
+    to ``±clamp`` (:func:`soft_clamp`). A missing shift is 0; a missing log-scale is 0 (an additive,
+    volume-preserving map). Returns the output and the elementwise log-derivative of the direction
+    computed (``s`` or ``−s``), or None without a log-scale; :func:`row_log_det` sums it per row.
+    """
+    if log_scale is not None:
+        log_scale = soft_clamp(log_scale, clamp)
+    if inverse:
+        out = values if shift is None else values - shift
+        if log_scale is None:
+            return out, None
+        return out * torch.exp(-log_scale), -log_scale
+    out = values if log_scale is None else values * torch.exp(log_scale)
+    return (out if shift is None else out + shift), log_scale
+
+
+def row_log_det(
+    log_derivative: torch.Tensor | None, like: torch.Tensor, weight: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``Σ weight ⊙ log_derivative`` over all but the batch axis (zeros of ``like``'s batch when None)."""
+    if log_derivative is None:
+        return like.new_zeros(like.shape[0])
+    return (log_derivative if weight is None else weight * log_derivative).flatten(1).sum(1)
+
+
 def _check_conditioner_output(name: str, value: torch.Tensor, expected: torch.Size) -> torch.Tensor:
     if value.shape != expected:
         raise ValueError(
@@ -28,8 +62,9 @@ def _check_conditioner_output(name: str, value: torch.Tensor, expected: torch.Si
     return value
 
 
-class MaskedAffineFlow(Flow):
-    r"""Affine coupling with a binary mask ``b`` (RealNVP, Dinh et al. 2017, https://arxiv.org/abs/1605.08803).
+class MaskedAffineCoupling(Flow):
+    r"""Affine coupling with a binary mask ``b`` (RealNVP, Dinh et al. 2017, https://arxiv.org/abs/1605.08803),
+    in the paper's notation: mask ``b``, log-scale net ``s``, translation net ``t``.
 
     ``x = b ⊙ z + (1 − b) ⊙ (z ⊙ exp(s(b ⊙ z)) + t(b ⊙ z))``,
     ``log|det ∂x/∂z| = Σ (1 − b) ⊙ s(b ⊙ z)``. With ``s = None`` it is the additive
@@ -38,11 +73,11 @@ class MaskedAffineFlow(Flow):
     Both directions are cheap (one pass of ``s`` and ``t``):
     ``z = b ⊙ x + (1 − b) ⊙ (x − t(b ⊙ x)) ⊙ exp(−s(b ⊙ x))``. The log-scale is soft-clamped to
     ``±clamp`` (``clamp · tanh(s / clamp)``), so a large network output cannot overflow ``exp``.
-    The networks must return the input's shape: a network of the wrong width is an error here
-    (normflows broadcasts an undersized output silently).
+    The mask may have any event shape (vectors or images). The networks must return the input's
+    shape: a network of the wrong width is an error.
 
     Args:
-        b: mask of the event shape; ones mark the coordinates that condition the others.
+        b: mask of the event shape; ones mark the coordinates that are kept and condition the others.
         t: translation network, or None for no translation.
         s: log-scale network, or None for an additive coupling.
         clamp: soft bound of the log-scale, or None for none.
@@ -59,7 +94,7 @@ class MaskedAffineFlow(Flow):
         b = torch.as_tensor(b, dtype=torch.get_default_dtype())
         as_event_shape(b.shape)
         if not ((b == 0) | (b == 1)).all():
-            raise ValueError("MaskedAffineFlow mask b must contain only 0 and 1")
+            raise ValueError(f"{type(self).__name__} mask b must contain only 0 and 1")
         if clamp is not None and not clamp > 0:
             raise ValueError(f"clamp must be positive or None, got {clamp}")
         self.register_buffer("b", b.unsqueeze(0))
@@ -67,35 +102,20 @@ class MaskedAffineFlow(Flow):
         self.s = s
         self.clamp = clamp
 
-    def _log_scale_and_shift(self, kept: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        log_scale = (
-            None if self.s is None else soft_clamp(_check_conditioner_output("s", self.s(kept), kept.shape), self.clamp)
-        )
+    def _transform(self, v: torch.Tensor, inverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        check_event_shape(self, v, self.b.shape[1:])
+        kept = self.b * v
+        log_scale = None if self.s is None else _check_conditioner_output("s", self.s(kept), kept.shape)
         shift = None if self.t is None else _check_conditioner_output("t", self.t(kept), kept.shape)
-        return log_scale, shift
-
-    def _log_det(self, log_scale: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
-        if log_scale is None:
-            return like.new_zeros(like.shape[0])
-        return ((1 - self.b) * log_scale).flatten(1).sum(1)
+        changed, log_derivative = affine_transform(v, shift, log_scale, inverse, self.clamp)
+        moved = 1 - self.b
+        return kept + moved * changed, row_log_det(log_derivative, v, moved)
 
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        check_event_shape(self, z, self.b.shape[1:])
-        kept = self.b * z
-        log_scale, shift = self._log_scale_and_shift(kept)
-        changed = z if log_scale is None else z * torch.exp(log_scale)
-        if shift is not None:
-            changed = changed + shift
-        return kept + (1 - self.b) * changed, self._log_det(log_scale, z)
+        return self._transform(z, inverse=False)
 
     def inverse(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        check_event_shape(self, x, self.b.shape[1:])
-        kept = self.b * x
-        log_scale, shift = self._log_scale_and_shift(kept)
-        changed = x if shift is None else x - shift
-        if log_scale is not None:
-            changed = changed * torch.exp(-log_scale)
-        return kept + (1 - self.b) * changed, -self._log_det(log_scale, x)
+        return self._transform(x, inverse=True)
 
 
 def alternating_mask(features: int, even: bool = True) -> torch.Tensor:
@@ -156,10 +176,8 @@ class RealNVPCoupling(EventFlow):
         self.check_input(v)
         kept, moved = v.index_select(1, self.kept), v.index_select(1, self.moved)
         params = self.net(kept, context).view(v.shape[0], moved.shape[1], 2)
-        shift, log_scale = params[..., 0], soft_clamp(params[..., 1], self.clamp)
-        out = (moved - shift) * torch.exp(-log_scale) if inverse else moved * torch.exp(log_scale) + shift
-        log_det = log_scale.sum(1)
-        return torch.cat([kept, out], 1).index_select(1, self.unshuffle), -log_det if inverse else log_det
+        out, log_derivative = affine_transform(moved, params[..., 0], params[..., 1], inverse, self.clamp)
+        return torch.cat([kept, out], 1).index_select(1, self.unshuffle), row_log_det(log_derivative, v)
 
     def forward(self, z: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         return self._transform(z, context, inverse=False)
@@ -208,23 +226,22 @@ class AffineCoupling(Flow):
             return params, None
         shift, raw = params[:, 0::2], params[:, 1::2]
         if self.scale_map == "exp":
-            return shift, soft_clamp(raw, self.clamp)
+            return shift, raw  # soft-clamped by affine_transform
         log_sigmoid = F.logsigmoid(raw + 2)
         return shift, -log_sigmoid if self.scale_map == "sigmoid" else log_sigmoid
 
-    def forward(self, z):
-        z1, z2 = z
-        shift, log_scale = self._shift_and_log_scale(z1, z2)
-        if log_scale is None:
-            return [z1, z2 + shift], z2.new_zeros(z2.shape[0])
-        return [z1, z2 * torch.exp(log_scale) + shift], log_scale.flatten(1).sum(1)
+    def _transform(self, parts: Sequence[torch.Tensor], inverse: bool) -> tuple[list[torch.Tensor], torch.Tensor]:
+        kept, moved = parts
+        shift, log_scale = self._shift_and_log_scale(kept, moved)
+        clamp = self.clamp if self.scale_map == "exp" else None
+        out, log_derivative = affine_transform(moved, shift, log_scale, inverse, clamp)
+        return [kept, out], row_log_det(log_derivative, moved)
 
-    def inverse(self, x):
-        x1, x2 = x
-        shift, log_scale = self._shift_and_log_scale(x1, x2)
-        if log_scale is None:
-            return [x1, x2 - shift], x2.new_zeros(x2.shape[0])
-        return [x1, (x2 - shift) * torch.exp(-log_scale)], -log_scale.flatten(1).sum(1)
+    def forward(self, z: Sequence[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor]:
+        return self._transform(z, inverse=False)
+
+    def inverse(self, x: Sequence[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor]:
+        return self._transform(x, inverse=True)
 
 
 class AffineCouplingBlock(Flow):

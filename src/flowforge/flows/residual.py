@@ -7,7 +7,13 @@ import math
 import torch
 from torch import nn
 
+from ..utils.deprecation import retired_keywords
 from .base import Flow
+
+RETIRED_KEYWORDS = {
+    "reduce_memory": "it has no effect in flowforge (the log-det's graph is built only when gradients are needed)",
+    "exact_trace": "it is brute_force",
+}
 
 
 class Residual(Flow):
@@ -20,8 +26,8 @@ class Residual(Flow):
     ``n_samples`` Hutchinson vectors. The geometric estimator's variance is finite when
     ``(1 − geom_p)⁻¹ Lip(g)² < 1``; the Poisson one reweights by ``~k!/λᵏ`` and is heavy-tailed.
     ``n_power_series`` instead truncates the series (biased);
-    ``brute_force`` (or ``exact_trace``) computes the exact log-det from the full Jacobian
-    (D backward passes, for low dimensions).
+    ``brute_force`` computes the exact log-det from the full Jacobian (D backward passes, for low
+    dimensions).
 
     Direction: with ``reverse=True`` (default, as normflows) ``h`` is the density direction
     (``inverse``) and sampling solves ``v + g(v) = z`` by fixed-point iteration to ``tolerance``
@@ -30,28 +36,31 @@ class Residual(Flow):
     same iteration on the adjoint equation.
 
     The map never changes between parameter updates (spectral norms are exact, or estimates
-    advanced only by :func:`flowforge.utils.optim.update_lipschitz`), so forward and inverse stay
+    advanced only by :func:`flowforge.nets.update_lipschitz`), so forward and inverse stay
     exact inverses and ``sample`` agrees with ``log_prob``. A net that declares ``in_features``
-    (as :class:`~flowforge.nets.LipschitzMLP` does) has its input width checked.
+    (as :class:`~flowforge.nets.LipschitzMLP` does) has its input width checked. The arguments after
+    ``reverse`` are keyword-only.
     """
 
     def __init__(
         self,
         net: nn.Module,
         reverse: bool = True,
-        reduce_memory: bool = True,
+        *,
         geom_p: float = 0.5,
         lamb: float = 2.0,
         n_power_series: int | None = None,
-        exact_trace: bool = False,
         brute_force: bool = False,
         n_samples: int = 1,
         n_exact_terms: int = 2,
         n_dist: str = "geometric",
         tolerance: float | None = None,
         max_iterations: int = 1000,
+        **retired,
     ):
         super().__init__()
+        retired_keywords("flows.Residual", retired, RETIRED_KEYWORDS)
+        brute_force = brute_force or bool(retired.get("exact_trace", False))
         if n_dist not in ("geometric", "poisson"):
             raise ValueError(f"n_dist must be 'geometric' or 'poisson', got {n_dist!r}")
         if not 0 < geom_p < 1 or lamb <= 0 or n_samples < 1 or n_exact_terms < 0:
@@ -59,7 +68,7 @@ class Residual(Flow):
         self.net = net
         self.reverse = reverse
         self.geom_p, self.lamb, self.n_dist = geom_p, lamb, n_dist
-        self.n_power_series, self.brute_force = n_power_series, brute_force or exact_trace
+        self.n_power_series, self.brute_force = n_power_series, brute_force
         self.n_samples, self.n_exact_terms = n_samples, n_exact_terms
         self.tolerance, self.max_iterations = tolerance, max_iterations
 

@@ -1,7 +1,9 @@
 """Monotone rational-quadratic splines (neural spline flows) in coupling and autoregressive form.
 
 The spline math is stateless: :func:`rational_quadratic_spline` maps each coordinate through its
-own spline given unnormalised bin widths, heights and knot derivatives.
+own spline given unnormalised bin widths, heights and knot derivatives. Masks mark the coordinates
+that are kept (1), as in every flowforge coupling; normflows' four spline classes, whose masks
+mark the transformed coordinates, are in ``flowforge.compat.normflows.flows``.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from ..nets.made import MADE, as_activation
 from ..nets.residual import ResidualNet
 from .autoregressive import AutoregressiveFlow
 from .base import EventFlow
-from .coupling import alternating_mask, coupling_indices
+from .coupling import coupling_indices
 
 DEFAULT_MIN_BIN_WIDTH = 1e-3
 DEFAULT_MIN_BIN_HEIGHT = 1e-3
@@ -293,126 +295,3 @@ class RationalQuadraticAutoregressive(AutoregressiveFlow):
         self, values: torch.Tensor, params: torch.Tensor, inverse: bool, features: slice = slice(None)
     ) -> tuple[torch.Tensor, torch.Tensor]:
         return _apply_splines(values, params, inverse, self.tail_bound, self.periodic[features])
-
-
-# Names and argument orders of normflows, so its scripts run unchanged. normflows' masks mark the
-# *transformed* coordinates (> 0); flowforge's mark the kept ones.
-
-
-def _normflows_kept_mask(num_input_channels: int, reverse_mask: bool, mask: torch.Tensor | None) -> torch.Tensor:
-    if mask is not None:
-        return (torch.as_tensor(mask) <= 0).to(torch.get_default_dtype())
-    return alternating_mask(num_input_channels, even=not reverse_mask)
-
-
-def _random_order(features: int, permute: bool) -> torch.Tensor | None:
-    return torch.randperm(features) if permute else None
-
-
-class CoupledRationalQuadraticSpline(RationalQuadraticCoupling):
-    """normflows' coupling NSF layer: ``(num_input_channels, num_blocks, num_hidden_channels,
-    num_context_channels, num_bins, tails, tail_bound, activation, dropout_probability,
-    reverse_mask, init_identity)``; see :class:`RationalQuadraticCoupling`."""
-
-    def __init__(
-        self,
-        num_input_channels: int,
-        num_blocks: int,
-        num_hidden_channels: int,
-        num_context_channels: int | None = None,
-        num_bins: int = 8,
-        tails: str = "linear",
-        tail_bound: float = 3.0,
-        activation=nn.ReLU,
-        dropout_probability: float = 0.0,
-        reverse_mask: bool = False,
-        init_identity: bool = True,
-    ):
-        if tails != "linear":
-            raise ValueError(
-                f"tails must be 'linear' (use CircularCoupledRationalQuadraticSpline for angles), got {tails!r}"
-            )
-        super().__init__(
-            num_input_channels, num_hidden_channels, num_blocks, num_bins, tail_bound,
-            _normflows_kept_mask(num_input_channels, reverse_mask, None), (), num_context_channels,
-            activation, dropout_probability, init_identity,
-        )  # fmt: skip
-
-
-class CircularCoupledRationalQuadraticSpline(RationalQuadraticCoupling):
-    """normflows' coupling NSF layer with the coordinates ``ind_circ`` on the circle
-    ``[−tail_bound, tail_bound)``; see :class:`RationalQuadraticCoupling`."""
-
-    def __init__(
-        self,
-        num_input_channels: int,
-        num_blocks: int,
-        num_hidden_channels: int,
-        ind_circ,
-        num_context_channels: int | None = None,
-        num_bins: int = 8,
-        tail_bound: float = 3.0,
-        activation=nn.ReLU,
-        dropout_probability: float = 0.0,
-        reverse_mask: bool = False,
-        mask: torch.Tensor | None = None,
-        init_identity: bool = True,
-    ):
-        super().__init__(
-            num_input_channels, num_hidden_channels, num_blocks, num_bins, tail_bound,
-            _normflows_kept_mask(num_input_channels, reverse_mask, mask), list(ind_circ), num_context_channels,
-            activation, dropout_probability, init_identity,
-        )  # fmt: skip
-
-
-class AutoregressiveRationalQuadraticSpline(RationalQuadraticAutoregressive):
-    """normflows' autoregressive NSF layer: ``(num_input_channels, num_blocks, num_hidden_channels,
-    num_context_channels, num_bins, tail_bound, activation, dropout_probability, permute_mask,
-    init_identity)``; ``permute_mask`` draws a random autoregressive order. See
-    :class:`RationalQuadraticAutoregressive`."""
-
-    def __init__(
-        self,
-        num_input_channels: int,
-        num_blocks: int,
-        num_hidden_channels: int,
-        num_context_channels: int | None = None,
-        num_bins: int = 8,
-        tail_bound: float = 3.0,
-        activation=nn.ReLU,
-        dropout_probability: float = 0.0,
-        permute_mask: bool = False,
-        init_identity: bool = True,
-    ):
-        super().__init__(
-            num_input_channels, num_hidden_channels, num_blocks, num_bins, tail_bound, (), num_context_channels,
-            _random_order(num_input_channels, permute_mask), activation, dropout_probability,
-        )  # fmt: skip
-        if not init_identity:
-            self.made.output.reset_parameters()
-
-
-class CircularAutoregressiveRationalQuadraticSpline(RationalQuadraticAutoregressive):
-    """normflows' autoregressive NSF layer with the coordinates ``ind_circ`` on the circle
-    ``[−tail_bound, tail_bound)``; see :class:`RationalQuadraticAutoregressive`."""
-
-    def __init__(
-        self,
-        num_input_channels: int,
-        num_blocks: int,
-        num_hidden_channels: int,
-        ind_circ,
-        num_context_channels: int | None = None,
-        num_bins: int = 8,
-        tail_bound: float = 3.0,
-        activation=nn.ReLU,
-        dropout_probability: float = 0.0,
-        permute_mask: bool = True,
-        init_identity: bool = True,
-    ):
-        super().__init__(
-            num_input_channels, num_hidden_channels, num_blocks, num_bins, tail_bound, list(ind_circ),
-            num_context_channels, _random_order(num_input_channels, permute_mask), activation, dropout_probability,
-        )  # fmt: skip
-        if not init_identity:
-            self.made.output.reset_parameters()

@@ -6,6 +6,25 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..utils.deprecation import retired_keywords
+
+RETIRED_KEYWORDS = {
+    "use_batch_norm": "flowforge's MADE has no batch norm (True was refused); put flows.BatchNorm between flows",
+}
+
+
+def refuse_batch_norm(use_batch_norm: bool) -> None:
+    """Raise for ``use_batch_norm=True`` (normflows' MADE option), which flowforge's MADE does not have."""
+    if use_batch_norm:
+        raise ValueError("use_batch_norm is not supported by flowforge's MADE; put flows.BatchNorm between flows")
+
+
+def check_retired_arguments(owner: str, retired: dict) -> None:
+    """Warn for normflows' leftover MADE keywords given to ``owner`` (``use_batch_norm``) and refuse
+    ``use_batch_norm=True``."""
+    retired_keywords(owner, retired, RETIRED_KEYWORDS)
+    refuse_batch_norm(retired.get("use_batch_norm", False))
+
 
 class MaskedLinear(nn.Linear):
     """A linear layer whose weight is multiplied by a fixed 0/1 mask (a buffer)."""
@@ -34,8 +53,8 @@ class MADE(nn.Module):
     ``degree(k) ≥ degree(j)`` (hidden) or ``degree(k) > degree(j)`` (output). With
     ``use_residual_blocks`` the hidden layers are residual blocks ``h + W₂ act(W₁ act(h) + V c)``
     (masks keep them autoregressive); otherwise plain layers. The context enters unmasked. The
-    output layer starts at zero, so a flow built on it starts at the identity. Argument order as
-    normflows' (nflows') MADE.
+    output layer starts at zero, so a flow built on it starts at the identity. The first nine
+    arguments are in the order of nflows' MADE.
 
     Output shape: ``(batch, features, output_multiplier)``. With ``parameter_major`` the output
     layer's rows are ordered parameter by parameter (all features' first outputs, then the second
@@ -52,7 +71,6 @@ class MADE(nn.Module):
         use_residual_blocks: residual hidden blocks.
         random_mask: draw a random autoregressive order (ignored when ``order`` is given).
         activation: activation class or function; dropout_probability: dropout in hidden layers.
-        use_batch_norm: not supported (raises); put :class:`~flowforge.flows.BatchNorm` between flows.
         order: a permutation of ``range(D)``; ``order[i]`` is feature ``i``'s position in the
             autoregressive sequence, so its outputs see the features with smaller positions
             (default: ``0, 1, …, D−1``). Kept as the buffer ``order``.
@@ -70,15 +88,15 @@ class MADE(nn.Module):
         random_mask: bool = False,
         activation=F.relu,
         dropout_probability: float = 0.0,
-        use_batch_norm: bool = False,
+        *,
         order: torch.Tensor | None = None,
         parameter_major: bool = False,
+        **retired,
     ):
         super().__init__()
+        check_retired_arguments("nets.MADE", retired)
         if features < 1 or hidden_features < 1 or num_blocks < 1 or output_multiplier < 1:
             raise ValueError("MADE sizes must be positive")
-        if use_batch_norm:
-            raise ValueError("use_batch_norm is not supported by flowforge's MADE; put flows.BatchNorm between flows")
         if order is None:
             order = torch.randperm(features) if random_mask else torch.arange(features)
         order = torch.as_tensor(order)

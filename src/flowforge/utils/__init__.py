@@ -1,6 +1,13 @@
-"""Helpers with normflows' module paths (``nf.utils.optim.update_lipschitz``)."""
+"""Small helpers used across the library: argument checks (:mod:`.checks`) and deprecation paths
+(:mod:`.deprecation`).
 
-from . import optim
-from .optim import update_lipschitz
+normflows' ``nf.utils.optim.update_lipschitz`` lives in ``flowforge.compat.normflows.utils``; reached
+from here it still works, with a DeprecationWarning. flowforge's own is
+:func:`flowforge.nets.update_lipschitz`.
+"""
 
-__all__ = ["optim", "update_lipschitz"]
+from .deprecation import normflows_bridge
+
+_normflows_names, __getattr__ = normflows_bridge(__name__)
+
+__all__: list[str] = []

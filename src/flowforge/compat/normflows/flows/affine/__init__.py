@@ -1,0 +1,18 @@
+"""normflows' ``nf.flows.affine`` path: affine couplings, MAF and Glow steps."""
+
+from . import autoregressive, coupling, glow
+from .autoregressive import MaskedAffineAutoregressive
+from .coupling import AffineConstFlow, AffineCoupling, AffineCouplingBlock, MaskedAffineFlow
+from .glow import GlowBlock
+
+__all__ = [
+    "AffineConstFlow",
+    "AffineCoupling",
+    "AffineCouplingBlock",
+    "GlowBlock",
+    "MaskedAffineAutoregressive",
+    "MaskedAffineFlow",
+    "autoregressive",
+    "coupling",
+    "glow",
+]

@@ -1,0 +1,5 @@
+"""normflows' ``nf.nets.lipschitz`` path."""
+
+from ....nets.lipschitz import LipschitzMLP
+
+__all__ = ["LipschitzMLP"]

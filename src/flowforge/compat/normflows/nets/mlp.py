@@ -1,0 +1,5 @@
+"""normflows' ``nf.nets.mlp`` path."""
+
+from ....nets.mlp import MLP
+
+__all__ = ["MLP"]

@@ -1,0 +1,5 @@
+"""normflows' ``nf.nets.resnet`` path."""
+
+from ....nets.residual import ResidualNet
+
+__all__ = ["ResidualNet"]
