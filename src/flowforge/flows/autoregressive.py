@@ -91,7 +91,9 @@ class MaskedAffineAutoregressive(AutoregressiveFlow):
     def elementwise(
         self, values: torch.Tensor, params: torch.Tensor, inverse: bool, features: slice = slice(None)
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        return affine_transform(values, params[..., 0], params[..., 1], inverse, self.clamp)
+        out, log_derivative = affine_transform(values, params[..., 0], params[..., 1], inverse, self.clamp)
+        assert log_derivative is not None  # there is a log-scale
+        return out, log_derivative
 
 
 class InverseAutoregressive(EventFlow):

@@ -83,6 +83,8 @@ class MaskedAffineCoupling(Flow):
         clamp: soft bound of the log-scale, or None for none.
     """
 
+    b: torch.Tensor
+
     def __init__(
         self,
         b: torch.Tensor,
@@ -147,6 +149,9 @@ class RealNVPCoupling(EventFlow):
     when built with it. Starts at the identity when ``init_identity``.
     """
 
+    kept: torch.Tensor
+    moved: torch.Tensor
+    unshuffle: torch.Tensor
     takes_context = True
 
     def __init__(
@@ -237,10 +242,11 @@ class AffineCoupling(Flow):
         out, log_derivative = affine_transform(moved, shift, log_scale, inverse, clamp)
         return [kept, out], row_log_det(log_derivative, moved)
 
-    def forward(self, z: Sequence[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor]:
+    # A layer on the parts [z1, z2] of a Split, so its values are lists rather than Flow's tensors.
+    def forward(self, z: Sequence[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor]:  # type: ignore[override]
         return self._transform(z, inverse=False)
 
-    def inverse(self, x: Sequence[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor]:
+    def inverse(self, x: Sequence[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor]:  # type: ignore[override]
         return self._transform(x, inverse=True)
 
 
@@ -252,8 +258,11 @@ class AffineCouplingBlock(Flow):
         super().__init__()
         self.flows = nn.ModuleList([Split(split_mode), AffineCoupling(param_map, scale, scale_map), Merge(split_mode)])
 
+    def _layers(self) -> list[Flow]:
+        return list(self.flows)  # type: ignore[arg-type]  # the three layers above
+
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return push_forward(self.flows, z)
+        return push_forward(self._layers(), z)
 
     def inverse(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return pull_back(self.flows, x)
+        return pull_back(self._layers(), x)

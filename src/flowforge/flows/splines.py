@@ -185,6 +185,9 @@ class RationalQuadraticCoupling(EventFlow):
     ``nets.MLP([|A|, 64, 64, |B| · 3 · num_bins], init_zeros=True)``).
     """
 
+    kept: torch.Tensor
+    moved: torch.Tensor
+    unshuffle: torch.Tensor
     takes_context = True
 
     def __init__(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -29,6 +31,8 @@ def check_retired_arguments(owner: str, retired: dict) -> None:
 class MaskedLinear(nn.Linear):
     """A linear layer whose weight is multiplied by a fixed 0/1 mask (a buffer)."""
 
+    mask: torch.Tensor
+
     def __init__(self, in_features: int, out_features: int, mask: torch.Tensor):
         super().__init__(in_features, out_features)
         if tuple(mask.shape) != (out_features, in_features):
@@ -39,7 +43,7 @@ class MaskedLinear(nn.Linear):
         return F.linear(x, self.weight * self.mask, self.bias)
 
 
-def as_activation(activation) -> nn.Module | object:
+def as_activation(activation) -> Callable[[torch.Tensor], torch.Tensor]:
     """Accept an activation class (``nn.ReLU``) or a function (``F.relu``), as normflows users pass both."""
     return activation() if isinstance(activation, type) else activation
 
@@ -76,6 +80,8 @@ class MADE(nn.Module):
             (default: ``0, 1, …, D−1``). Kept as the buffer ``order``.
         parameter_major: the output layer's row order (see above).
     """
+
+    order: torch.Tensor
 
     def __init__(
         self,

@@ -58,17 +58,17 @@ class ClassCondFlow(ConditionalNormalizingFlow):
             raise ValueError(f"{type(self).__name__} needs a class-conditional base such as ClassCondDiagGaussian")
         super().__init__(q0, flows, p)
 
-    def sample(  # type: ignore[override]  # normflows names the context y
+    def sample(
         self, num_samples: int = 1, y: torch.Tensor | int | None = None, temperature: float | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Samples of class ``y`` and their ``log q(x | y)``; see :meth:`flowforge.model.NormalizingFlow.sample`."""
-        return super().sample(num_samples, y, temperature)
+        return super().sample(num_samples, y, temperature)  # type: ignore[arg-type]  # the base takes int labels
 
-    def log_prob(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
+    def log_prob(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """``log q(x | y)``, shape ``(batch,)``."""
         return super().log_prob(x, y)
 
-    def forward_kld(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
+    def forward_kld(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """``−mean log q(x | y)`` for pairs ``(x, y)`` from the data."""
         return super().forward_kld(x, y)
 
