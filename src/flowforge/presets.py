@@ -29,7 +29,7 @@ from .flows import (
     GlowBlock,
     InverseAutoregressive,
     MaskedAffineAutoregressive,
-    MaskedAffineFlow,
+    MaskedAffineCoupling,
     Merge,
     Permute,
     Planar,
@@ -38,12 +38,12 @@ from .flows import (
     RationalQuadraticCoupling,
     RealNVPCoupling,
     Residual,
+    Sigmoid,
     Squeeze,
     alternating_mask,
 )
 from .model import MultiscaleFlow, NormalizingFlow
 from .nets import MLP, LipschitzMLP
-from .transforms import Logit  # transitional: flows.Sigmoid(alpha) once it takes alpha
 from .vae import FlowVAE
 
 __all__ = [
@@ -140,7 +140,7 @@ def RealNVP(  # noqa: N802
     r"""RealNVP (Dinh et al. 2017, https://arxiv.org/abs/1605.08803): ``layers`` affine couplings
     with alternating masks, ``x_B = z_B ⊙ exp(s(z_A)) + t(z_A)``, ``x_A = z_A``,
     ``log|det| = Σ s(z_A)``; both directions cheap. Without a context,
-    :class:`~flowforge.flows.MaskedAffineFlow` with ``s`` and ``t`` MLPs of two hidden layers
+    :class:`~flowforge.flows.MaskedAffineCoupling` with ``s`` and ``t`` MLPs of two hidden layers
     of ``hidden`` units; with ``context_features``, :class:`~flowforge.flows.RealNVPCoupling`
     (a residual conditioner of ``hidden`` units that also reads the context)."""
     _check(dim, layers, context_features, minimum_dim=2)
@@ -152,7 +152,7 @@ def RealNVP(  # noqa: N802
         else:
             t = MLP([dim, hidden, hidden, dim], init_zeros=True)
             s = MLP([dim, hidden, hidden, dim], init_zeros=True)
-            flows.append(MaskedAffineFlow(mask, t=t, s=s))
+            flows.append(MaskedAffineCoupling(mask, t=t, s=s))
     return NormalizingFlow(_base(q0, dim), flows, p)
 
 
@@ -364,7 +364,7 @@ def Glow(  # noqa: N802
         if level > 0:
             merges.append(Merge())
     conditional = num_classes is not None or context_features is not None  # the bases take the context
-    return MultiscaleFlow(bases, flows, merges, transform=Logit(alpha), class_cond=conditional, p=p)
+    return MultiscaleFlow(bases, flows, merges, transform=Sigmoid(alpha), class_cond=conditional, p=p)
 
 
 def GlowSingleScale(  # noqa: N802
