@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import flowforge as nf
-from flowforge import train
+from flowforge import metrics, training
 
 
 def gaussian_data(n, seed=0):
@@ -20,12 +20,12 @@ def test_converges_and_restores_the_best_weights():
     torch.manual_seed(0)
     data = gaussian_data(3000)
     model = nf.RealNVP(2, 4, hidden=32)
-    result = train.fit_data(
+    result = training.fit_data(
         model, data[:2000], data[2000:], epochs=30, batch_size=128, lr=3e-3, seed=0, progress=False, device="cpu"
     )
     entropy = 0.5 * math.log(torch.linalg.det(2 * math.pi * math.e * torch.tensor([[1.0, 0.8], [0.8, 1.0]])).item())
     assert result.best_validation_nll < entropy + 0.08
-    assert train.mean_nll(model, data[2000:]) == pytest.approx(result.best_validation_nll, abs=1e-5)
+    assert metrics.mean_nll(model, data[2000:]) == pytest.approx(result.best_validation_nll, abs=1e-5)
     assert len(result.train_nll) == len(result.validation_nll) and result.train_nll[-1] < result.train_nll[0]
 
 
@@ -33,7 +33,7 @@ def test_early_stopping_on_an_overfitting_model():
     torch.manual_seed(0)
     data = gaussian_data(1040, seed=1)
     model = nf.RealNVP(2, 6, hidden=128)  # far too large for 40 training samples
-    result = train.fit_data(
+    result = training.fit_data(
         model,
         data[:40],
         data[40:],
@@ -48,13 +48,13 @@ def test_early_stopping_on_an_overfitting_model():
     )
     assert result.stopped_early and len(result.validation_nll) == result.best_epoch + 6
     assert result.validation_nll[-1] > result.best_validation_nll
-    assert train.mean_nll(model, data[40:]) == pytest.approx(result.best_validation_nll, abs=1e-5)
+    assert metrics.mean_nll(model, data[40:]) == pytest.approx(result.best_validation_nll, abs=1e-5)
 
 
 @pytest.mark.parametrize("schedule", ["cosine", "plateau", None])
 def test_schedules_and_clipping_run(schedule):
     data = gaussian_data(600)
-    result = train.fit_data(
+    result = training.fit_data(
         nf.MAF(2, 2, hidden=16),
         data[:500],
         data[500:],
@@ -69,7 +69,7 @@ def test_schedules_and_clipping_run(schedule):
 
 
 def test_without_validation_data_keeps_the_last_weights():
-    result = train.fit_data(nf.MAF(2, 2, hidden=16), gaussian_data(300), epochs=4, progress=False, device="cpu")
+    result = training.fit_data(nf.MAF(2, 2, hidden=16), gaussian_data(300), epochs=4, progress=False, device="cpu")
     assert result.validation_nll.size == 0 and result.best_epoch == 3 and not result.stopped_early
 
 
@@ -89,8 +89,8 @@ def test_divergence_restores_and_raises():
             return x * torch.exp(self.scale), (2 * self.scale + bad).expand(x.shape[0])
 
     model = nf.NormalizingFlow(nf.distributions.DiagGaussian(2), [Exploding()])
-    with pytest.raises(train.TrainingDiverged, match="training NLL became nan in epoch"):
-        train.fit_data(model, gaussian_data(100), epochs=10, batch_size=50, progress=False, device="cpu")
+    with pytest.raises(training.TrainingDiverged, match="training NLL became nan in epoch"):
+        training.fit_data(model, gaussian_data(100), epochs=10, batch_size=50, progress=False, device="cpu")
 
 
 @pytest.mark.parametrize(
@@ -105,4 +105,4 @@ def test_divergence_restores_and_raises():
 def test_bad_arguments(kwargs, message):
     arguments = {"train_data": gaussian_data(10), "progress": False, "device": "cpu", **kwargs}
     with pytest.raises(ValueError, match=message):
-        train.fit_data(nf.MAF(2, 1, hidden=8), **arguments)
+        training.fit_data(nf.MAF(2, 1, hidden=8), **arguments)

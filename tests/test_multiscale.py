@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import flowforge as nf
+from flowforge import training
 
 
 def perturbed(model, scale=0.05):
@@ -89,7 +90,7 @@ def test_uniform_dequantisation_and_the_discrete_nll_of_a_uniform_model():
             return x.new_zeros(x.shape[0])
 
     model = UniformOnUnitCube()
-    nll = nf.train.mean_nll(model, levels, levels=17)
+    nll = nf.metrics.mean_nll(model, levels, levels=17)
     assert nll == pytest.approx(4 * math.log(17))
     assert nf.metrics.bits_per_dim(nll, 4) == pytest.approx(math.log2(17))
 
@@ -102,11 +103,11 @@ def test_glow_learns_digits_beyond_the_uniform_model():
     )
     torch.manual_seed(0)
     model = nf.presets.MultiscaleGlow((1, 8, 8), 2, 2, 32, num_classes=10)
-    nf.train.fit_data(
+    training.fit_data(
         model, train, validation, train_context=train_labels, validation_context=validation_labels,
         levels=17, epochs=6, batch_size=64, seed=0, progress=False,
     )  # fmt: skip
-    bits = nf.metrics.bits_per_dim(nf.train.mean_nll(model, test, context=test_labels, levels=17), 64)
+    bits = nf.metrics.bits_per_dim(nf.metrics.mean_nll(model, test, context=test_labels, levels=17), 64)
     assert bits < 3.2
 
 
@@ -116,6 +117,6 @@ def test_glow_on_digits_reaches_a_good_bits_per_dim():
     train, validation, test = nf.datasets.split(images, seed=0)
     torch.manual_seed(0)
     model = nf.presets.MultiscaleGlow((1, 8, 8), 2, 4, 64)
-    nf.train.fit_data(model, train, validation, levels=17, epochs=40, batch_size=64, seed=0, progress=False)
-    bits = nf.metrics.bits_per_dim(nf.train.mean_nll(model, test, levels=17), 64)
+    training.fit_data(model, train, validation, levels=17, epochs=40, batch_size=64, seed=0, progress=False)
+    bits = nf.metrics.bits_per_dim(nf.metrics.mean_nll(model, test, levels=17), 64)
     assert bits < 2.3

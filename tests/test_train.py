@@ -5,18 +5,20 @@ import math
 import numpy as np
 import pytest
 import torch
+from torch._inductor import cpu_vec_isa
 
 import flowforge as nf
-from flowforge import train
+from flowforge import training
 from flowforge.presets import PlanarFlow
+from flowforge.training import accelerate
 
 
 def test_annealing_schedule():
-    assert train.annealing_beta(0, 100) == pytest.approx(0.01)
-    assert train.annealing_beta(50, 100) == pytest.approx(0.51)
-    assert train.annealing_beta(1000, 100) == 1.0
-    assert train.annealing_beta(5, None) == 1.0
-    assert train.annealing_beta(0, 10, beta0=0.5) == 0.5
+    assert training.annealing_beta(0, 100) == pytest.approx(0.01)
+    assert training.annealing_beta(50, 100) == pytest.approx(0.51)
+    assert training.annealing_beta(1000, 100) == 1.0
+    assert training.annealing_beta(5, None) == 1.0
+    assert training.annealing_beta(0, 10, beta0=0.5) == 0.5
 
 
 def test_fit_is_reproducible_with_a_seed():
@@ -24,7 +26,7 @@ def test_fit_is_reproducible_with_a_seed():
     for _ in range(2):
         torch.manual_seed(99)
         model = PlanarFlow(2, 4, p=nf.distributions.TwoModes(2.0, 0.1))
-        result = train.fit(model, 60, anneal_iters=30, seed=7, progress=False, device="cpu")
+        result = training.fit(model, 60, anneal_iters=30, seed=7, progress=False, device="cpu")
         histories.append(result.loss_history)
     np.testing.assert_array_equal(histories[0], histories[1])
     assert result.iterations == 60 and result.loss_history.shape == (60,)
@@ -35,7 +37,7 @@ def test_reverse_kl_fit_reduces_kl():
     torch.manual_seed(0)
     model = PlanarFlow(2, 8, p=nf.distributions.CircularGaussianMixture(2))
     before = nf.metrics.grid_kl(model, grid_size=100)["kl"]
-    train.fit(model, 1500, samples_per_step=64, anneal_iters=500, lr=5e-3, seed=0, progress=False, device="cpu")
+    training.fit(model, 1500, samples_per_step=64, anneal_iters=500, lr=5e-3, seed=0, progress=False, device="cpu")
     after = nf.metrics.grid_kl(model, grid_size=100)["kl"]
     assert after < 0.5 * before and after < 0.5
 
@@ -45,7 +47,7 @@ def test_forward_kl_fit_learns_a_gaussian():
     covariance = torch.tensor([[1.0, 0.8], [0.8, 1.0]])
     data = torch.distributions.MultivariateNormal(torch.tensor([1.0, -2.0]), covariance).sample((4000,))
     model = PlanarFlow(2, 4)
-    train.fit(
+    training.fit(
         model, 1500, loss="forward_kl", data=data, samples_per_step=256, lr=1e-2, seed=0, progress=False, device="cpu"
     )
     entropy = 0.5 * math.log(torch.linalg.det(2 * math.pi * math.e * covariance).item())
@@ -57,7 +59,7 @@ def test_forward_kl_fit_learns_a_gaussian():
 def test_forward_kl_from_a_sampler():
     target = nf.distributions.CircularGaussianMixture(4)
     model = PlanarFlow(2, 2)
-    result = train.fit(
+    result = training.fit(
         model, 20, loss="forward_kl", data=target.sample, samples_per_step=32, progress=False, device="cpu"
     )
     assert np.isfinite(result.loss_history).all()
@@ -85,13 +87,13 @@ def test_nan_loss_stops_with_a_message_and_restores_the_last_good_state():
         snapshots[iteration] = {k: v.clone() for k, v in flow_model.state_dict().items()}
 
     with pytest.raises(
-        train.TrainingDiverged, match="loss became nan at iteration 26; .* state after iteration 20"
+        training.TrainingDiverged, match="loss became nan at iteration 26; .* state after iteration 20"
     ) as caught:
-        train.fit(
+        training.fit(
             model,
             100,
             check_every=10,
-            callbacks=[train.Every(10, remember)],
+            callbacks=[training.Every(10, remember)],
             progress=False,
             device="cpu",
             compile="off",
@@ -107,13 +109,13 @@ def test_a_model_without_parameters_cannot_be_fitted():
         nf.distributions.DiagGaussian(2, trainable=False), [nf.flows.Permute(2)], nf.distributions.TwoModes()
     )
     with pytest.raises(ValueError, match="no trainable parameters"):
-        train.fit(model, 5, progress=False, device="cpu")
+        training.fit(model, 5, progress=False, device="cpu")
 
 
 def test_callbacks_run_at_their_interval():
     seen = []
     model = PlanarFlow(2, 1, p=nf.distributions.TwoModes())
-    train.fit(model, 25, callbacks=[train.Every(10, lambda it, m: seen.append(it))], progress=False, device="cpu")
+    training.fit(model, 25, callbacks=[training.Every(10, lambda it, m: seen.append(it))], progress=False, device="cpu")
     assert seen == [10, 20]
 
 
@@ -132,13 +134,13 @@ def test_callbacks_run_at_their_interval():
 def test_bad_arguments_raise(kwargs, message):
     model = PlanarFlow(2, 1, p=nf.distributions.TwoModes())
     with pytest.raises(ValueError, match=message):
-        train.fit(model, progress=False, device="cpu", **kwargs)
+        training.fit(model, progress=False, device="cpu", **kwargs)
 
 
 def test_compiled_fit_matches_eager_quality():
     torch.manual_seed(0)
     model = PlanarFlow(2, 2, p=nf.distributions.CircularGaussianMixture(2))
-    result = train.fit(model, 300, compile="on", samples_per_step=64, lr=5e-3, seed=0, progress=False, device="cpu")
+    result = training.fit(model, 300, compile="on", samples_per_step=64, lr=5e-3, seed=0, progress=False, device="cpu")
     assert result.compiled and result.compile_time > 0
     assert np.isfinite(result.loss_history).all()
     assert result.loss_history[-50:].mean() < result.loss_history[:50].mean()
@@ -154,7 +156,7 @@ def test_failed_compilation_falls_back_to_eager(monkeypatch):
     monkeypatch.setattr(torch, "compile", broken_compile)
     model = PlanarFlow(2, 1, p=nf.distributions.TwoModes())
     with pytest.warns(UserWarning, match="torch.compile failed"):
-        result = train.fit(model, 5, compile="on", progress=False, device="cpu")
+        result = training.fit(model, 5, compile="on", progress=False, device="cpu")
     assert not result.compiled and np.isfinite(result.loss_history).all()
 
 
@@ -162,12 +164,12 @@ def test_auto_compile_only_when_the_rest_of_the_run_is_long(monkeypatch):
     calls = []
     monkeypatch.setattr(torch, "compile", lambda function, **kwargs: calls.append(1) or function)
     model = PlanarFlow(2, 1, p=nf.distributions.TwoModes())
-    result = train.fit(model, 40, compile="auto", progress=False, device="cpu")
+    result = training.fit(model, 40, compile="auto", progress=False, device="cpu")
     assert calls == [] and not result.compiled
-    monkeypatch.setattr(train, "AUTO_COMPILE_PAYOFF_SECONDS", 0.0)
-    result = train.fit(model, train.AUTO_PROBE_STEPS, compile="auto", progress=False, device="cpu")
+    monkeypatch.setattr(accelerate, "AUTO_COMPILE_PAYOFF_SECONDS", 0.0)
+    result = training.fit(model, accelerate.AUTO_PROBE_STEPS, compile="auto", progress=False, device="cpu")
     assert calls == [] and not result.compiled  # nothing left to compile for
-    result = train.fit(model, 40, compile="auto", progress=False, device="cpu")
+    result = training.fit(model, 40, compile="auto", progress=False, device="cpu")
     assert calls == [1] and result.compiled and result.fused
 
 
@@ -181,7 +183,7 @@ def _moons_fit(compile, steps=150, **kwargs):
     torch.manual_seed(0)
     model = PlanarFlow(2, 3)
     data = nf.datasets.two_moons(2000, seed=0)
-    result = train.fit(
+    result = training.fit(
         model, steps, loss="forward_kl", data=_batches(data, 64, 1), samples_per_step=64, lr=1e-2,
         weight_decay=1e-3, compile=compile, progress=False, device="cpu", **kwargs,
     )  # fmt: skip
@@ -199,7 +201,7 @@ def test_fused_step_makes_the_same_updates_as_eager_adam():
 
 def test_auto_switch_to_the_fused_step_carries_adams_state_over(monkeypatch):
     eager_model, eager = _moons_fit("off")
-    monkeypatch.setattr(train, "AUTO_COMPILE_PAYOFF_SECONDS", 0.0)
+    monkeypatch.setattr(accelerate, "AUTO_COMPILE_PAYOFF_SECONDS", 0.0)
     switched_model, switched = _moons_fit("auto")
     assert switched.fused
     np.testing.assert_allclose(switched.loss_history, eager.loss_history, rtol=1e-4, atol=1e-4)
@@ -231,10 +233,10 @@ def test_fused_step_restores_the_last_good_state_on_nan():
     def remember(iteration, flow_model):
         snapshots[iteration] = {k: v.clone() for k, v in flow_model.state_dict().items()}
 
-    with pytest.raises(train.TrainingDiverged, match="at iteration 26; .* state after iteration 20"):
-        train.fit(
+    with pytest.raises(training.TrainingDiverged, match="at iteration 26; .* state after iteration 20"):
+        training.fit(
             model, 100, loss="forward_kl", data=data, samples_per_step=64, check_every=10, compile="on",
-            callbacks=[train.Every(10, remember)], progress=False, device="cpu",
+            callbacks=[training.Every(10, remember)], progress=False, device="cpu",
         )  # fmt: skip
     for key, value in model.state_dict().items():
         torch.testing.assert_close(value, snapshots[20][key])
@@ -243,33 +245,27 @@ def test_fused_step_restores_the_last_good_state_on_nan():
 def test_steps_that_cannot_be_fused_compile_the_loss_only(monkeypatch):
     monkeypatch.setattr(torch, "compile", lambda function, **kwargs: function)
     model = PlanarFlow(2, 1, p=nf.distributions.TwoModes())
-    result = train.fit(model, 5, compile="on", score_fn=False, progress=False, device="cpu")
+    result = training.fit(model, 5, compile="on", score_fn=False, progress=False, device="cpu")
     assert result.compiled and not result.fused
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
-    result = train.fit(model, 5, compile="on", optimizer=optimizer, progress=False, device="cpu")
+    result = training.fit(model, 5, compile="on", optimizer=optimizer, progress=False, device="cpu")
     assert result.compiled and not result.fused
 
 
 def test_tiny_cpu_steps_compile_without_the_precompiled_header():
-    from flowforge.train import _compile_options
-
     cpu = torch.device("cpu")
     planar = nf.presets.PlanarFlow(2, 16, p=nf.distributions.TwoModes())
-    assert _compile_options(planar, 40, cpu) == {"cpp_cache_precompile_headers": False}
-    assert _compile_options(planar, 4096, cpu) is None  # a large batch vectorises
-    assert _compile_options(nf.presets.RealNVP(2, 8, hidden=64), 40, cpu) is None  # 35k parameters
-    assert _compile_options(planar, 40, torch.device("cuda")) is None
+    assert accelerate.inductor_options(planar, 40, cpu) == {"cpp_cache_precompile_headers": False}
+    assert accelerate.inductor_options(planar, 4096, cpu) is None  # a large batch vectorises
+    assert accelerate.inductor_options(nf.presets.RealNVP(2, 8, hidden=64), 40, cpu) is None  # 35k parameters
+    assert accelerate.inductor_options(planar, 40, torch.device("cuda")) is None
 
 
 def test_compiled_cpu_steps_probe_the_vector_isa_once_in_the_background():
-    from flowforge import stepping
-
     _moons_fit("on", steps=3)
-    probe = stepping._isa_probe
+    probe = accelerate._isa_probe
     assert probe is not None and probe.name == "flowforge-cpu-isa-probe"
     probe.join(timeout=120)
     assert not probe.is_alive()
-    assert stepping.probe_cpu_vector_isa(torch.device("cpu")) is probe  # started once a process
-    from torch._inductor import cpu_vec_isa
-
+    assert accelerate.probe_cpu_vector_isa(torch.device("cpu")) is probe  # started once a process
     assert cpu_vec_isa.valid_vec_isa_list.cache_info().currsize == 1  # the answer inductor reads is cached

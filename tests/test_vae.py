@@ -14,8 +14,9 @@ import flowforge as nf
 from benchmarks.vae import digits, independent_pixels
 from flowforge import cli
 from flowforge.flows.base import pull_back
+from flowforge.metrics import mean_elbo, mean_log_likelihood
 from flowforge.presets import VAE_POSTERIORS, vae_posterior_flows
-from flowforge.train import fit_vae, mean_elbo, mean_log_likelihood
+from flowforge.training import fit_vae
 
 
 def perturbed(model, scale=0.3, seed=0):

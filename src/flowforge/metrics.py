@@ -1,6 +1,9 @@
-"""Numbers that say how good a flow is: importance-sampling diagnostics, exact 2-D KL, bits/dim.
+"""Numbers that say how good a model is: importance-sampling diagnostics, exact 2-D KL, bits/dim,
+the per-row NLL of a flow on data (continuous or dequantised levels) and a VAE's ELBO and
+importance-sampled log-likelihood.
 
-All functions run without gradients and on the model's device.
+All functions run without gradients and on the model's device; per-row values come back as float64
+on the CPU. The training loops (:mod:`flowforge.training`) validate with these functions.
 """
 
 from __future__ import annotations
@@ -10,10 +13,12 @@ from collections.abc import Callable
 
 import torch
 
+from .datasets import dequantize
 from .importance import check_log_weights, effective_sample_size, log_normalizer
 from .losses import require_target
 from .model import NormalizingFlow
 from .utils.checks import positive_int
+from .vae import FlowVAE
 
 Bounds = tuple[tuple[float, float], tuple[float, float]]
 
@@ -21,13 +26,20 @@ __all__ = [
     "Bounds",
     "bits_per_dim",
     "check_log_weights",
+    "discrete_nll_offset",
     "effective_sample_size",
+    "elbo_per_row",
     "evaluate_in_chunks",
     "gaussian_nll",
     "grid_kl",
     "grid_points",
     "importance_log_weights",
+    "log_likelihood_per_row",
     "log_normalizer",
+    "mean_elbo",
+    "mean_log_likelihood",
+    "mean_nll",
+    "nll_per_row",
     "summary",
 ]
 
@@ -135,3 +147,89 @@ def gaussian_nll(train: torch.Tensor, test: torch.Tensor) -> tuple[float, float]
         raise ValueError("the training data's covariance is singular (constant or collinear columns)")
     nll = -torch.distributions.MultivariateNormal(mean, scale_tril=cholesky).log_prob(test)
     return float(nll.mean()), float(nll.std() / math.sqrt(nll.numel()))
+
+
+def discrete_nll_offset(data: torch.Tensor, levels: int | None) -> float:
+    """``D log levels`` for rows of ``D`` values: turns the density of data dequantised and scaled to
+    ``[0, 1)`` into the likelihood bound of the discrete data (Theis et al. 2016,
+    https://arxiv.org/abs/1511.01844); 0 without ``levels``."""
+    return 0.0 if levels is None else data[0].numel() * math.log(levels)
+
+
+@torch.no_grad()
+def nll_per_row(
+    model: NormalizingFlow,
+    data: torch.Tensor,
+    batch_size: int = 4096,
+    context: torch.Tensor | None = None,
+    levels: int | None = None,
+    seed: int = 0,
+) -> torch.Tensor:
+    """``−log q(x)`` (or ``−log q(x | c)`` with a per-row ``context``) for every row of ``data``, in
+    chunks on the model's device; float64 on the CPU.
+
+    With ``levels``, ``data`` holds integer levels ``0 … levels−1`` and each value is the discrete
+    NLL bound of uniform dequantisation, ``−log q((k + u)/levels) + D log levels``, with one seeded
+    draw of ``u ~ U[0, 1)^D`` per row.
+    """
+    like = next(iter(model.parameters()), data)
+    data = data.to(device=like.device, dtype=like.dtype)
+    if context is not None:
+        context = context.to(device=like.device, dtype=like.dtype if context.is_floating_point() else context.dtype)
+    if levels is not None:
+        data = dequantize(data, levels, torch.Generator(device="cpu").manual_seed(seed))
+    values = []
+    for index in torch.arange(data.shape[0], device=data.device).split(batch_size):
+        rows = data[index]
+        log_q = model.log_prob(rows) if context is None else model.log_prob(rows, context[index])
+        values.append(-log_q.double().cpu())
+    return torch.cat(values) + discrete_nll_offset(data, levels)
+
+
+def mean_nll(
+    model: NormalizingFlow,
+    data: torch.Tensor,
+    batch_size: int = 4096,
+    context: torch.Tensor | None = None,
+    levels: int | None = None,
+    seed: int = 0,
+) -> float:
+    """The mean of :func:`nll_per_row`: nats per row (per image)."""
+    return float(nll_per_row(model, data, batch_size, context, levels, seed).mean())
+
+
+def _rows_in_chunks(
+    model: FlowVAE, data: torch.Tensor, batch_size: int, per_row: Callable[[torch.Tensor], torch.Tensor]
+) -> torch.Tensor:
+    """``per_row(rows)`` over ``data`` in chunks on the model's device, as float64 on the CPU."""
+    like = next(iter(model.parameters()))
+    data = data.to(device=like.device, dtype=like.dtype)
+    with torch.no_grad():
+        return torch.cat([per_row(rows).double().cpu() for rows in data.split(batch_size)])
+
+
+def elbo_per_row(model: FlowVAE, data: torch.Tensor, num_samples: int = 10, batch_size: int = 1024) -> torch.Tensor:
+    """The ELBO of every row of ``data``, each with ``num_samples`` posterior samples."""
+    return _rows_in_chunks(model, data, batch_size, lambda rows: model.elbo(rows, num_samples))
+
+
+def log_likelihood_per_row(
+    model: FlowVAE, data: torch.Tensor, num_samples: int = 1000, batch_size: int = 256
+) -> torch.Tensor:
+    """The importance-sampled ``log p(x)`` (:meth:`FlowVAE.log_likelihood`) of every row of ``data``."""
+    return _rows_in_chunks(model, data, batch_size, lambda rows: model.log_likelihood(rows, num_samples))
+
+
+def mean_elbo(model: FlowVAE, data: torch.Tensor, num_samples: int = 10, batch_size: int = 1024) -> float:
+    """The ELBO averaged over the rows of ``data`` (each with ``num_samples`` posterior samples)."""
+    return float(elbo_per_row(model, data, num_samples, batch_size).mean())
+
+
+def mean_log_likelihood(
+    model: FlowVAE, data: torch.Tensor, num_samples: int = 1000, batch_size: int = 256
+) -> tuple[float, float]:
+    """The importance-sampled ``log p(x)`` averaged over the rows of ``data``, and its standard error
+    over the rows."""
+    values = log_likelihood_per_row(model, data, num_samples, batch_size)
+    standard_error = float(values.std() / math.sqrt(len(values))) if len(values) > 1 else float("nan")
+    return float(values.mean()), standard_error

@@ -1,0 +1,31 @@
+"""Training loops: :func:`fit` runs a number of steps of one loss (reverse KL to a density, forward KL
+to samples, the α-divergence, or a loss object of :mod:`flowforge.losses`); :func:`fit_data` (a flow,
+maximum likelihood) and :func:`fit_vae` (a VAE, the ELBO) train by epochs until the validation score
+stops improving, with one epoch loop.
+
+``loop`` holds the step loop, ``epochs`` the epoch loop, ``common`` the results and the divergence
+error, and ``accelerate`` the compiled and fused steps with everything that touches a private torch
+API (each with a fallback to the eager step); the ``"auto"`` compile policy's constants live there.
+"""
+
+from ..losses import annealing_beta
+from .accelerate import COMPILE_MODES
+from .common import DataFitResult, Every, FitResult, TrainingDiverged, VAEFitResult, default_device
+from .epochs import SCHEDULES, fit_data, fit_vae
+from .loop import STEP_LOSSES, fit
+
+__all__ = [
+    "COMPILE_MODES",
+    "DataFitResult",
+    "Every",
+    "FitResult",
+    "SCHEDULES",
+    "STEP_LOSSES",
+    "TrainingDiverged",
+    "VAEFitResult",
+    "annealing_beta",
+    "default_device",
+    "fit",
+    "fit_data",
+    "fit_vae",
+]

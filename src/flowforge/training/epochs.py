@@ -1,0 +1,353 @@
+"""The epoch loop: training on a data set by shuffled mini-batches until the validation score stops
+improving, used by :func:`fit_data` (maximum likelihood of a flow, forward KL) and :func:`fit_vae`
+(the ELBO of a VAE with a flow posterior).
+
+:func:`run_epochs` is the one loop: Adam, an optional learning-rate schedule, gradient clipping,
+validation after every epoch, early stopping with patience, restoring the best weights, and
+divergence handling (a non-finite training loss restores the best weights and raises
+:class:`~flowforge.training.TrainingDiverged`). The two fits only say how a batch's loss is computed
+and how an epoch is judged (:class:`Judge`).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..datasets import binarize, dequantize
+from ..losses import ELBO, ForwardKL
+from ..metrics import discrete_nll_offset, mean_elbo, mean_nll
+from ..progress import progress_bar
+from ..utils.checks import positive_int
+from ..vae import FlowVAE
+from .common import (
+    DataFitResult,
+    TrainingDiverged,
+    VAEFitResult,
+    check_learning_rate,
+    check_patience,
+    on_device,
+    prepare,
+)
+
+SCHEDULES = (None, "cosine", "plateau")
+"""Learning-rate schedules of :func:`fit_data`: none, cosine annealing to 0, halving on a plateau."""
+
+BatchLoss = Callable[[torch.Tensor, int], torch.Tensor]
+"""``batch_loss(row_indices, step) -> mean loss of those rows``; ``step`` counts batches from 1."""
+
+
+@dataclass(frozen=True)
+class Judge:
+    """How :func:`run_epochs` reads an epoch's numbers, and names them."""
+
+    loss_name: str
+    """what the training loss is called in the divergence message"""
+    train_key: str
+    validation_key: str
+    digits: int
+    """digits of the progress bar's numbers"""
+    higher_is_better: bool = False
+    """whether a larger validation score is better (the ELBO) or a smaller one (the NLL)"""
+    warmup_epochs: int = 0
+    """epochs at the start that do not count against the patience"""
+    train_offset: float = 0.0
+    """added to the mean training loss (the discrete NLL offset of dequantised levels)"""
+
+
+@dataclass
+class EpochHistory:
+    """What :func:`run_epochs` did: the per-epoch training losses and validation scores."""
+
+    train: list[float] = field(default_factory=list)
+    validation: list[float] = field(default_factory=list)
+    best_epoch: int = 0
+    stopped_early: bool = False
+    wall_time: float = 0.0
+
+
+def make_scheduler(
+    schedule: str | None, optimizer: torch.optim.Optimizer, epochs: int
+) -> torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau | None:
+    """The learning-rate schedule: ``"cosine"`` annealing to 0 over ``epochs``, ``"plateau"`` halving after
+    3 epochs without improvement, or None."""
+    if schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs)
+    if schedule == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=3)
+    return None
+
+
+def run_epochs(
+    model: nn.Module,
+    rows: int,
+    batch_loss: BatchLoss,
+    judge: Judge,
+    *,
+    epochs: int,
+    batch_size: int,
+    optimizer: torch.optim.Optimizer,
+    parameters: list[nn.Parameter],
+    lipschitz_layers: list[nn.Module],
+    validate: Callable[[], float] | None,
+    make_result: Callable[[EpochHistory], DataFitResult | VAEFitResult],
+    scheduler: torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau | None = None,
+    clip_grad_norm: float | None = None,
+    patience: int | None = None,
+    generator: torch.Generator | None = None,
+    progress: bool = True,
+) -> DataFitResult | VAEFitResult:
+    """Train ``model`` for up to ``epochs`` epochs over ``rows`` training rows in shuffled mini-batches.
+
+    Every batch: ``batch_loss(indices, step)``, its gradient (clipped to norm ``clip_grad_norm``), an
+    optimizer step, and the Lipschitz layers' spectral-norm update. After every epoch: the mean
+    training loss (a non-finite one restores the best weights and raises :class:`TrainingDiverged`),
+    ``validate()`` (the best epoch's weights are kept), the scheduler, and early stopping when the
+    validation score has not improved for ``patience`` epochs after the judge's warm-up. Without
+    ``validate`` the last weights are kept. Returns ``make_result`` of the history.
+    """
+    history = EpochHistory()
+    best_state = copy.deepcopy(model.state_dict())
+    best_value = -math.inf if judge.higher_is_better else math.inf
+    device = parameters[0].device
+    start, step = time.perf_counter(), 0
+    bar = progress_bar(iterable=range(epochs), enabled=progress, unit="epoch", dynamic_ncols=True)
+    for epoch in bar:
+        model.train()
+        order = torch.randperm(rows, generator=generator).to(device)
+        total, count = torch.zeros((), dtype=parameters[0].dtype, device=device), 0
+        for batch_index in order.split(batch_size):
+            step += 1
+            optimizer.zero_grad(set_to_none=True)
+            loss = batch_loss(batch_index, step)
+            loss.backward()
+            if clip_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(parameters, clip_grad_norm)
+            optimizer.step()
+            for layer in lipschitz_layers:
+                layer.update_norm()
+            total += loss.detach() * batch_index.shape[0]
+            count += batch_index.shape[0]
+        train_value = float(total) / count + judge.train_offset
+        if not math.isfinite(train_value):
+            model.load_state_dict(best_state)
+            history.wall_time = time.perf_counter() - start
+            raise TrainingDiverged(
+                f"{judge.loss_name} became {train_value} in epoch {epoch + 1}; the best weights were restored",
+                make_result(history),
+            )
+        history.train.append(train_value)
+        model.eval()
+        postfix = {judge.train_key: f"{train_value:.{judge.digits}f}"}
+        if validate is not None:
+            value = validate()
+            history.validation.append(value)
+            improved = value > best_value if judge.higher_is_better else value < best_value
+            if improved:
+                best_value, history.best_epoch, best_state = value, epoch, copy.deepcopy(model.state_dict())
+            postfix[judge.validation_key] = f"{value:.{judge.digits}f}"
+        else:
+            history.best_epoch = epoch
+        bar.set_postfix(postfix, refresh=False)
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            scheduler.step(history.validation[-1] if history.validation else train_value)
+        elif scheduler is not None:
+            scheduler.step()
+        # Patience counts from the end of the warm-up: a VAE's ELBO keeps falling while β still rises.
+        waited = epoch - max(history.best_epoch, judge.warmup_epochs - 1)
+        if validate is not None and patience is not None and waited >= patience:
+            history.stopped_early = True
+            break
+    bar.close()
+    if validate is not None:
+        model.load_state_dict(best_state)
+    history.wall_time = time.perf_counter() - start
+    return make_result(history)
+
+
+def _check_rows(name: str, data: torch.Tensor | None, context: torch.Tensor | None) -> None:
+    if data is None and context is not None:
+        raise ValueError(f"{name}_context given without {name}_data")
+    if data is None:
+        return
+    if data.dim() < 2 or data.shape[0] < 1 or not torch.isfinite(data).all():
+        raise ValueError(f"{name}_data must be a finite (rows, features...) tensor with at least one row")
+    if context is not None and context.shape[0] != data.shape[0]:
+        raise ValueError(
+            f"{name}_context has {context.shape[0]} rows but {name}_data has {data.shape[0]}; "
+            "the context needs one row per data row"
+        )
+
+
+def _seeded(seed: int | None) -> torch.Generator | None:
+    """A CPU generator for the shuffles and the per-batch noise, and torch seeded too, when ``seed`` is set."""
+    if seed is None:
+        return None
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    return generator
+
+
+def fit_data(
+    model: nn.Module,
+    train_data: torch.Tensor,
+    validation_data: torch.Tensor | None = None,
+    *,
+    train_context: torch.Tensor | None = None,
+    validation_context: torch.Tensor | None = None,
+    levels: int | None = None,
+    epochs: int = 100,
+    batch_size: int = 256,
+    lr: float = 1e-3,
+    weight_decay: float = 0.0,
+    schedule: str | None = "cosine",
+    clip_grad_norm: float | None = 10.0,
+    patience: int | None = 10,
+    seed: int | None = None,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+) -> DataFitResult:
+    """Maximum likelihood (forward KL) on a data set until convergence.
+
+    Shuffled mini-batches of ``batch_size`` for up to ``epochs`` epochs with Adam(``lr``,
+    ``weight_decay``); the learning rate follows ``schedule`` (``"cosine"`` annealing to 0 over
+    the epochs, ``"plateau"``: halved after 3 epochs without validation improvement, or None);
+    gradients are clipped to norm ``clip_grad_norm``. After every epoch the validation NLL is
+    computed; training stops after ``patience`` epochs without improvement and the best weights
+    are restored (without validation data: the last weights, no early stopping). A non-finite
+    loss restores the best weights and raises :class:`~flowforge.training.TrainingDiverged`.
+
+    Conditional models take ``train_context`` / ``validation_context``: one context row (or class
+    label) per data row. With ``levels`` the data are integer levels (e.g. pixel values 0…levels−1),
+    dequantised afresh in every batch by :func:`~flowforge.datasets.dequantize`, and the reported NLLs
+    are those of the discrete data (see :func:`~flowforge.metrics.mean_nll`).
+    """
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+    positive_int("epochs", epochs)
+    positive_int("batch_size", batch_size)
+    if levels is not None:
+        positive_int("levels", levels)
+    check_patience(patience)
+    check_learning_rate(lr)
+    _check_rows("train", train_data, train_context)
+    _check_rows("validation", validation_data, validation_context)
+    if validation_data is not None and (train_context is None) != (validation_context is None):
+        raise ValueError("give a context for both the training and the validation data, or for neither")
+    device, parameters, lipschitz_layers = prepare(model, device)
+    dtype = parameters[0].dtype
+    train_data, validation_data = on_device(train_data, device, dtype), on_device(validation_data, device, dtype)
+    train_context = on_device(train_context, device, dtype)
+    validation_context = on_device(validation_context, device, dtype)
+    generator = _seeded(seed)
+    optimizer = torch.optim.Adam(parameters, lr=lr, weight_decay=weight_decay)
+    forward_kl = ForwardKL()
+
+    def batch_loss(index: torch.Tensor, step: int) -> torch.Tensor:
+        batch = train_data[index]
+        if levels is not None:
+            batch = dequantize(batch, levels, generator)
+        return forward_kl(model, batch, None if train_context is None else train_context[index])
+
+    def validate() -> float:
+        return mean_nll(model, validation_data, context=validation_context, levels=levels)
+
+    def result(history: EpochHistory) -> DataFitResult:
+        return DataFitResult(
+            np.array(history.train), np.array(history.validation), history.best_epoch, history.stopped_early,
+            history.wall_time,
+        )  # fmt: skip
+
+    judge = Judge("training NLL", "train", "validation", 4, train_offset=discrete_nll_offset(train_data, levels))
+    return run_epochs(
+        model, train_data.shape[0], batch_loss, judge, epochs=epochs, batch_size=batch_size, optimizer=optimizer,
+        parameters=parameters, lipschitz_layers=lipschitz_layers,
+        validate=validate if validation_data is not None else None, make_result=result,
+        scheduler=make_scheduler(schedule, optimizer, epochs), clip_grad_norm=clip_grad_norm, patience=patience,
+        generator=generator, progress=progress,
+    )  # fmt: skip
+
+
+def _check_vae_data(model: FlowVAE, name: str, data: torch.Tensor | None) -> None:
+    if data is None:
+        return
+    model.check_data(data)
+    if not torch.isfinite(data).all():
+        raise ValueError(f"{name}_data holds non-finite values")
+    if model.likelihood == "bernoulli" and not ((data >= 0) & (data <= 1)).all():
+        raise ValueError(f"a Bernoulli VAE needs {name}_data in [0, 1] (binary, or intensities with binarize=True)")
+
+
+def fit_vae(
+    model: FlowVAE,
+    train_data: torch.Tensor,
+    validation_data: torch.Tensor | None = None,
+    *,
+    epochs: int = 1000,
+    batch_size: int = 100,
+    lr: float = 1e-3,
+    warmup_epochs: int = 100,
+    binarize_train: bool = False,
+    validation_samples: int = 10,
+    clip_grad_norm: float | None = 100.0,
+    patience: int | None = 50,
+    seed: int | None = None,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+) -> VAEFitResult:
+    """Train a :class:`~flowforge.vae.FlowVAE` by maximising the ELBO.
+
+    Shuffled mini-batches of ``batch_size`` for up to ``epochs`` epochs with Adam(``lr``), one
+    posterior sample per row, gradients clipped to norm ``clip_grad_norm``. The KL term's weight β
+    rises linearly from 0 to 1 over the first ``warmup_epochs``, counted in steps (deterministic
+    warm-up, Sønderby et al. 2016, https://arxiv.org/abs/1602.02282; :class:`~flowforge.losses.ELBO`).
+    With ``binarize_train`` the training intensities in ``[0, 1]`` are binarised afresh in every batch
+    (dynamic binarisation). After every epoch the validation ELBO (``validation_samples`` posterior
+    samples per row) is computed; after the warm-up, training stops when it has not improved for
+    ``patience`` epochs, and the best weights are restored (without validation data: the last
+    weights). A non-finite loss restores the best weights and raises
+    :class:`~flowforge.training.TrainingDiverged`.
+    """
+    for name, value in (("epochs", epochs), ("batch_size", batch_size), ("validation_samples", validation_samples)):
+        positive_int(name, value)
+    if warmup_epochs < 0:
+        raise ValueError(f"warmup_epochs must be non-negative, got {warmup_epochs}")
+    check_patience(patience)
+    check_learning_rate(lr)
+    _check_vae_data(model, "train", train_data)
+    _check_vae_data(model, "validation", validation_data)
+    device, parameters, lipschitz_layers = prepare(model, device)
+    train_data = train_data.to(device=device, dtype=parameters[0].dtype)
+    generator = _seeded(seed)
+    optimizer = torch.optim.Adam(parameters, lr=lr)
+    elbo = ELBO(warmup_epochs * -(-train_data.shape[0] // batch_size))
+
+    def batch_loss(index: torch.Tensor, step: int) -> torch.Tensor:
+        batch = train_data[index]
+        if binarize_train:
+            batch = binarize(batch, generator)
+        return elbo(model, batch, elbo.beta(step))
+
+    def validate() -> float:
+        return mean_elbo(model, validation_data, validation_samples)
+
+    def result(history: EpochHistory) -> VAEFitResult:
+        return VAEFitResult(
+            np.array(history.train), np.array(history.validation), history.best_epoch, history.stopped_early,
+            history.wall_time,
+        )  # fmt: skip
+
+    judge = Judge("the VAE's loss", "loss", "validation_elbo", 3, higher_is_better=True, warmup_epochs=warmup_epochs)
+    return run_epochs(
+        model, train_data.shape[0], batch_loss, judge, epochs=epochs, batch_size=batch_size, optimizer=optimizer,
+        parameters=parameters, lipschitz_layers=lipschitz_layers,
+        validate=validate if validation_data is not None else None, make_result=result,
+        clip_grad_norm=clip_grad_norm, patience=patience, generator=generator, progress=progress,
+    )  # fmt: skip
