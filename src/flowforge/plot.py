@@ -31,7 +31,7 @@ try:
     from matplotlib.figure import Figure
     from PIL import Image, ImageDraw
 except ImportError as error:  # optional: only the picture writers need them
-    _missing: str | None = error.name or "matplotlib"
+    _missing: str | None = (error.name or "matplotlib").split(".")[0]  # the package, not its submodule
 else:
     _missing = None
 
