@@ -23,7 +23,7 @@ import time
 
 import torch
 
-from flowforge import datasets, metrics, presets, train
+from flowforge import datasets, metrics, presets, training
 from flowforge.flows import Whitening
 
 FLOWS = {"RealNVP": presets.RealNVP, "MAF": presets.MAF, "NSF": presets.NSF}
@@ -48,7 +48,7 @@ class ZukoModel(torch.nn.Module):
 def test_nll(model, test: torch.Tensor) -> tuple[float, float]:
     """Mean test NLL and its standard error."""
     model.eval()
-    values = train.nll_per_row(model, test)
+    values = metrics.nll_per_row(model, test)
     return float(values.mean()), float(values.std() / math.sqrt(len(values)))
 
 
@@ -57,7 +57,7 @@ def fit_table(build, parts, options) -> dict:
     torch.manual_seed(0)
     model = build(train_data.shape[1])
     start = time.perf_counter()
-    result = train.fit_data(model, train_data.float(), validation.float(), seed=0, progress=False, **options)
+    result = training.fit_data(model, train_data.float(), validation.float(), seed=0, progress=False, **options)
     wall = time.perf_counter() - start
     nll, error = test_nll(model, test)
     return {"nll": nll, "error": error, "wall": wall, "epochs": len(result.train_nll)}
@@ -124,15 +124,15 @@ def main() -> None:
     for class_cond in (False, True):
         (train_x, train_y), (validation_x, validation_y), (test_x, test_y) = datasets.split((images, labels), seed=0)
         torch.manual_seed(0)
-        model = presets.MultiscaleGlow((1, 8, 8), 2, 4, 64, num_classes=10 if class_cond else None)
+        model = presets.Glow((1, 8, 8), 2, steps=4, hidden=64, num_classes=10 if class_cond else None)
         start = time.perf_counter()
-        result = train.fit_data(
+        result = training.fit_data(
             model, train_x, validation_x, train_context=train_y if class_cond else None,
             validation_context=validation_y if class_cond else None, levels=datasets.DIGITS_LEVELS,
             epochs=options["epochs"], patience=20, batch_size=64, seed=0, progress=False,
         )  # fmt: skip
         wall = time.perf_counter() - start
-        nll = train.mean_nll(model, test_x, context=test_y if class_cond else None, levels=datasets.DIGITS_LEVELS)
+        nll = metrics.mean_nll(model, test_x, context=test_y if class_cond else None, levels=datasets.DIGITS_LEVELS)
         kind = "class-conditional" if class_cond else "unconditional"
         print(
             f"\ndigits, multi-scale Glow ({kind}, 2 levels × 4 steps, 64 channels): test {nll:.2f} nats = "

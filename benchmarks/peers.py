@@ -2,7 +2,7 @@
 
 Each builder returns a :class:`Contender`: ``log_prob(x)``, ``sample(n)`` and a plain training
 step (``zero_grad``, ``−mean log q(batch)``, ``backward``, Adam step), the loop each library's
-documentation shows. flowforge trains through ``flowforge.train.fit`` (its own loop), so it has
+documentation shows. flowforge trains through ``flowforge.training.fit`` (its own loop), so it has
 no step here. Sizes follow the issue: 2-D couplings with an MLP conditioner of two hidden
 layers, 64-D autoregressive flows with MADEs of two hidden layers; spline flows have 8 bins,
 linear tails outside ±5.

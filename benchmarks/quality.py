@@ -17,7 +17,7 @@ import time
 import torch
 
 import flowforge as nf
-from flowforge import datasets, metrics, presets, train
+from flowforge import datasets, metrics, presets, training
 
 LAYERS = {"planar": 16, "radial": 16, "realnvp": 8, "maf": 8, "iaf": 8, "nsf": 8, "nsf-ar": 8, "residual": 4}
 
@@ -44,18 +44,18 @@ def forward_kl_task(name, hidden, data, iterations, seed):
     model = build(name, hidden)
     train_data, test_data = data[:10000], data[10000:]
     start = time.perf_counter()
-    train.fit(model, iterations, loss="forward_kl", data=train_data, samples_per_step=512, lr=1e-3,
-              seed=seed, progress=False, device="cpu", compile="off")  # fmt: skip
+    training.fit(model, iterations, loss="forward_kl", data=train_data, samples_per_step=512, lr=1e-3,
+                 seed=seed, progress=False, device="cpu", compile="off")  # fmt: skip
     wall = time.perf_counter() - start
-    return train.mean_nll(model, test_data), wall, parameter_count(model)
+    return metrics.mean_nll(model, test_data), wall, parameter_count(model)
 
 
 def reverse_kl_task(name, hidden, iterations, seed):
     torch.manual_seed(seed)
     model = build(name, hidden, p=nf.distributions.TwoModes(2.0, 0.1))
     start = time.perf_counter()
-    train.fit(model, iterations, samples_per_step=256, anneal_iters=iterations // 2, lr=1e-3,
-              seed=seed, progress=False, device="cpu", compile="off")  # fmt: skip
+    training.fit(model, iterations, samples_per_step=256, anneal_iters=iterations // 2, lr=1e-3,
+                 seed=seed, progress=False, device="cpu", compile="off")  # fmt: skip
     wall = time.perf_counter() - start
     return metrics.grid_kl(model, grid_size=300)["kl"], wall
 

@@ -5,7 +5,7 @@ between libraries. Prints markdown tables of medians, flowforge/peer ratios and 
 Sections (``--only`` picks some):
   seed      the seed workload (Planar x16, TwoModes, reverse KL annealed over 10000 of 20000
             steps, 40 samples a step): the seed script's own loop on normflows and on
-            flowforge (alternating blocks), and ``flowforge.train.fit`` as ``flowforge demo``
+            flowforge (alternating blocks), and ``flowforge.training.fit`` as ``flowforge demo``
             runs it (compile="auto"), with inductor's cache warm (in this process) and cold (a
             child process with an empty temporary directory); quality is KL(q‖p).
   coupling  forward KL, batch 512, two-moons: affine coupling x8 and RQ-spline coupling x8
@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 import flowforge
-from flowforge import datasets, metrics, plot, train
+from flowforge import datasets, metrics, plot, training
 
 from . import peers
 
@@ -111,7 +111,7 @@ def demo_fit(iterations: int, seed: int, compile: str) -> dict:
     torch.manual_seed(seed)
     model = flowforge.presets.PlanarFlow(2, PLANAR_LAYERS, p=flowforge.distributions.TwoModes(LOC, SCALE))
     start = time.perf_counter()
-    result = train.fit(
+    result = training.fit(
         model, iterations, samples_per_step=SEED_SAMPLES, anneal_iters=ANNEAL, seed=seed, compile=compile,
         progress=False, device="cpu",
     )  # fmt: skip
@@ -160,7 +160,7 @@ def seed_section(args, libs: list[str]) -> None:
     for label, fit in (("warm", warm), ("cold", cold)):
         if fit is None:
             continue
-        rows.append([f"flowforge: `train.fit` as `flowforge demo`, {label} compile cache", f"{fit['rate']:.0f}",
+        rows.append([f"flowforge: `training.fit` as `flowforge demo`, {label} compile cache", f"{fit['rate']:.0f}",
                      f"{fit['wall']:.1f}", f"{fit['compile']:.1f}", f"{fit['kl']:.3f}", ratio(fit["rate"], reference),
                      ratio(reference_wall, fit["wall"])])  # fmt: skip
     table(
@@ -185,7 +185,7 @@ def train_one(library: str, build, train_data, test_data, steps: int, warmup: in
     torch.manual_seed(seed)
     contender = build(library)
     if library == "flowforge":
-        result = train.fit(
+        result = training.fit(
             contender.model, warmup + steps, loss="forward_kl", data=train_data, samples_per_step=BATCH,
             seed=seed, compile=compile, progress=False, device="cpu",
         )  # fmt: skip
@@ -371,7 +371,7 @@ def main() -> None:
     parser.add_argument("--sample-batch", type=int, default=10_000, help="64-D sampling (D passes a layer)")
     parser.add_argument("--sample-repeats", type=int, default=1, help="repeats that also time sampling")
     parser.add_argument(
-        "--compile", default="on", choices=train.COMPILE_MODES, help="flowforge's training fits (the seed fit: auto)"
+        "--compile", default="on", choices=training.COMPILE_MODES, help="flowforge's training fits (the seed fit: auto)"
     )
     parser.add_argument("--no-cold", action="store_true", help="skip the cold-cache demo fit")
     parser.add_argument("--seed", type=int, default=0)

@@ -22,7 +22,7 @@ import time
 import torch
 
 import flowforge as nf
-from flowforge import mcmc, metrics, train
+from flowforge import mcmc, metrics, training
 
 
 def targets() -> dict[str, dict]:
@@ -95,7 +95,7 @@ def main() -> None:
             torch.manual_seed(args.seed)
             model = flow(spec, resampled)
             start = time.perf_counter()
-            train.fit(model, args.iterations, samples_per_step=256, anneal_iters=args.iterations // 2,
+            training.fit(model, args.iterations, samples_per_step=256, anneal_iters=args.iterations // 2,
                       seed=args.seed, progress=False, device="cpu")  # fmt: skip
             result = evaluate(model, spec["log_z"], args.samples)
             fitted[label] = model

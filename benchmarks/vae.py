@@ -3,7 +3,7 @@
 The 1797 digits (intensities ``k/16``) are split 80/10/10 (seed 0); validation and test images are
 binarised once (seed 1), training images afresh in every batch. Each posterior family (a diagonal
 Gaussian and ``K`` amortized Planar, Radial, IAF or RealNVP layers on it) gets the same VAE (latent
-size 8, MLP encoder and decoder 2x256) and the same loop (:func:`flowforge.train.fit_vae`: Adam 1e-3,
+size 8, MLP encoder and decoder 2x256) and the same loop (:func:`flowforge.training.fit_vae`: Adam 1e-3,
 batch 100, KL warm-up over 100 epochs, early stopping after 100 epochs without validation gain),
 once per seed. The table gives, per family, the test ELBO (100 posterior samples a point), the
 importance-sampled ``log p(x)`` (1000 samples a point) and their gap, as mean ± standard error over
@@ -22,8 +22,9 @@ import time
 import torch
 
 import flowforge as nf
+from flowforge.metrics import mean_elbo, mean_log_likelihood
 from flowforge.presets import VAE_POSTERIORS
-from flowforge.train import fit_vae, mean_elbo, mean_log_likelihood
+from flowforge.training import fit_vae
 
 
 def digits() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -45,7 +45,7 @@ def test_speed_suite_smoke_run(monkeypatch, capsys):
     argv = ["--quick", "--no-cold", "--compile", "off", "--same-process", "--only", "seed", "coupling", "ar64"]
     out = run(suite, argv, monkeypatch, capsys)
     peers = [name for name in ("normflows", "zuko", "nflows") if _installed(name)]
-    assert "flowforge: the seed script's loop" in out and "`train.fit` as `flowforge demo`, warm" in out
+    assert "flowforge: the seed script's loop" in out and "`training.fit` as `flowforge demo`, warm" in out
     assert ("normflows: the seed script's loop" in out) == ("normflows" in peers)
     for title in ("affine coupling x8", "RQ-spline coupling x8", "MAF x4", "autoregressive NSF x4"):
         assert title in out

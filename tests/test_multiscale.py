@@ -27,7 +27,7 @@ def initialised(model, images, labels=None):
 @pytest.mark.parametrize("levels", [1, 2, 3])
 @pytest.mark.parametrize("num_classes", [None, 5])
 def test_sample_log_q_equals_log_prob(levels, num_classes):
-    model = nf.presets.MultiscaleGlow((1, 8, 8), levels, 2, 8, num_classes=num_classes).double()
+    model = nf.presets.Glow((1, 8, 8), levels, steps=2, hidden=8, num_classes=num_classes).double()
     labels = None if num_classes is None else torch.randint(5, (16,))
     model = initialised(model, torch.rand(16, 1, 8, 8, dtype=torch.float64), labels)
     x, log_q = model.sample(16, labels)
@@ -39,7 +39,7 @@ def test_sample_log_q_equals_log_prob(levels, num_classes):
 
 
 def test_log_det_matches_the_autograd_jacobian():
-    model = initialised(nf.presets.MultiscaleGlow((2, 4, 4), 2, 1, 8).double(), torch.rand(8, 2, 4, 4).double())
+    model = initialised(nf.presets.Glow((2, 4, 4), 2, steps=1, hidden=8).double(), torch.rand(8, 2, 4, 4).double())
     x = 0.1 + 0.8 * torch.rand(3, 2, 4, 4, dtype=torch.float64)
     _, log_det = model.inverse_and_log_det(x)
     for i in range(3):
@@ -50,19 +50,19 @@ def test_log_det_matches_the_autograd_jacobian():
 
 
 def test_labels_are_required_exactly_when_class_conditional():
-    conditional = nf.presets.MultiscaleGlow((1, 4, 4), 1, 1, 8, num_classes=3)
-    plain = nf.presets.MultiscaleGlow((1, 4, 4), 1, 1, 8)
+    conditional = nf.presets.Glow((1, 4, 4), 1, steps=1, hidden=8, num_classes=3)
+    plain = nf.presets.Glow((1, 4, 4), 1, steps=1, hidden=8)
     x = torch.rand(2, 1, 4, 4)
     with pytest.raises(ValueError, match="needs the labels"):
         conditional.log_prob(x)
-    with pytest.raises(ValueError, match="not class-conditional"):
+    with pytest.raises(ValueError, match="got a context, but neither its base nor any layer takes one"):
         plain.log_prob(x, torch.tensor([0, 1]))
     with pytest.raises(ValueError, match="one base and one list of flows per level"):
         nf.MultiscaleFlow([nf.distributions.DiagGaussian((4, 2, 2))], [[], []], [], class_cond=False)
 
 
 def test_temperature_scales_the_base_and_restores_it():
-    model = nf.presets.MultiscaleGlow((1, 4, 4), 1, 1, 8)
+    model = nf.presets.Glow((1, 4, 4), 1, steps=1, hidden=8)
     before = [base.log_scale.clone() for base in model.q0]
     torch.manual_seed(0)
     with torch.no_grad():
@@ -102,7 +102,7 @@ def test_glow_learns_digits_beyond_the_uniform_model():
         (images, labels), seed=0
     )
     torch.manual_seed(0)
-    model = nf.presets.MultiscaleGlow((1, 8, 8), 2, 2, 32, num_classes=10)
+    model = nf.presets.Glow((1, 8, 8), 2, steps=2, hidden=32, num_classes=10)
     training.fit_data(
         model, train, validation, train_context=train_labels, validation_context=validation_labels,
         levels=17, epochs=6, batch_size=64, seed=0, progress=False,
@@ -116,7 +116,7 @@ def test_glow_on_digits_reaches_a_good_bits_per_dim():
     images, labels = nf.datasets.load_digits()
     train, validation, test = nf.datasets.split(images, seed=0)
     torch.manual_seed(0)
-    model = nf.presets.MultiscaleGlow((1, 8, 8), 2, 4, 64)
+    model = nf.presets.Glow((1, 8, 8), 2, steps=4, hidden=64)
     training.fit_data(model, train, validation, levels=17, epochs=40, batch_size=64, seed=0, progress=False)
     bits = nf.metrics.bits_per_dim(nf.metrics.mean_nll(model, test, levels=17), 64)
     assert bits < 2.3
