@@ -16,6 +16,7 @@ import pytest
 import torch
 
 import flowforge.cli
+from flowforge import plot
 from flowforge.cli import main
 from flowforge.cli.errors import CLIError
 from flowforge.cli.runs import (
@@ -87,6 +88,40 @@ def test_every_subcommand_reports_bad_input_in_one_line(tmp_path, capsys, case):
     assert not (tmp_path / "run").exists(), "input is checked before the run folder is made"
 
 
+PICTURES = {
+    "fit": ["fit", "--iterations", "5"],
+    "fit --data": ["fit", "--data", "two-moons"],
+    "demo": ["demo"],
+    "mcmc": ["mcmc"],
+    "compare": ["compare"],
+    "vae": ["vae"],
+}
+
+
+@pytest.mark.parametrize("command", list(PICTURES))
+def test_commands_that_draw_pictures_without_matplotlib_say_what_to_install(tmp_path, capsys, monkeypatch, command):
+    def missing() -> None:
+        raise ImportError(plot.MISSING_PICTURE_PACKAGES.format(name="matplotlib"), name="matplotlib")
+
+    monkeypatch.setattr(plot, "require", missing)
+    assert main([*PICTURES[command], "--out", str(tmp_path / "run")]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("flowforge: error: ") and 'pip install "flowforge[cli]"' in lines[0]
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "argv", [["fit", "--data", "digits"], ["fit", "--data", "wine"], ["vae"]], ids=["digits", "wine", "vae"]
+)
+def test_bundled_data_without_scikit_learn_say_what_to_install(tmp_path, capsys, monkeypatch, argv):
+    for name in [module for module in sys.modules if module.split(".")[0] == "sklearn"] + ["sklearn"]:
+        monkeypatch.setitem(sys.modules, name, None)  # import sklearn now fails as if it were not installed
+    assert main([*argv, "--out", str(tmp_path / "run")]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("flowforge: error: ") and 'pip install "flowforge[data]"' in lines[0]
+    assert not (tmp_path / "run").exists()
+
+
 def test_python_dash_m_runs_the_command(tmp_path):
     for module in ("flowforge", "flowforge.cli"):
         done = subprocess.run([sys.executable, "-m", module, "--version"], capture_output=True, text=True)
@@ -149,6 +184,14 @@ def test_sample_refuses_runs_without_a_flow_to_sample(run_folders, tmp_path, cap
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 1 and message in lines[0], lines
     assert not (tmp_path / "s.npy").exists()
+
+
+def test_sample_needs_no_pictures(run_folders, tmp_path, monkeypatch):
+    def missing() -> None:
+        raise ImportError("no matplotlib")
+
+    monkeypatch.setattr(plot, "require", missing)
+    assert main(["sample", str(run_folders / "target"), "-n", "5", "-o", str(tmp_path / "s.csv")]) == 0
 
 
 def _strip_kind(folder):

@@ -15,7 +15,7 @@ import argparse
 import math
 from collections.abc import Callable
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -27,7 +27,7 @@ from ..version import __version__
 from . import runs
 from .errors import CLIError
 from .models import TABLE_FLOWS, build_data_model
-from .validators import box, device, fractions, positive_float, positive_int
+from .validators import box, device, fractions, pictures, positive_float, positive_int
 
 IMAGE_SETS = ("digits",)
 IMAGE_FLOWS = ("glow",)
@@ -73,22 +73,29 @@ def _selection(spec: str | None, names: list[str], what: str) -> list[int] | Non
     return chosen
 
 
+def bundled(load: Callable[..., Any], *args: str) -> Any:
+    """A bundled data set; without scikit-learn, the line that says how to install it."""
+    try:
+        return load(*args)
+    except ImportError as error:
+        raise CLIError(str(error)) from None
+
+
 def load_source(args: argparse.Namespace) -> dict:
     """Read the data a run asks for: ``{"kind": "table"|"images", "data", "context", "names", ...}``."""
     source = args.data
     if source in IMAGE_SETS:
         if args.columns or args.context:
             raise CLIError("--columns and --context apply to tables; for digits use --class-cond")
-        images, labels = load_digits()
+        images, labels = bundled(load_digits)
         return {"kind": "images", "data": images, "labels": labels, "levels": DIGITS_LEVELS, "names": None}
     if args.class_cond:
         raise CLIError("--class-cond needs labelled images (--data digits)")
     try:
         if source in TOY_DATA:
-            make = cast(Callable[..., torch.Tensor], TOY_DATA[source])  # mypy joins its values to `function`
-            table, names = make(args.num_data, seed=args.seed).double(), ["x1", "x2"]
+            table, names = TOY_DATA[source](args.num_data, seed=args.seed).double(), ["x1", "x2"]
         elif source in REAL_TABLES:
-            table, names = load_real_table(source)
+            table, names = bundled(load_real_table, source)
         else:
             path = Path(source)
             if not path.suffix and not path.exists():
@@ -130,6 +137,7 @@ def _check_statistics(data: torch.Tensor, names: list[str], what: str) -> tuple[
 def run(args: argparse.Namespace) -> Path:
     """``fit --data``: split, whiten, fit with early stopping, and write the run folder."""
     chosen = device(args.device)
+    pictures()
     flow = args.flow or ("glow" if args.data in IMAGE_SETS else "nsf")
     source = load_source(args)
     images = source["kind"] == "images"

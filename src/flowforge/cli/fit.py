@@ -30,6 +30,7 @@ from .validators import (
     device,
     non_negative_float,
     non_negative_int,
+    pictures,
     positive_float,
     positive_int,
     target_defaults,
@@ -144,6 +145,7 @@ def run(args: argparse.Namespace) -> None:
     params = target_params(args.target, args.target_param)
     build_target(TARGETS, args.target, params)
     chosen = device(args.device)
+    pictures()
     out = runs.prepare_out(args.out)
     config = runs.write_config(out, "target", _config(args, params, chosen))
     _fit_target(args, out, config, chosen)

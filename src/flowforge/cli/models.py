@@ -53,7 +53,7 @@ def build_data_model(config: dict, train: torch.Tensor | None = None):
     units); without ``train``, placeholders that ``load_state_dict`` fills."""
     if config["kind"] == "images":
         return MultiscaleGlow(
-            tuple(config["shape"]), config["scales"], config["layers"], config["hidden"],
+            tuple(config["shape"]), config["scales"], steps=config["layers"], hidden=config["hidden"],
             num_classes=10 if config["class_cond"] else None,
         )  # fmt: skip
     dim = len(config["names"])

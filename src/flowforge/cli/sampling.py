@@ -25,7 +25,17 @@ from ..train import fit
 from ..version import __version__
 from . import runs
 from .errors import CLIError
-from .validators import ALL_TARGETS, box, build_target, depths, device, non_negative_int, positive_float, positive_int
+from .validators import (
+    ALL_TARGETS,
+    box,
+    build_target,
+    depths,
+    device,
+    non_negative_int,
+    pictures,
+    positive_float,
+    positive_int,
+)
 from .validators import target_params as parse_target_params
 
 
@@ -68,6 +78,7 @@ def run_mcmc(args: argparse.Namespace) -> dict:
     """``mcmc``: chains on the target, their samples, picture and numbers."""
     params = parse_target_params(args.target, args.target_param)
     chosen = device(args.device)
+    pictures()
     torch.manual_seed(args.seed)
     target = build_target(ALL_TARGETS, args.target, params, chosen)
     out = runs.prepare_out(args.out)
@@ -143,6 +154,7 @@ def run_compare(args: argparse.Namespace) -> dict:
     """``compare``: Rezende & Mohamed's figure: the target, MCMC samples, and flows of several depths fitted to it."""
     params = parse_target_params(args.target, args.target_param)
     chosen = device(args.device)
+    pictures()
     flow_depths = depths(args.depths)
     target = build_target(TARGETS, args.target, params, chosen)
     out = runs.prepare_out(args.out)

@@ -24,8 +24,9 @@ from ..train import TrainingDiverged, VAEFitResult, elbo_per_row, fit_vae, log_l
 from ..vae import LIKELIHOODS
 from ..version import __version__
 from . import runs
+from .data import bundled
 from .errors import CLIError
-from .validators import device, fractions, non_negative_int, positive_float, positive_int
+from .validators import device, fractions, non_negative_int, pictures, positive_float, positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -59,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _load(args: argparse.Namespace) -> torch.Tensor:
     if args.data == "digits":
-        images, _ = load_digits()
+        images, _ = bundled(load_digits)
         return (images / 16.0).float()
     path = Path(args.data)
     if path.suffix != ".npy":
@@ -92,6 +93,7 @@ def _as_image_batch(values: torch.Tensor) -> np.ndarray | None:
 def run(args: argparse.Namespace) -> dict:
     """``vae``: split the data, fit with KL warm-up and early stopping, evaluate, and write the run folder."""
     chosen = device(args.device)
+    pictures()
     data = _load(args)
     torch.manual_seed(args.seed)
     try:
@@ -111,8 +113,10 @@ def run(args: argparse.Namespace) -> dict:
     config.update(shape=list(data.shape[1:]), split=list(args.split), device=str(chosen), flowforge_version=__version__)
     config["rows"] = {"train": len(train), "validation": len(validation), "test": len(test)}
     config = runs.write_config(out, "vae", config)
-    model = VAE(tuple(data.shape[1:]), args.latent, args.posterior, args.layers, args.hidden, args.flow_hidden,
-                args.likelihood).to(chosen)  # fmt: skip
+    model = VAE(
+        tuple(data.shape[1:]), latent_dim=args.latent, posterior=args.posterior, layers=args.layers,
+        hidden=args.hidden, flow_hidden=args.flow_hidden, likelihood=args.likelihood,
+    ).to(chosen)  # fmt: skip
     diverged = None
     try:
         result = fit_vae(
@@ -131,9 +135,9 @@ def run(args: argparse.Namespace) -> dict:
     )
     numbers = _vae_metrics(model, args, result, test)
     numbers["diverged"] = diverged
-    pictures = _as_image_batch(model.sample(64).cpu())
-    if pictures is not None:
-        plot.save_image_grid(out / "samples.png", pictures, 8, f"decoder means at prior draws ({args.posterior})")
+    grid = _as_image_batch(model.sample(64).cpu())
+    if grid is not None:
+        plot.save_image_grid(out / "samples.png", grid, 8, f"decoder means at prior draws ({args.posterior})")
         shown = test[:16].to(device=chosen, dtype=next(model.parameters()).dtype)
         rebuilt = model.reconstruct(shown)
         rows = _as_image_batch(torch.cat([shown[:8], rebuilt[:8], shown[8:], rebuilt[8:]]).cpu())

@@ -3,7 +3,8 @@
 The argparse ``type=`` converters (:data:`positive_int`, :data:`non_negative_int`,
 :data:`positive_float`, :data:`non_negative_float`, :func:`value_range`, :func:`fractions`) raise
 :class:`argparse.ArgumentTypeError`, which the parser reports as ``argument --NAME: ...``. The checks
-that run after parsing (:func:`target_params`, :func:`build_target`, :func:`device`, :func:`depths`)
+that run after parsing (:func:`target_params`, :func:`build_target`, :func:`device`, :func:`depths`,
+:func:`pictures`)
 raise :class:`~flowforge.cli.errors.CLIError` with the message the user sees.
 """
 
@@ -17,6 +18,7 @@ from typing import Any
 
 import torch
 
+from .. import plot
 from ..distributions.targets import HIGH_DIMENSIONAL_TARGETS, TARGETS
 from ..metrics import Bounds
 from .errors import CLIError
@@ -104,6 +106,15 @@ def build_target(targets: Mapping[str, Callable[..., Any]], name: str, params: d
     except (TypeError, ValueError) as error:
         raise CLIError(f"invalid parameters for target {name!r}: {error}") from None
     return target if on is None else target.to(on)
+
+
+def pictures() -> None:
+    """Refuse a command that draws pictures, before it starts, when matplotlib or Pillow is missing
+    (the message names the extra to install)."""
+    try:
+        plot.require()
+    except ImportError as error:
+        raise CLIError(str(error)) from None
 
 
 def device(name: str | None) -> torch.device:
