@@ -321,6 +321,30 @@ def test_conditional_flow_takes_normflows_reverse_kld_order():
         cnf.ConditionalNormalizingFlow(nf.distributions.DiagGaussian(2), [nf.flows.Planar((2,))])
 
 
+@pytest.mark.parametrize("declared", ["signature", "attribute"])
+def test_conditional_flow_gives_the_context_to_a_normflows_style_target(declared):
+    class Shifted(torch.nn.Module):  # normflows' protocol: log_prob(z, context), not a flowforge Target
+        def log_prob(self, z, context=None):
+            return -0.5 * (z - context[:, :2]).square().sum(1)
+
+    class Declared(torch.nn.Module):  # flowforge 0.1's protocol: takes_context = True
+        takes_context = True
+
+        def log_prob(self, z, c):
+            return -0.5 * (z - c[:, :2]).square().sum(1)
+
+    target = Shifted() if declared == "signature" else Declared()
+    model = conditional_model(cnf.ConditionalNormalizingFlow)
+    model.p = target
+    context = torch.randn(8, 3)
+    torch.manual_seed(3)
+    loss = model.reverse_kld(8, context, 0.7)
+    torch.manual_seed(3)
+    x, log_q = model.sample(8, context)
+    torch.testing.assert_close(loss, log_q.mean() - 0.7 * target.log_prob(x, context).mean())
+    assert model.p is target
+
+
 def test_class_conditional_flow_takes_labels_as_y():
     base = nf.distributions.ClassCondDiagGaussian(2, 3)
     layer = nf.flows.MaskedAffineAutoregressive(2, 8, context_features=3)

@@ -9,14 +9,51 @@ onto the native calls, where the context is one keyword for every model.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 from torch import nn
 
+from ... import losses
 from ...distributions.base import BaseDistribution
+from ...distributions.targets import Target
 from ...flows.base import Flow
 from ...model import MultiscaleFlow, NormalizingFlow
+
+
+def _takes_context_as_normflows(target: Any) -> bool:
+    """Whether a target that is not a flowforge :class:`~flowforge.distributions.Target` is conditional
+    in normflows' (or flowforge 0.1's) way: ``log_prob(z, context)`` or ``takes_context = True``.
+    flowforge's own targets declare it with ``Target.takes_context``, which the losses read."""
+    if isinstance(target, Target):
+        return False
+    return bool(getattr(target, "takes_context", False)) or "context" in inspect.signature(target.log_prob).parameters
+
+
+class _ConditionalTarget(Target):
+    """A normflows-style conditional target as a flowforge Target that takes the context (for the losses)."""
+
+    takes_context = True
+    target: Any
+
+    def __init__(self, target: nn.Module):
+        nn.Module.__init__(self)  # no plotting box: this adapter only evaluates log_prob
+        self.__dict__["target"] = target  # not a submodule: the model owns the target as p
+
+    def log_prob(self, z: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        return self.target.log_prob(z, context)
+
+
+class _WithTarget:
+    """A model seen with another target ``p`` (everything else is the model's)."""
+
+    def __init__(self, model: nn.Module, p: nn.Module):
+        self._model, self.p = model, p
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._model, name)
 
 
 class ConditionalNormalizingFlow(NormalizingFlow):
@@ -41,7 +78,12 @@ class ConditionalNormalizingFlow(NormalizingFlow):
         beta: float | torch.Tensor = 1.0,
         score_fn: bool = True,
     ) -> torch.Tensor:
-        """Reverse KL at ``context`` (normflows' order); see :meth:`flowforge.model.NormalizingFlow.reverse_kld`."""
+        """Reverse KL at ``context`` (normflows' order); see :meth:`flowforge.model.NormalizingFlow.reverse_kld`.
+        As in normflows, a target with ``log_prob(z, context)`` (or ``takes_context = True``) receives the
+        context even when it is not a flowforge :class:`~flowforge.distributions.Target`."""
+        if self.p is not None and _takes_context_as_normflows(self.p):
+            model = _WithTarget(self, _ConditionalTarget(self.p))
+            return losses.reverse_kl(model, num_samples, beta, score_fn, context=context)  # type: ignore[arg-type]
         return super().reverse_kld(num_samples, beta, score_fn, context=context)
 
 
