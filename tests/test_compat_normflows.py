@@ -22,6 +22,7 @@ PACKAGE = Path(nf.__file__).parent
 
 # normflows' own names reached through native modules: (native module, name).
 BRIDGED = [
+    ("flows", "MaskedAffineFlow"),
     ("flows", "CoupledRationalQuadraticSpline"),
     ("flows", "AutoregressiveRationalQuadraticSpline"),
     ("flows", "CircularCoupledRationalQuadraticSpline"),

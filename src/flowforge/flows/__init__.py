@@ -33,10 +33,6 @@ _normflows_names, __getattr__ = normflows_bridge(
     __name__, retired={"Logit": (retired_logit, "its forward mapped (0, 1) onto ℝ; use Reverse(Sigmoid(alpha))")}
 )
 
-# Transitional (issue 14): presets.py still imports this name; remove the line with that import, and
-# nf.flows.MaskedAffineFlow then comes from the compat package through the bridge.
-MaskedAffineFlow = MaskedAffineCoupling
-
 __all__ = [
     "ActNorm",
     "AffineConstFlow",
