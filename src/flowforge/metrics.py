@@ -10,20 +10,24 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import cast
 
 import torch
 
 from .datasets import dequantize
 from .importance import check_log_weights, effective_sample_size, log_normalizer
-from .losses import require_target
-from .model import NormalizingFlow
+from .losses import require_target, target_log_prob
+from .model import MultiscaleFlow, NormalizingFlow
 from .utils.checks import positive_int
 from .vae import FlowVAE
 
 Bounds = tuple[tuple[float, float], tuple[float, float]]
+FlowModel = NormalizingFlow | MultiscaleFlow
+"""A flow model of :mod:`flowforge.model`: what the NLL functions (and the training loops) take."""
 
 __all__ = [
     "Bounds",
+    "FlowModel",
     "bits_per_dim",
     "check_log_weights",
     "discrete_nll_offset",
@@ -51,7 +55,7 @@ def importance_log_weights(model: NormalizingFlow, num_samples: int = 100_000, c
     parts = []
     for start in range(0, num_samples, chunk):
         x, log_q = model.sample(min(chunk, num_samples - start))
-        parts.append(target.log_prob(x) - log_q)
+        parts.append(target_log_prob(target, x, None) - log_q)
     return torch.cat(parts)
 
 
@@ -92,7 +96,8 @@ def grid_kl(model: NormalizingFlow, bounds: Bounds | None = None, grid_size: int
     """
     target = require_target(model)
     if bounds is None:
-        bounds = tuple(tuple(float(v) for v in row) for row in target.bounds.tolist())
+        (x0, x1), (y0, y1) = cast(torch.Tensor, target.bounds).tolist()
+        bounds = ((float(x0), float(x1)), (float(y0), float(y1)))
     if grid_size < 4 or grid_size % 2:
         raise ValueError(f"grid_size must be an even int >= 4, got {grid_size}")
     like = next(model.parameters())
@@ -158,7 +163,7 @@ def discrete_nll_offset(data: torch.Tensor, levels: int | None) -> float:
 
 @torch.no_grad()
 def nll_per_row(
-    model: NormalizingFlow,
+    model: FlowModel,
     data: torch.Tensor,
     batch_size: int = 4096,
     context: torch.Tensor | None = None,
@@ -187,7 +192,7 @@ def nll_per_row(
 
 
 def mean_nll(
-    model: NormalizingFlow,
+    model: FlowModel,
     data: torch.Tensor,
     batch_size: int = 4096,
     context: torch.Tensor | None = None,

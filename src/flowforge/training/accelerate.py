@@ -217,7 +217,8 @@ class FusedAdamStep:
         named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
         self.model, self.objective = model, objective
         self.lr, self.weight_decay = lr, weight_decay
-        self._adam, self._dynamo_config = adam_update, dynamo_config
+        self._adam: Callable[..., None] = adam_update
+        self._dynamo_config: Any = dynamo_config
         self._module = _Objective(model, objective)
         self._names = [f"model.{name}" for name, _ in named]
         # Detached aliases: the compiled step writes the new values into the parameters' storage.

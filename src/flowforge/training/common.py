@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import overload
 
 import numpy as np
 import torch
@@ -119,6 +120,14 @@ def check_patience(patience: int | None) -> None:
     """ValueError unless ``patience`` is None or at least 1."""
     if patience is not None and patience < 1:
         raise ValueError(f"patience must be positive or None, got {patience}")
+
+
+@overload
+def on_device(values: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor: ...
+
+
+@overload
+def on_device(values: None, device: torch.device, dtype: torch.dtype) -> None: ...
 
 
 def on_device(values: torch.Tensor | None, device: torch.device, dtype: torch.dtype) -> torch.Tensor | None:

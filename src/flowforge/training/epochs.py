@@ -14,8 +14,10 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -23,7 +25,8 @@ from torch import nn
 
 from ..datasets import binarize, dequantize
 from ..losses import ELBO, ForwardKL
-from ..metrics import discrete_nll_offset, mean_elbo, mean_nll
+from ..metrics import FlowModel, discrete_nll_offset, mean_elbo, mean_nll
+from ..nets.lipschitz import SpectralNormLinear
 from ..progress import progress_bar
 from ..utils.checks import positive_int
 from ..vae import FlowVAE
@@ -42,6 +45,7 @@ SCHEDULES = (None, "cosine", "plateau")
 
 BatchLoss = Callable[[torch.Tensor, int], torch.Tensor]
 """``batch_loss(row_indices, step) -> mean loss of those rows``; ``step`` counts batches from 1."""
+Result = TypeVar("Result", DataFitResult, VAEFitResult)
 
 
 @dataclass(frozen=True)
@@ -95,15 +99,15 @@ def run_epochs(
     batch_size: int,
     optimizer: torch.optim.Optimizer,
     parameters: list[nn.Parameter],
-    lipschitz_layers: list[nn.Module],
+    lipschitz_layers: Sequence[SpectralNormLinear],
     validate: Callable[[], float] | None,
-    make_result: Callable[[EpochHistory], DataFitResult | VAEFitResult],
+    make_result: Callable[[EpochHistory], Result],
     scheduler: torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau | None = None,
     clip_grad_norm: float | None = None,
     patience: int | None = None,
     generator: torch.Generator | None = None,
     progress: bool = True,
-) -> DataFitResult | VAEFitResult:
+) -> Result:
     """Train ``model`` for up to ``epochs`` epochs over ``rows`` training rows in shuffled mini-batches.
 
     Every batch: ``batch_loss(indices, step)``, its gradient (clipped to norm ``clip_grad_norm``), an
@@ -196,7 +200,7 @@ def _seeded(seed: int | None) -> torch.Generator | None:
 
 
 def fit_data(
-    model: nn.Module,
+    model: FlowModel,
     train_data: torch.Tensor,
     validation_data: torch.Tensor | None = None,
     *,
@@ -256,9 +260,6 @@ def fit_data(
             batch = dequantize(batch, levels, generator)
         return forward_kl(model, batch, None if train_context is None else train_context[index])
 
-    def validate() -> float:
-        return mean_nll(model, validation_data, context=validation_context, levels=levels)
-
     def result(history: EpochHistory) -> DataFitResult:
         return DataFitResult(
             np.array(history.train), np.array(history.validation), history.best_epoch, history.stopped_early,
@@ -266,10 +267,14 @@ def fit_data(
         )  # fmt: skip
 
     judge = Judge("training NLL", "train", "validation", 4, train_offset=discrete_nll_offset(train_data, levels))
+    validate = (
+        None
+        if validation_data is None
+        else partial(mean_nll, model, validation_data, context=validation_context, levels=levels)
+    )
     return run_epochs(
         model, train_data.shape[0], batch_loss, judge, epochs=epochs, batch_size=batch_size, optimizer=optimizer,
-        parameters=parameters, lipschitz_layers=lipschitz_layers,
-        validate=validate if validation_data is not None else None, make_result=result,
+        parameters=parameters, lipschitz_layers=lipschitz_layers, validate=validate, make_result=result,
         scheduler=make_scheduler(schedule, optimizer, epochs), clip_grad_norm=clip_grad_norm, patience=patience,
         generator=generator, progress=progress,
     )  # fmt: skip
@@ -335,9 +340,6 @@ def fit_vae(
             batch = binarize(batch, generator)
         return elbo(model, batch, elbo.beta(step))
 
-    def validate() -> float:
-        return mean_elbo(model, validation_data, validation_samples)
-
     def result(history: EpochHistory) -> VAEFitResult:
         return VAEFitResult(
             np.array(history.train), np.array(history.validation), history.best_epoch, history.stopped_early,
@@ -348,6 +350,6 @@ def fit_vae(
     return run_epochs(
         model, train_data.shape[0], batch_loss, judge, epochs=epochs, batch_size=batch_size, optimizer=optimizer,
         parameters=parameters, lipschitz_layers=lipschitz_layers,
-        validate=validate if validation_data is not None else None, make_result=result,
-        clip_grad_norm=clip_grad_norm, patience=patience, generator=generator, progress=progress,
+        validate=None if validation_data is None else partial(mean_elbo, model, validation_data, validation_samples),
+        make_result=result, clip_grad_norm=clip_grad_norm, patience=patience, generator=generator, progress=progress,
     )  # fmt: skip

@@ -24,6 +24,7 @@ from torch import nn
 
 from .. import losses
 from ..losses import ELBO, AlphaDivergence, ForwardKL, ReverseKL
+from ..metrics import FlowModel
 from ..progress import progress_bar
 from ..utils.checks import positive_int
 from . import accelerate
@@ -134,7 +135,7 @@ def _objective_and_input(
 
 
 def fit(
-    model: nn.Module,
+    model: FlowModel,
     iterations: int,
     *,
     loss: str | Any = "reverse_kl",
