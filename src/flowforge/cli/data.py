@@ -22,7 +22,8 @@ import torch
 
 from .. import metrics, plot
 from ..datasets import DIGITS_LEVELS, REAL_TABLES, TOY_DATA, DataError, load_digits, load_real_table, load_table, split
-from ..train import DataFitResult, TrainingDiverged, fit_data, mean_nll, nll_per_row
+from ..metrics import mean_nll, nll_per_row
+from ..training import DataFitResult, TrainingDiverged, fit_data
 from ..version import __version__
 from . import runs
 from .errors import CLIError

@@ -19,7 +19,7 @@ import torch
 from .. import metrics, plot
 from ..distributions.targets import TARGETS
 from ..presets import PRESETS
-from ..train import COMPILE_MODES, Every, TrainingDiverged, fit
+from ..training import COMPILE_MODES, Every, TrainingDiverged, fit
 from ..version import __version__
 from . import data, runs
 from .errors import CLIError

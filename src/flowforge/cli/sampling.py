@@ -21,7 +21,7 @@ from .. import metrics, plot
 from ..distributions.targets import TARGETS, ManyWell
 from ..mcmc import KERNELS, sample_chain
 from ..presets import PRESETS
-from ..train import fit
+from ..training import fit
 from ..version import __version__
 from . import runs
 from .errors import CLIError

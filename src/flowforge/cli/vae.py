@@ -19,8 +19,9 @@ import torch
 
 from .. import plot
 from ..datasets import binarize, load_digits, split
+from ..metrics import elbo_per_row, log_likelihood_per_row
 from ..presets import VAE, VAE_POSTERIORS
-from ..train import TrainingDiverged, VAEFitResult, elbo_per_row, fit_vae, log_likelihood_per_row
+from ..training import TrainingDiverged, VAEFitResult, fit_vae
 from ..vae import LIKELIHOODS
 from ..version import __version__
 from . import runs
