@@ -177,7 +177,7 @@ def test_sampling_at_a_temperature(kind):
     assert not log_q.requires_grad
     z, _ = model.inverse_and_log_det(x)
     assert abs(float(z.std()) - 0.5) < 0.02
-    with nf.core._tempered([model.q0], 0.5):
+    with nf.model._tempered([model.q0], 0.5):
         torch.testing.assert_close(log_q, model.log_prob(x))
     for name, value in model.state_dict().items():
         torch.testing.assert_close(value, before[name])  # the base is restored

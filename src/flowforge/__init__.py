@@ -19,11 +19,9 @@ from . import (  # noqa: I001  (normflows module paths; moving to flowforge.comp
     nets,
     presets,
     train,
-    transforms,
     utils,
     vae,
 )
-from .core import ClassCondFlow, ConditionalNormalizingFlow
 from .model import MultiscaleFlow, NormalizingFlow
 from .presets import IAF, MAF, NSF, VAE, Glow, NSFAutoregressive, PlanarFlow, RadialFlow, RealNVP, ResidualFlow
 from .vae import FlowVAE
@@ -31,8 +29,6 @@ from .version import __version__
 
 
 __all__ = [
-    "ClassCondFlow",
-    "ConditionalNormalizingFlow",
     "FlowVAE",
     "Glow",
     "IAF",
@@ -58,7 +54,12 @@ __all__ = [
     "nets",
     "presets",
     "train",
-    "transforms",
     "utils",
     "vae",
 ]
+
+from . import compat  # noqa: E402  (last: it maps normflows' names onto everything above)
+from .utils.deprecation import normflows_bridge  # noqa: E402
+
+_normflows_names, __getattr__ = normflows_bridge(__name__)
+compat.normflows.install_bridge(top_level=True)
