@@ -172,7 +172,7 @@ def test_a_flow_conditioned_on_gaussian_parameters_reproduces_mean_and_variance_
         for index in range(4)
     ]
     model = nf.ConditionalNormalizingFlow(nf.distributions.DiagGaussian(2, trainable=False), layers)
-    nf.train.fit_data(
+    nf.training.fit_data(
         model, x, x_validation, train_context=context, validation_context=context_validation,
         epochs=30, batch_size=256, lr=3e-3, patience=30, seed=0, progress=False,
     )  # fmt: skip
@@ -190,6 +190,6 @@ def test_fit_data_checks_the_context_rows():
     model = conditional_model()
     x, context = torch.randn(20, 2), torch.randn(19, 3)
     with pytest.raises(ValueError, match="train_context has 19 rows but train_data has 20"):
-        nf.train.fit_data(model, x, train_context=context, epochs=1, progress=False)
+        nf.training.fit_data(model, x, train_context=context, epochs=1, progress=False)
     with pytest.raises(ValueError, match="for both the training and the validation data"):
-        nf.train.fit_data(model, x, x, train_context=torch.randn(20, 3), epochs=1, progress=False)
+        nf.training.fit_data(model, x, x, train_context=torch.randn(20, 3), epochs=1, progress=False)

@@ -123,7 +123,7 @@ def test_presets_fit_samples_by_forward_kl(preset):
     model = preset(2, 4, hidden=32)
     with torch.no_grad():
         before = float(-model.log_prob(data).mean())
-    nf.train.fit(
+    nf.training.fit(
         model, 400, loss="forward_kl", data=data, samples_per_step=256, lr=3e-3, seed=0, progress=False, device="cpu"
     )
     with torch.no_grad():

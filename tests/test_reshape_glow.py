@@ -53,7 +53,9 @@ def test_glow_preset_on_images_fits_and_normalises():
         256, 1, 8, 8, dtype=torch.float64
     )
     before = float(model.forward_kld(images).detach())
-    nf.train.fit(model, 60, loss="forward_kl", data=images, samples_per_step=64, lr=3e-3, progress=False, device="cpu")
+    nf.training.fit(
+        model, 60, loss="forward_kl", data=images, samples_per_step=64, lr=3e-3, progress=False, device="cpu"
+    )
     after = float(model.forward_kld(images).detach())
     assert after < before
     x, log_q = model.sample(16)

@@ -87,7 +87,7 @@ def test_residual_flow_preset_fits_by_reverse_kl():
     torch.manual_seed(0)
     model = nf.ResidualFlow(2, 4, hidden=32, p=nf.distributions.CircularGaussianMixture(2))
     before = nf.metrics.grid_kl(model, grid_size=60)["kl"]
-    nf.train.fit(model, 300, samples_per_step=64, lr=5e-3, seed=0, progress=False, device="cpu")
+    nf.training.fit(model, 300, samples_per_step=64, lr=5e-3, seed=0, progress=False, device="cpu")
     after = nf.metrics.grid_kl(model, grid_size=60)["kl"]
     assert after < before
     x, log_q = model.sample(50)

@@ -18,7 +18,7 @@ from . import (  # noqa: I001  (normflows module paths; moving to flowforge.comp
     model,
     nets,
     presets,
-    train,
+    training,
     utils,
     vae,
 )
@@ -53,7 +53,7 @@ __all__ = [
     "model",
     "nets",
     "presets",
-    "train",
+    "training",
     "utils",
     "vae",
 ]

@@ -143,7 +143,9 @@ class ClassCondDiagGaussian(BaseDistribution):
             raise ValueError(f"class labels must be a tensor or an int, got {type(context).__name__}")
         labels = class_labels(context.to(like.device), self.num_classes)
         if labels.shape[0] != rows:
-            raise ValueError(f"{type(self).__name__}: {labels.shape[0]} labels for {rows} samples; give one per sample")
+            raise ValueError(
+                f"{type(self).__name__}: {labels.shape[0]} labels for {rows} samples; give one label per sample"
+            )
         return labels, self.one_hot(labels, like)
 
     def default_context(self, rows: int, like: torch.Tensor) -> torch.Tensor:

@@ -31,7 +31,7 @@ def install_bridge(top_level: bool = False) -> None:
     Idempotent. The compat package calls it without ``top_level`` when it is imported; the
     top-level ``flowforge/__init__.py`` calls it with ``top_level=True`` as its last line, once its
     own names are all set (before then, its submodules would look missing and be bridged)."""
-    from .. import normflows as compat
+    compat = sys.modules[__package__]  # the compat package, already being imported when this runs
 
     pairs = [
         (compat.flows, native_flows),
