@@ -146,11 +146,6 @@ def test_forward_kl_with_per_row_contexts_learns_each_rows_density(sampler):
     assert own < 2 * 0.5 * np.log(2 * np.pi * np.e * 0.25) + 0.15 and swapped > own + 5
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="distributions.base.context_rows checks torch.isfinite(context).all() in Python, a data-dependent "
-    "branch that fullgraph tracing refuses, so conditional steps fall back to eager (the loop checks contexts once)",
-)
 def test_fused_forward_kl_with_contexts_makes_the_eager_updates():
     data, context = _two_classes(500)
     models, results = [], []

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import NamedTuple, Protocol
+from typing import NamedTuple, Protocol, cast
 
 import torch
 from torch import nn
@@ -65,9 +65,28 @@ class ELBOModel(Protocol):
 
 
 class ELBOTerms(Protocol):
-    log_likelihood: torch.Tensor
-    log_prior: torch.Tensor
-    log_posterior: torch.Tensor
+    """Per-row terms of one posterior sample (read-only, e.g. :class:`flowforge.vae.ELBOTerms`)."""
+
+    @property
+    def log_likelihood(self) -> torch.Tensor: ...
+
+    @property
+    def log_prior(self) -> torch.Tensor: ...
+
+    @property
+    def log_posterior(self) -> torch.Tensor: ...
+
+
+class UnnormalizedDensity(Protocol):
+    """A target ``p``: ``log_prob(x)`` is ``log p̃(x)`` up to a constant, shape ``(batch,)``."""
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor: ...
+
+
+class ConditionalTarget(Protocol):
+    """A :class:`~flowforge.distributions.Target` with ``takes_context = True``: ``log p̃(x | c)``."""
+
+    def log_prob(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor: ...
 
 
 def require_target(model: DensityModel) -> nn.Module:
@@ -81,8 +100,8 @@ def target_log_prob(target: nn.Module, x: torch.Tensor, context: torch.Tensor | 
     """``log p̃(x)``, or ``log p̃(x | c)`` for a :class:`~flowforge.distributions.Target` that declares
     ``takes_context``."""
     if context is not None and isinstance(target, Target) and target.takes_context:
-        return target.log_prob(x, context)
-    return target.log_prob(x)
+        return cast(ConditionalTarget, target).log_prob(x, context)
+    return cast(UnnormalizedDensity, target).log_prob(x)
 
 
 @contextmanager

@@ -25,12 +25,13 @@ import math
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import cast
 
 import torch
 from torch import nn
 
 from . import losses
-from .distributions.base import BaseDistribution
+from .distributions.base import BaseDistribution, ConditionalBase
 from .flows.base import Flow, pull_back, push_forward
 from .losses import Draw
 
@@ -178,37 +179,45 @@ class NormalizingFlow(_FlowModel):
         self.p = p
 
     @property
+    def _layers(self) -> Sequence[Flow]:
+        return cast("Sequence[Flow]", self.flows)  # the ModuleList holds only Flows (checked above)
+
+    @property
     def takes_context(self) -> bool:
         """Whether the base or any layer takes a context."""
-        return self.q0.takes_context or any(flow.takes_context for flow in self.flows)
+        return self.q0.takes_context or any(flow.takes_context for flow in self._layers)
 
     def _bases(self) -> Sequence[BaseDistribution]:
         return [self.q0]
 
     def _base_sample(self, num_samples: int, context: Context) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.q0(num_samples, context) if self.q0.takes_context else self.q0(num_samples)
+        if self.q0.takes_context:
+            return cast(ConditionalBase, self.q0)(num_samples, context)
+        return self.q0(num_samples)
 
     def _base_log_prob(self, z: torch.Tensor, context: Context) -> torch.Tensor:
-        return self.q0.log_prob(z, context) if self.q0.takes_context else self.q0.log_prob(z)
+        if self.q0.takes_context:
+            return cast(ConditionalBase, self.q0).log_prob(z, context)
+        return self.q0.log_prob(z)
 
     def forward_and_log_det(self, z: torch.Tensor, context: Context = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Map base samples to data space; returns ``(x, log|det ∂x/∂z|)``."""
-        return push_forward(self.flows, z, self._contexts(self.q0, context, z.shape[0], z, False)[1])
+        return push_forward(self._layers, z, self._contexts(self.q0, context, z.shape[0], z, False)[1])
 
     def inverse_and_log_det(self, x: torch.Tensor, context: Context = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Map data to the base space; returns ``(z, log|det ∂z/∂x|)``."""
-        return pull_back(self.flows, x, self._contexts(self.q0, context, x.shape[0], x, False)[1])
+        return pull_back(self._layers, x, self._contexts(self.q0, context, x.shape[0], x, False)[1])
 
     def log_prob(self, x: torch.Tensor, context: Context = None) -> torch.Tensor:
         """``log q(x)`` (or ``log q(x | c)``) for a batch ``x``, shape ``(batch,)``."""
         base_context, layer_context = self._contexts(self.q0, context, x.shape[0], x, False)
-        z, log_det = pull_back(self.flows, x, layer_context)
+        z, log_det = pull_back(self._layers, x, layer_context)
         return self._base_log_prob(z, base_context) + log_det
 
     def draw(self, num_samples: int = 1, context: Context = None) -> Draw:
         base_context, layer_context = self._contexts(self.q0, context, num_samples, self._like(), True)
         z, log_q0 = self._base_sample(num_samples, base_context)
-        x, log_det = push_forward(self.flows, z, layer_context)
+        x, log_det = push_forward(self._layers, z, layer_context)
         log_selection = None if self.q0.reparameterized else log_q0 - self.q0.proposal_log_prob(z)
         return Draw(x, log_q0 - log_det, log_selection, base_context)
 
@@ -253,7 +262,7 @@ class MultiscaleFlow(_FlowModel):
                 f"MultiscaleFlow needs one base and one list of flows per level and one merge fewer; got "
                 f"{len(self.q0)} bases, {len(self.flows)} flow lists, {len(self.merges)} merges"
             )
-        if class_cond and not all(base.takes_context for base in self.q0):
+        if class_cond and not all(base.takes_context for base in self._bases()):
             raise ValueError("class_cond=True needs class-conditional bases (ClassCondDiagGaussian)")
         self.transform = _check_flows(name, [transform])[0] if transform is not None else None
         self.class_cond = class_cond
@@ -265,19 +274,30 @@ class MultiscaleFlow(_FlowModel):
 
     @property
     def takes_context(self) -> bool:
-        return self.class_cond or any(flow.takes_context for level in self.flows for flow in level)
+        return self.class_cond or any(
+            flow.takes_context for level in range(self.num_levels) for flow in self._level(level)
+        )
 
+    # The ModuleLists hold only what __init__ checked: bases, lists of Flows, and Flows.
     def _bases(self) -> Sequence[BaseDistribution]:
-        return list(self.q0)
+        return cast("Sequence[BaseDistribution]", self.q0)
+
+    def _level(self, level: int) -> Sequence[Flow]:
+        return cast("Sequence[Flow]", self.flows[level])
+
+    def _merge(self, level: int) -> Flow:
+        return cast(Flow, self.merges[level])
 
     def _base_log_prob(self, level: int, z: torch.Tensor, context: Context) -> torch.Tensor:
-        return self.q0[level].log_prob(z, context) if self.class_cond else self.q0[level].log_prob(z)
+        base = self._bases()[level]
+        return cast(ConditionalBase, base).log_prob(z, context) if self.class_cond else base.log_prob(z)
 
     def _base_sample(self, level: int, num_samples: int, context: Context) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.q0[level](num_samples, context) if self.class_cond else self.q0[level](num_samples)
+        base = self._bases()[level]
+        return cast(ConditionalBase, base)(num_samples, context) if self.class_cond else base(num_samples)
 
     def _layer_context(self, context: Context, rows: int, like: torch.Tensor) -> Context:
-        return self._contexts(self.q0[0], context, rows, like, False)[1]
+        return self._contexts(self._bases()[0], context, rows, like, False)[1]
 
     def forward_and_log_det(
         self, z: Sequence[torch.Tensor], context: Context = None
@@ -293,9 +313,9 @@ class MultiscaleFlow(_FlowModel):
         h = z[0]
         for level in range(self.num_levels):
             if level > 0:
-                h, part = self.merges[level - 1]([h, z[level]])
+                h, part = self._merge(level - 1)([h, z[level]])
                 log_det = log_det + part
-            h, part = push_forward(self.flows[level], h, layer_context)
+            h, part = push_forward(self._level(level), h, layer_context)
             log_det = log_det + part
         if self.transform is not None:
             h, part = self.transform(h)
@@ -313,10 +333,10 @@ class MultiscaleFlow(_FlowModel):
             log_det = log_det + part
         latents = []
         for level in reversed(range(self.num_levels)):
-            x, part = pull_back(self.flows[level], x, layer_context)
+            x, part = pull_back(self._level(level), x, layer_context)
             log_det = log_det + part
             if level > 0:
-                (x, factored), part = self.merges[level - 1].inverse(x)
+                (x, factored), part = self._merge(level - 1).inverse(x)
                 log_det = log_det + part
                 latents.append(factored)
         latents.append(x)
@@ -326,16 +346,16 @@ class MultiscaleFlow(_FlowModel):
         """``log q(x)`` (or ``log q(x | y)`` for class labels ``y``), shape ``(batch,)``."""
         if self.class_cond and context is None:
             raise ValueError("this MultiscaleFlow is class-conditional: log_prob needs the labels as context")
-        base_context, layer_context = self._contexts(self.q0[0], context, x.shape[0], x, False)
+        base_context, layer_context = self._contexts(self._bases()[0], context, x.shape[0], x, False)
         latents, log_det = self._pull(x, layer_context)
         for level, z in enumerate(latents):
             log_det = log_det + self._base_log_prob(level, z, base_context)
         return log_det
 
     def draw(self, num_samples: int = 1, context: Context = None) -> Draw:
-        if not all(base.reparameterized for base in self.q0):
+        if not all(base.reparameterized for base in self._bases()):
             raise ValueError("MultiscaleFlow samples need reparameterised bases (no ResampledGaussian levels)")
-        base_context, layer_context = self._contexts(self.q0[0], context, num_samples, self._like(), True)
+        base_context, layer_context = self._contexts(self._bases()[0], context, num_samples, self._like(), True)
         parts = [self._base_sample(level, num_samples, base_context) for level in range(self.num_levels)]
         x, log_det = self._push([z for z, _ in parts], layer_context)
         return Draw(x, sum(log_q for _, log_q in parts) - log_det, None, base_context)
@@ -350,7 +370,8 @@ def _tempered(bases: Sequence[nn.Module], temperature: float | None) -> Iterator
     if not temperature > 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
     shift = math.log(temperature)
-    scaled = [base.log_scale for base in bases if isinstance(getattr(base, "log_scale", None), torch.Tensor)]
+    found = (getattr(base, "log_scale", None) for base in bases)
+    scaled = [log_scale for log_scale in found if isinstance(log_scale, torch.Tensor)]
     if len(scaled) != len(bases):
         raise ValueError("temperature needs Gaussian bases with a log_scale")
     with torch.no_grad():

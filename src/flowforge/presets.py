@@ -390,19 +390,6 @@ def GlowSingleScale(  # noqa: N802
     return NormalizingFlow(DiagGaussian(base_shape) if q0 is None else q0, list(reversed(density_order)), p)
 
 
-def MultiscaleGlow(  # noqa: N802
-    shape: tuple[int, int, int],
-    levels: int = 2,
-    steps: int = 4,
-    hidden: int = 64,
-    num_classes: int | None = None,
-    alpha: float = 0.05,
-) -> MultiscaleFlow:
-    """Transitional (issue 14): the former name and positional order of :func:`Glow`. Remove once
-    cli/models.py, benchmarks/density.py and tests/test_multiscale.py call :func:`Glow`."""
-    return Glow(shape, levels, steps=steps, hidden=hidden, num_classes=num_classes, alpha=alpha)
-
-
 VAE_POSTERIORS = ("gaussian", "planar", "radial", "iaf", "realnvp")
 """Posterior families of :func:`VAE`: the plain diagonal Gaussian and four flows on it."""
 

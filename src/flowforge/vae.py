@@ -8,8 +8,8 @@ couplings), turns ``z₀`` into the posterior sample ``z``; the decoder gives ``
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
-from typing import NamedTuple
+from collections.abc import Iterable, Sequence
+from typing import NamedTuple, cast
 
 import torch
 import torch.nn.functional as F
@@ -127,7 +127,7 @@ class FlowVAE(nn.Module):
         z0 = (mean + torch.exp(log_std) * noise).reshape(rows, self.latent_dim)
         log_q0 = -0.5 * (noise * noise).sum(-1) - log_std.sum(-1) - 0.5 * self.latent_dim * _LOG_2PI
         context = features.expand(num_samples, *features.shape).reshape(rows, self.encoder_features)
-        z, log_det = push_forward(self.flows, z0, context)
+        z, log_det = push_forward(cast("Sequence[Flow]", self.flows), z0, context)  # a ModuleList of Flows
         return z.view(num_samples, *mean.shape), log_q0 - log_det.view(num_samples, -1)
 
     def decoder_log_likelihood(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:

@@ -19,7 +19,7 @@ import torch
 from .. import metrics, plot
 from ..distributions.targets import TARGETS
 from ..presets import PRESETS
-from ..training import COMPILE_MODES, Every, TrainingDiverged, fit
+from ..training import COMPILE_MODES, Every, FitResult, TrainingDiverged, fit
 from ..version import __version__
 from . import data, runs
 from .errors import CLIError
@@ -217,6 +217,8 @@ def _fit_target(args: argparse.Namespace, out: Path, config: dict, chosen: torch
         )
         diverged = None
     except TrainingDiverged as error:
+        if not isinstance(error.result, FitResult):  # training.fit raises it with its FitResult
+            raise
         result, diverged = error.result, str(error)
     fit_wall_time = time.perf_counter() - start
     plot.save_gif(out / "training.gif", frames)

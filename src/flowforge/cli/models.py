@@ -17,7 +17,7 @@ from ..distributions.base import GaussianMixture, ResampledGaussian, TemperedGau
 from ..distributions.targets import TARGETS
 from ..flows import Whitening
 from ..nets import MLP
-from ..presets import MAF, NSF, PRESETS, MultiscaleGlow, NSFAutoregressive, RealNVP
+from ..presets import MAF, NSF, PRESETS, Glow, NSFAutoregressive, RealNVP
 from .errors import CLIError
 
 BASES = ("gaussian", "resampled", "tempered", "mixture")
@@ -52,7 +52,7 @@ def build_data_model(config: dict, train: torch.Tensor | None = None):
     model starts as the full-covariance Gaussian of the training data and works in the data's
     units); without ``train``, placeholders that ``load_state_dict`` fills."""
     if config["kind"] == "images":
-        return MultiscaleGlow(
+        return Glow(
             tuple(config["shape"]), config["scales"], steps=config["layers"], hidden=config["hidden"],
             num_classes=10 if config["class_cond"] else None,
         )  # fmt: skip

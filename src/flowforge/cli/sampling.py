@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from typing import cast
 
 import torch
 
@@ -70,7 +69,7 @@ def _first_pair_log_prob(target):
     if target.n_dims == 2:
         return target.log_prob
     if isinstance(target, ManyWell):
-        return ManyWell(2).to(cast(torch.Tensor, target.bounds)).log_prob
+        return ManyWell(2).to(target.bounds).log_prob
     return None
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -26,9 +27,20 @@ def context_rows(owner: object, context: torch.Tensor, rows: int, like: torch.Te
             "give one row per sample, or a 1-D context for all of them"
         )
     context = context.to(device=like.device, dtype=like.dtype if context.is_floating_point() else context.dtype)
-    if context.is_floating_point() and not torch.isfinite(context).all():
+    # The finiteness check reads a value back (a data-dependent branch): under torch.compile it is
+    # skipped, and the training loops check the contexts once before compiling.
+    if context.is_floating_point() and not torch.compiler.is_compiling() and not torch.isfinite(context).all():
         raise ValueError(f"{type(owner).__name__}: context contains NaN or inf")
     return context
+
+
+class ConditionalBase(Protocol):
+    """How a base with ``takes_context = True`` is called: the context (already prepared by
+    :meth:`BaseDistribution.prepare_context`) comes second."""
+
+    def __call__(self, num_samples: int, context: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def log_prob(self, z: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor: ...
 
 
 class BaseDistribution(nn.Module):
@@ -87,6 +99,9 @@ class DiagGaussian(BaseDistribution):
     when ``trainable`` and fixed buffers otherwise.
     """
 
+    loc: torch.Tensor
+    log_scale: torch.Tensor
+
     def __init__(self, shape: int | Iterable[int], trainable: bool = True):
         super().__init__()
         self.shape = as_event_shape(shape)
@@ -117,6 +132,9 @@ class DiagGaussian(BaseDistribution):
 
 class Uniform(BaseDistribution):
     """Uniform distribution on the box ``[low, high]^shape`` (not trainable)."""
+
+    low: torch.Tensor
+    high: torch.Tensor
 
     def __init__(self, shape: int | Iterable[int], low: float = -1.0, high: float = 1.0):
         super().__init__()
@@ -154,6 +172,10 @@ class GaussianMixture(BaseDistribution):
         weights: ``(K,)`` mixture weights, normalised here (default: uniform).
         trainable: learn means, log-scales and weight logits.
     """
+
+    loc: torch.Tensor
+    log_scale: torch.Tensor
+    weight_logits: torch.Tensor
 
     def __init__(
         self,
@@ -267,6 +289,8 @@ class ResampledGaussian(BaseDistribution):
     """
 
     reparameterized = False
+    z_running: torch.Tensor
+    acceptance_net: nn.Module
 
     def __init__(
         self,
