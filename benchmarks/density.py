@@ -1,6 +1,6 @@
 """Density estimation from data: held-out NLL of the RealNVP, MAF and NSF presets on every toy set
 and on two real tables, bits/dim of multi-scale Glow on the digits, each with its wall time;
-prints a markdown table (the README's results table).
+prints a markdown table (the table in docs/benchmarks.md).
 
 Every fit is the one ``flowforge fit --data`` runs: the training split whitened (its mean and
 covariance become the model's last layer, :class:`~flowforge.flows.Whitening`, so every flow

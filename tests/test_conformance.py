@@ -1,4 +1,4 @@
-"""The conformance harness of DESIGN.md, run over every public layer in CATALOGUE.
+"""The conformance harness of docs/design.md, run over every public layer in CATALOGUE.
 
 A new layer is not done until it has an entry here.
 """
