@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import torch.nn.functional as F
-
 from .....flows.autoregressive import MaskedAffineAutoregressive as NativeMaskedAffineAutoregressive
-from .....nets.made import refuse_batch_norm
+from ..._arguments import made_init
 
 
 class MaskedAffineAutoregressive(NativeMaskedAffineAutoregressive):
@@ -16,23 +14,7 @@ class MaskedAffineAutoregressive(NativeMaskedAffineAutoregressive):
     ``True`` is refused, as flowforge's MADE has no batch norm). The log-scale is soft-clamped to
     ±5 as in flowforge."""
 
-    def __init__(
-        self,
-        features: int,
-        hidden_features: int,
-        context_features: int | None = None,
-        num_blocks: int = 2,
-        use_residual_blocks: bool = True,
-        random_mask: bool = False,
-        activation=F.relu,
-        dropout_probability: float = 0.0,
-        use_batch_norm: bool = False,
-    ):
-        refuse_batch_norm(use_batch_norm)
-        super().__init__(
-            features, hidden_features, context_features, num_blocks, use_residual_blocks, random_mask,
-            activation, dropout_probability,
-        )  # fmt: skip
+    __init__ = made_init(NativeMaskedAffineAutoregressive)
 
 
 __all__ = ["MaskedAffineAutoregressive"]

@@ -5,15 +5,23 @@ Mask convention: normflows' masks mark the coordinates that are *transformed* (e
 default is the alternating mask that transforms the odd coordinates (the even ones with
 ``reverse_mask``). flowforge's masks mark the coordinates that are *kept*. :func:`kept_mask`
 converts, so the same arguments keep the same coordinates as in normflows.
+
+Each layer takes normflows' arguments in normflows' order and with its defaults, which
+``help(layer)`` and ``inspect.signature`` show: the names are listed once per layer (in its
+``__init__ = _spline_init(...)`` line) and the defaults once for all (``_DEFAULTS``).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
 
 from .....flows.coupling import alternating_mask
 from .....flows.splines import RationalQuadraticAutoregressive, RationalQuadraticCoupling
+from ..._arguments import REQUIRED, normflows_init, signature
 
 
 def kept_mask(features: int, reverse_mask: bool = False, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -29,127 +37,97 @@ def _autoregressive_order(features: int, permute_mask: bool) -> torch.Tensor | N
     return torch.randperm(features) if permute_mask else None
 
 
+# normflows' defaults for the spline layers' optional arguments (the sizes and ind_circ are required).
+_DEFAULTS: dict[str, Any] = {
+    "num_context_channels": None, "num_bins": 8, "tails": "linear", "tail_bound": 3.0, "activation": nn.ReLU,
+    "dropout_probability": 0.0, "reverse_mask": False, "mask": None, "permute_mask": False, "init_identity": True,
+}  # fmt: skip
+
+
+def _spline_init(build: Callable[[Any, dict[str, Any]], None], names: str, **defaults: Any) -> Callable[..., None]:
+    """The ``__init__`` of a normflows spline layer: ``num_input_channels, num_blocks,
+    num_hidden_channels``, then the parameters ``names``, in that order, with normflows' defaults
+    (``_DEFAULTS``, updated by ``defaults``); ``build`` maps them onto the native layer."""
+    defaults = {**_DEFAULTS, **defaults}
+    names = "num_input_channels num_blocks num_hidden_channels " + names
+    return normflows_init(signature((name, defaults.get(name, REQUIRED)) for name in names.split()), build)
+
+
+def _native_arguments(a: dict[str, Any]) -> dict[str, Any]:
+    """The arguments, by flowforge's names, that both native spline layers take, from normflows' ``a``."""
+    return {
+        "features": a["num_input_channels"], "hidden_features": a["num_hidden_channels"], "num_blocks": a["num_blocks"],
+        "num_bins": a["num_bins"], "tail_bound": a["tail_bound"], "circular": list(a.get("ind_circ", ())),
+        "context_features": a["num_context_channels"], "activation": a["activation"],
+        "dropout_probability": a["dropout_probability"],
+    }  # fmt: skip
+
+
+def _coupling(layer: RationalQuadraticCoupling, a: dict[str, Any]) -> None:
+    """Build ``layer`` from normflows' coupling spline arguments ``a``, with its mask convention."""
+    if a.get("tails", "linear") != "linear":
+        raise ValueError(
+            f"tails must be 'linear' (use CircularCoupledRationalQuadraticSpline for angles), got {a['tails']!r}"
+        )
+    mask = kept_mask(a["num_input_channels"], a["reverse_mask"], a.get("mask"))
+    RationalQuadraticCoupling.__init__(layer, mask=mask, init_identity=a["init_identity"], **_native_arguments(a))
+
+
+def _autoregressive(layer: RationalQuadraticAutoregressive, a: dict[str, Any]) -> None:
+    """Build ``layer`` from normflows' autoregressive spline arguments ``a``: ``permute_mask`` draws a
+    random autoregressive order; ``init_identity=False`` gives the MADE's output layer a random start."""
+    native = _native_arguments(a)
+    order = _autoregressive_order(a["num_input_channels"], a["permute_mask"])
+    RationalQuadraticAutoregressive.__init__(layer, order=order, **native)
+    if not a["init_identity"]:
+        layer.made.output.reset_parameters()
+
+
 class CoupledRationalQuadraticSpline(RationalQuadraticCoupling):
-    """normflows' coupling neural spline layer, ``(num_input_channels, num_blocks, num_hidden_channels,
-    num_context_channels=None, num_bins=8, tails="linear", tail_bound=3.0, activation=nn.ReLU,
-    dropout_probability=0.0, reverse_mask=False, init_identity=True)``, on
-    :class:`~flowforge.flows.RationalQuadraticCoupling` with normflows' mask convention
+    """normflows' ``CoupledRationalQuadraticSpline``: flowforge's
+    :class:`~flowforge.flows.RationalQuadraticCoupling` with normflows' arguments and mask convention
     (:func:`kept_mask`). Only linear tails: circular coordinates are
     :class:`CircularCoupledRationalQuadraticSpline`'s."""
 
-    def __init__(
-        self,
-        num_input_channels: int,
-        num_blocks: int,
-        num_hidden_channels: int,
-        num_context_channels: int | None = None,
-        num_bins: int = 8,
-        tails: str = "linear",
-        tail_bound: float = 3.0,
-        activation=nn.ReLU,
-        dropout_probability: float = 0.0,
-        reverse_mask: bool = False,
-        init_identity: bool = True,
-    ):
-        if tails != "linear":
-            raise ValueError(
-                f"tails must be 'linear' (use CircularCoupledRationalQuadraticSpline for angles), got {tails!r}"
-            )
-        super().__init__(
-            num_input_channels, num_hidden_channels, num_blocks, num_bins, tail_bound,
-            mask=kept_mask(num_input_channels, reverse_mask), context_features=num_context_channels,
-            activation=activation, dropout_probability=dropout_probability, init_identity=init_identity,
-        )  # fmt: skip
+    __init__ = _spline_init(
+        _coupling, "num_context_channels num_bins tails tail_bound activation dropout_probability reverse_mask "
+        "init_identity"
+    )  # fmt: skip
 
 
 class CircularCoupledRationalQuadraticSpline(RationalQuadraticCoupling):
-    """normflows' coupling neural spline layer with the coordinates ``ind_circ`` on the circle
-    ``[−tail_bound, tail_bound)``: ``(num_input_channels, num_blocks, num_hidden_channels, ind_circ,
-    num_context_channels=None, num_bins=8, tail_bound=3.0, activation=nn.ReLU,
-    dropout_probability=0.0, reverse_mask=False, mask=None, init_identity=True)``, on
-    :class:`~flowforge.flows.RationalQuadraticCoupling` (``circular=ind_circ``) with normflows' mask
-    convention (:func:`kept_mask`)."""
+    """normflows' ``CircularCoupledRationalQuadraticSpline``: flowforge's
+    :class:`~flowforge.flows.RationalQuadraticCoupling` with the coordinates ``ind_circ`` on the circle
+    ``[−tail_bound, tail_bound)`` (``circular=ind_circ``), normflows' arguments and its mask convention
+    (:func:`kept_mask`)."""
 
-    def __init__(
-        self,
-        num_input_channels: int,
-        num_blocks: int,
-        num_hidden_channels: int,
-        ind_circ,
-        num_context_channels: int | None = None,
-        num_bins: int = 8,
-        tail_bound: float = 3.0,
-        activation=nn.ReLU,
-        dropout_probability: float = 0.0,
-        reverse_mask: bool = False,
-        mask: torch.Tensor | None = None,
-        init_identity: bool = True,
-    ):
-        super().__init__(
-            num_input_channels, num_hidden_channels, num_blocks, num_bins, tail_bound,
-            mask=kept_mask(num_input_channels, reverse_mask, mask), circular=list(ind_circ),
-            context_features=num_context_channels, activation=activation,
-            dropout_probability=dropout_probability, init_identity=init_identity,
-        )  # fmt: skip
+    __init__ = _spline_init(
+        _coupling, "ind_circ num_context_channels num_bins tail_bound activation dropout_probability reverse_mask "
+        "mask init_identity"
+    )  # fmt: skip
 
 
 class AutoregressiveRationalQuadraticSpline(RationalQuadraticAutoregressive):
-    """normflows' autoregressive neural spline layer, ``(num_input_channels, num_blocks,
-    num_hidden_channels, num_context_channels=None, num_bins=8, tail_bound=3.0, activation=nn.ReLU,
-    dropout_probability=0.0, permute_mask=False, init_identity=True)``, on
-    :class:`~flowforge.flows.RationalQuadraticAutoregressive`; ``permute_mask`` draws a random
-    autoregressive order; ``init_identity=False`` gives the MADE's output layer a random start."""
+    """normflows' ``AutoregressiveRationalQuadraticSpline``: flowforge's
+    :class:`~flowforge.flows.RationalQuadraticAutoregressive` with normflows' arguments; ``permute_mask``
+    draws a random autoregressive order; ``init_identity=False`` gives the MADE's output layer a random start."""
 
-    def __init__(
-        self,
-        num_input_channels: int,
-        num_blocks: int,
-        num_hidden_channels: int,
-        num_context_channels: int | None = None,
-        num_bins: int = 8,
-        tail_bound: float = 3.0,
-        activation=nn.ReLU,
-        dropout_probability: float = 0.0,
-        permute_mask: bool = False,
-        init_identity: bool = True,
-    ):
-        super().__init__(
-            num_input_channels, num_hidden_channels, num_blocks, num_bins, tail_bound,
-            context_features=num_context_channels, order=_autoregressive_order(num_input_channels, permute_mask),
-            activation=activation, dropout_probability=dropout_probability,
-        )  # fmt: skip
-        if not init_identity:
-            self.made.output.reset_parameters()
+    __init__ = _spline_init(
+        _autoregressive, "num_context_channels num_bins tail_bound activation dropout_probability permute_mask "
+        "init_identity"
+    )  # fmt: skip
 
 
 class CircularAutoregressiveRationalQuadraticSpline(RationalQuadraticAutoregressive):
-    """normflows' autoregressive neural spline layer with the coordinates ``ind_circ`` on the circle
-    ``[−tail_bound, tail_bound)``: ``(num_input_channels, num_blocks, num_hidden_channels, ind_circ,
-    num_context_channels=None, num_bins=8, tail_bound=3.0, activation=nn.ReLU,
-    dropout_probability=0.0, permute_mask=True, init_identity=True)``, on
-    :class:`~flowforge.flows.RationalQuadraticAutoregressive` (``circular=ind_circ``)."""
+    """normflows' ``CircularAutoregressiveRationalQuadraticSpline``:
+    flowforge's :class:`~flowforge.flows.RationalQuadraticAutoregressive` with the coordinates ``ind_circ``
+    on the circle ``[−tail_bound, tail_bound)`` (``circular=ind_circ``) and normflows' arguments, as
+    :class:`AutoregressiveRationalQuadraticSpline` but with ``permute_mask=True`` by default."""
 
-    def __init__(
-        self,
-        num_input_channels: int,
-        num_blocks: int,
-        num_hidden_channels: int,
-        ind_circ,
-        num_context_channels: int | None = None,
-        num_bins: int = 8,
-        tail_bound: float = 3.0,
-        activation=nn.ReLU,
-        dropout_probability: float = 0.0,
-        permute_mask: bool = True,
-        init_identity: bool = True,
-    ):
-        super().__init__(
-            num_input_channels, num_hidden_channels, num_blocks, num_bins, tail_bound, circular=list(ind_circ),
-            context_features=num_context_channels, order=_autoregressive_order(num_input_channels, permute_mask),
-            activation=activation, dropout_probability=dropout_probability,
-        )  # fmt: skip
-        if not init_identity:
-            self.made.output.reset_parameters()
+    __init__ = _spline_init(
+        _autoregressive, "ind_circ num_context_channels num_bins tail_bound activation dropout_probability "
+        "permute_mask init_identity", permute_mask=True
+    )  # fmt: skip
 
 
 __all__ = [
