@@ -295,7 +295,9 @@ def annealed_importance_sampling(
     if not step_size > 0:
         raise ValueError(f"step_size must be positive, got {step_size}")
     log_step, accepted_total, moves = math.log(step_size), 0.0, 0
-    goal = TARGET_ACCEPTANCE.get(kernel)
+    if kernel not in KERNELS:  # as _Kernel would say below; checked here so that goal is known
+        raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
+    goal = TARGET_ACCEPTANCE[kernel]
     for index in range(1, len(betas)):
         beta, previous = betas[index], betas[index - 1]
         log_weights = log_weights + (beta - previous) * (log_p - log_q).double()

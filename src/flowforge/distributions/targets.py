@@ -10,6 +10,7 @@ fraction of the mass, used for rejection sampling, grids and plots) and
 from __future__ import annotations
 
 import math
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +29,7 @@ class Target(nn.Module):
         max_log_prob: an upper bound of ``log_prob`` on the box (rejection envelope).
     """
 
+    bounds: torch.Tensor
     n_dims = 2
     normalized = False
     takes_context = False
@@ -111,6 +113,7 @@ class CircularGaussianMixture(Target):
     Sampled exactly.
     """
 
+    means: torch.Tensor
     normalized = True
 
     def __init__(self, n_modes: int = 8):
@@ -143,6 +146,8 @@ class CircularGaussianMixture(Target):
 
 class RingMixture(Target):
     r"""Concentric rings: ``log p̃ = logsumexp_i(−(‖z‖ − 2(i+1)/n)²/(2s²))``, ``s = 1/(4n)``."""
+
+    radii: torch.Tensor
 
     def __init__(self, n_rings: int = 2):
         if n_rings < 1:
@@ -283,6 +288,7 @@ class GaussianMixture40(Target):
     apart, so a sampler must find them all.
     """
 
+    means: torch.Tensor
     normalized = True
 
     def __init__(self, n_modes: int = 40, loc_scaling: float = 40.0, scale: float | None = None, seed: int = 0):
@@ -353,13 +359,19 @@ class ManyWell(Target):
         return torch.stack([a, b], -1).reshape(num_samples, self.n_dims).to(self.bounds.dtype)
 
 
+class LogDensity(Protocol):
+    """What :class:`AnnealedTarget` uses of its ends: ``log_prob(z)`` of shape ``(batch,)``."""
+
+    def log_prob(self, z: torch.Tensor, /) -> torch.Tensor: ...
+
+
 class AnnealedTarget(nn.Module):
     r"""A point on the geometric path between a base ``q0`` and a target ``p̃``:
     ``log π_β(z) = (1 − β) log q0(z) + β log p̃(z)`` (normflows' ``LinearInterpolation``). The
     intermediate targets of stochastic layers (:class:`~flowforge.flows.MetropolisHastings`,
     :class:`~flowforge.flows.HamiltonianMonteCarlo`) in an annealed stochastic flow."""
 
-    def __init__(self, base: nn.Module, target: nn.Module, beta: float):
+    def __init__(self, base: LogDensity, target: LogDensity, beta: float):
         super().__init__()
         if not 0 <= beta <= 1:
             raise ValueError(f"beta must lie in [0, 1], got {beta}")

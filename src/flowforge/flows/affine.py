@@ -24,6 +24,10 @@ class AffineConstFlow(EventFlow):
         shift: learn ``t`` (otherwise ``t = 0``).
     """
 
+    # Parameters when learned, buffers otherwise.
+    s: torch.Tensor
+    t: torch.Tensor
+
     def __init__(self, shape: int | Iterable[int], scale: bool = True, shift: bool = True):
         super().__init__(shape)
         parameter_shape = (1, *self.shape)
@@ -99,6 +103,9 @@ class Whitening(Flow):
     ``L`` are buffers (saved with the model, not trained). Both directions cheap (a triangular
     solve for the inverse).
     """
+
+    mean: torch.Tensor
+    cholesky: torch.Tensor
 
     def __init__(self, mean: torch.Tensor, cholesky: torch.Tensor):
         super().__init__()

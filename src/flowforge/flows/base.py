@@ -1,6 +1,6 @@
 """Base classes every flow layer derives from, and the two generic combinators.
 
-Direction convention (DESIGN.md): ``forward`` is the sampling direction,
+Direction convention (docs/design.md): ``forward`` is the sampling direction,
 ``forward(z) -> (x, log|det dx/dz|)`` and ``inverse(x) -> (z, log|det dz/dx|)``;
 log-determinants have shape ``(batch,)``.
 """
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from math import prod
+from typing import cast
 
 import torch
 from torch import nn
@@ -169,15 +170,18 @@ class Composite(Flow):
         super().__init__()
         self.flows = nn.ModuleList(flows)
 
+    def _layers(self) -> Sequence[Flow]:
+        return cast("Sequence[Flow]", self.flows)  # built from Flows only
+
     @property
     def takes_context(self) -> bool:  # type: ignore[override]
-        return any(flow.takes_context for flow in self.flows)
+        return any(flow.takes_context for flow in self._layers())
 
     def forward(self, z: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        return push_forward(self.flows, z, context)
+        return push_forward(self._layers(), z, context)
 
     def inverse(self, x: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        return pull_back(self.flows, x, context)
+        return pull_back(self._layers(), x, context)
 
 
 class Reverse(Flow):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import cast
+
 import torch
 from torch import nn
 
@@ -64,10 +67,13 @@ class GlowBlock(Flow):
                 f"GlowBlock expects input of shape (batch, {self.channels}, height, width), got {tuple(v.shape)}"
             )
 
+    def _layers(self) -> Sequence[Flow]:
+        return cast("Sequence[Flow]", self.flows)  # the Flows built above
+
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         self._check(z)
-        return push_forward(self.flows, z)
+        return push_forward(self._layers(), z)
 
     def inverse(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         self._check(x)
-        return pull_back(self.flows, x)
+        return pull_back(self._layers(), x)

@@ -18,6 +18,11 @@ class InvertibleMatrix(nn.Module):
     the inverse takes two triangular solves. Starts at a random rotation, or at the identity.
     """
 
+    # Buffers of the LU parameterisation (absent when use_lu is False).
+    permutation: torch.Tensor
+    sign: torch.Tensor
+    lower_mask: torch.Tensor
+
     def __init__(self, num_channels: int, use_lu: bool = True, identity_init: bool = False):
         super().__init__()
         if num_channels < 1:
@@ -124,6 +129,9 @@ class LULinearPermute(Flow):
     by triangular solves rather than the ``torch.trtrs`` PyTorch removed). Starts at the
     permutation when ``identity_init``.
     """
+
+    permutation: torch.Tensor
+    inverse_permutation: torch.Tensor
 
     def __init__(self, num_channels: int, identity_init: bool = True):
         super().__init__()

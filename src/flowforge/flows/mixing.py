@@ -19,6 +19,9 @@ class Permute(Flow):
     is saved with ``state_dict``.
     """
 
+    permutation: torch.Tensor
+    inverse_permutation: torch.Tensor
+
     def __init__(self, num_channels: int, mode: str = "shuffle"):
         super().__init__()
         if mode not in PERMUTATION_MODES:

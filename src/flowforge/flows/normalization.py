@@ -22,6 +22,8 @@ class ActNorm(AffineConstFlow):
     initialised is a buffer, so a saved and reloaded model is not initialised again.
     """
 
+    initialized: torch.Tensor
+
     def __init__(self, shape: int | Iterable[int], scale: bool = True, shift: bool = True):
         super().__init__(shape, scale, shift)
         self.register_buffer("initialized", torch.tensor(False))
@@ -78,6 +80,10 @@ class BatchNorm(Flow):
     ``state_dict`` loaded before any batch sets it too.
     """
 
+    # Buffers, registered once the shape is known.
+    running_mean: torch.Tensor
+    running_var: torch.Tensor
+
     def __init__(self, shape: int | Iterable[int] | None = None, eps: float = 1e-5, momentum: float = 0.1):
         super().__init__()
         if isinstance(shape, float):  # normflows' positional BatchNorm(eps)
@@ -91,9 +97,9 @@ class BatchNorm(Flow):
 
     def _build(self, shape: tuple[int, ...], like: torch.Tensor | None = None) -> None:
         self.shape = shape
-        options = {} if like is None else {"dtype": like.dtype, "device": like.device}
-        self.register_buffer("running_mean", torch.zeros(1, *shape, **options))
-        self.register_buffer("running_var", torch.ones(1, *shape, **options))
+        dtype, device = (None, None) if like is None else (like.dtype, like.device)
+        self.register_buffer("running_mean", torch.zeros(1, *shape, dtype=dtype, device=device))
+        self.register_buffer("running_var", torch.ones(1, *shape, dtype=dtype, device=device))
         self.batch_dims = [0] + [i + 1 for i, size in enumerate(shape) if size == 1]
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
@@ -108,11 +114,13 @@ class BatchNorm(Flow):
         return self.training
 
     def check_input(self, x: torch.Tensor) -> None:
-        if self.shape is None:
+        shape = self.shape
+        if shape is None:
             if x.dim() < 2:
                 raise ValueError(f"BatchNorm expects input of shape (batch, ...), got {tuple(x.shape)}")
-            self._build(tuple(x.shape[1:]), x)
-        check_shared_event_shape(self, x, self.shape)
+            shape = tuple(x.shape[1:])
+            self._build(shape, x)
+        check_shared_event_shape(self, x, shape)
 
     def _log_det(self, var: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         shared = x[0].numel() // var.numel()

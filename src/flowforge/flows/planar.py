@@ -114,7 +114,8 @@ class Planar(_PlanarMap):
         self.parameters_uwb = nn.Parameter(torch.cat([u, w, b]))
 
     def _split(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return torch.split(self.parameters_uwb, (self.dim, self.dim, 1))
+        u, w, b = torch.split(self.parameters_uwb, [self.dim, self.dim, 1])
+        return u, w, b
 
     @property
     def u(self) -> torch.Tensor:
@@ -218,7 +219,7 @@ class ConditionalPlanar(_PlanarMap):
         """Check ``v`` and ``context``; return ``v`` flat, ``wᵀv + b``, ``û`` and ``wᵀû`` (one per row)."""
         self.check_input(v)
         check_context(self, context, v.shape[0], self.context_features)
-        u, w, b = torch.split(self.hypernet(context), (self.dim, self.dim, 1), dim=1)
+        u, w, b = torch.split(self.hypernet(context), [self.dim, self.dim, 1], dim=1)
         wu = (w * u).sum(1)
         w_u_hat = F.softplus(wu + _LOG_E_MINUS_1) - 1.0
         norm = (w * w).sum(1).clamp_min(torch.finfo(w.dtype).tiny)

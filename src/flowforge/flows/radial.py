@@ -113,7 +113,7 @@ class ConditionalRadial(EventFlow):
     def _per_row(self, v: torch.Tensor, context: torch.Tensor | None):
         self.check_input(v)
         check_context(self, context, v.shape[0], self.context_features)
-        z_0, alpha_raw, beta_raw = torch.split(self.hypernet(context), (self.dim, 1, 1), dim=1)
+        z_0, alpha_raw, beta_raw = torch.split(self.hypernet(context), [self.dim, 1, 1], dim=1)
         alpha = F.softplus(alpha_raw[:, 0])
         return z_0, alpha, F.softplus(beta_raw[:, 0]) - alpha
 

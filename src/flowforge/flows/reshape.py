@@ -41,7 +41,7 @@ class Squeeze(Flow):
 def _checkerboard_indices(event_shape: tuple[int, ...], inverted: bool, device) -> tuple[torch.Tensor, torch.Tensor]:
     """Flat indices of the two colours: an element's colour is the parity of its index sum."""
     grids = torch.meshgrid(*(torch.arange(n, device=device) for n in event_shape), indexing="ij")
-    parity = (sum(grids) % 2).reshape(-1)
+    parity = (torch.stack(grids).sum(0) % 2).reshape(-1)
     first = parity == (0 if inverted else 1)
     return torch.nonzero(first).flatten(), torch.nonzero(~first).flatten()
 
@@ -92,7 +92,10 @@ class Split(Flow):
         flat = flat.index_copy(1, second_index, second.reshape(second.shape[0], -1))
         return flat.view(first.shape[0], *shape)
 
-    def forward(self, z: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+    # Split and Merge keep normflows' interface: their value on one side is the list of parts
+    # [z1, z2], not a tensor as Flow declares, so they compose only in chains such as
+    # [Split, AffineCoupling, Merge] (whose AffineCoupling takes and returns such lists too).
+    def forward(self, z: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:  # type: ignore[override]
         return self._split(z), z.new_zeros(z.shape[0])
 
     def inverse(self, parts) -> tuple[torch.Tensor, torch.Tensor]:
@@ -103,8 +106,9 @@ class Split(Flow):
 class Merge(Split):
     """:class:`Split` with the directions exchanged: ``forward`` joins ``[z1, z2]``, ``inverse`` splits."""
 
-    def forward(self, parts) -> tuple[torch.Tensor, torch.Tensor]:
+    # The directions of Split exchanged, so the value types are too (see Split.forward).
+    def forward(self, parts) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
         return super().inverse(parts)
 
-    def inverse(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+    def inverse(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:  # type: ignore[override]
         return super().forward(x)

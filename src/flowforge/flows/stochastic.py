@@ -54,6 +54,8 @@ class MetropolisHastings(Flow):
     Both directions cost ``steps`` evaluations of ``π``.
     """
 
+    log_proposal_scale: torch.Tensor  # a parameter when trainable, a buffer otherwise
+
     def __init__(self, target, steps: int = 1, proposal_scale: float | torch.Tensor = 0.1, trainable: bool = False):
         super().__init__()
         _check_target(target)
@@ -85,6 +87,10 @@ class HamiltonianMonteCarlo(Flow):
     ``create_graph`` while autograd records), as in Wu et al. 2020. Costs ``steps · leapfrog_steps``
     gradient evaluations of ``log π``.
     """
+
+    # Parameters when trainable, buffers otherwise.
+    log_step_size: torch.Tensor
+    log_mass: torch.Tensor
 
     def __init__(
         self,

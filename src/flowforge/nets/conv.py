@@ -29,18 +29,22 @@ class ConvNet2d(nn.Module):
         if len(kernel_size) != len(channels) - 1:
             raise ValueError(f"need one kernel size per convolution: {len(channels) - 1}, got {len(kernel_size)}")
         layers: list[nn.Module] = []
+        convs: list[nn.Conv2d] = []
         for index, (c_in, c_out, k) in enumerate(zip(channels[:-1], channels[1:], kernel_size, strict=True)):
             conv = nn.Conv2d(c_in, c_out, k, padding=k // 2, bias=not actnorm or index == len(kernel_size) - 1)
             if weight_std is not None:
                 nn.init.normal_(conv.weight, std=weight_std)
             layers.append(conv)
+            convs.append(conv)
             if index < len(kernel_size) - 1:
                 if actnorm:
                     layers.append(_ChannelAffine(c_out))
                 layers.append(nn.LeakyReLU(leaky) if leaky else nn.ReLU())
         if init_zeros:
-            nn.init.zeros_(layers[-1].weight)
-            nn.init.zeros_(layers[-1].bias)
+            last = convs[-1]
+            assert last.bias is not None  # the last convolution always has a bias (no ActNorm after it)
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
         self.net = nn.Sequential(*layers)
         self.in_channels, self.out_channels = channels[0], channels[-1]
 

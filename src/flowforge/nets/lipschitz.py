@@ -17,9 +17,13 @@ class SpectralNormLinear(nn.Linear):
     ``σ`` is exact (the largest singular value, differentiable) when ``exact`` (by default for
     layers up to 512 wide, where it costs microseconds), so the bound holds whatever the weights
     did. Wider layers estimate it by power iteration whose vectors are buffers, advanced only by
-    :func:`flowforge.utils.optim.update_lipschitz` (``train.fit`` calls it after every step), so
-    every evaluation between two updates uses the same weight.
+    :meth:`update_norm`, which :func:`flowforge.nets.update_lipschitz` calls on every such layer of
+    a model (and the loops of :mod:`flowforge.training`, ``fit`` and ``fit_data``, after every
+    step), so every evaluation between two updates uses the same weight.
     """
+
+    left: torch.Tensor
+    right: torch.Tensor
 
     def __init__(
         self,
@@ -75,7 +79,7 @@ class LipSwish(nn.Module):
 class LipschitzMLP(nn.Module):
     """An MLP ``channels[0] -> … -> channels[-1]`` with Lipschitz constant below ``lipschitz_const``:
     spectrally normalised linear layers and :class:`LipSwish` activations. Argument order as
-    normflows; each :func:`~flowforge.utils.optim.update_lipschitz` call without a count runs
+    normflows; each :func:`~flowforge.nets.update_lipschitz` call without a count runs
     ``max_lipschitz_iter`` power iterations."""
 
     def __init__(
