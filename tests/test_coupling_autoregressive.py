@@ -101,6 +101,30 @@ def test_context_changes_the_map_and_is_checked():
         nf.flows.MaskedAffineAutoregressive(3, 16)(z, torch.zeros(4, 2))
 
 
+CONTEXT_LAYERS = {
+    "MaskedAffineAutoregressive": lambda **kw: nf.flows.MaskedAffineAutoregressive(3, 8, **kw),
+    "InverseAutoregressive": lambda **kw: nf.flows.InverseAutoregressive(3, 8, **kw),
+    "RealNVPCoupling": lambda **kw: nf.flows.RealNVPCoupling(3, 8, **kw),
+    "RationalQuadraticCoupling": lambda **kw: nf.flows.RationalQuadraticCoupling(3, 8, **kw),
+    "RationalQuadraticAutoregressive": lambda **kw: nf.flows.RationalQuadraticAutoregressive(3, 8, **kw),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CONTEXT_LAYERS))
+def test_a_layer_takes_a_context_only_when_built_with_context_features(name):
+    build = CONTEXT_LAYERS[name]
+    unconditional = build()
+    assert unconditional.takes_context is False
+    model = nf.NormalizingFlow(nf.distributions.DiagGaussian(3), [unconditional])
+    assert not model.takes_context
+    with pytest.raises(ValueError, match="context"):
+        model.log_prob(torch.randn(4, 3), torch.randn(4, 2))
+    conditional = build(context_features=2)
+    assert conditional.takes_context is True
+    conditional_model = nf.NormalizingFlow(nf.distributions.DiagGaussian(3), [conditional])
+    assert conditional_model.log_prob(torch.randn(4, 3), torch.randn(4, 2)).shape == (4,)
+
+
 def test_made_rejects_a_bad_order():
     with pytest.raises(ValueError, match="permutation"):
         nf.nets.MADE(3, 8, order=torch.tensor([0, 0, 1]))

@@ -71,24 +71,7 @@ def test_every_vector_preset_takes_a_context(preset):
         assert not torch.allclose(other, log_q)
 
 
-# MADE- and spline-based layers declare takes_context = True on the class, with or
-# without context_features (flows/autoregressive.py, splines.py); see the report to the lead.
-LAYERS_THAT_ALWAYS_CLAIM_A_CONTEXT = {presets.MAF, presets.IAF, presets.NSF, presets.NSFAutoregressive}
-
-
-@pytest.mark.parametrize(
-    "preset",
-    [
-        pytest.param(
-            preset,
-            marks=[pytest.mark.xfail(strict=True, reason="the layer claims a context it has no features for")]
-            if preset in LAYERS_THAT_ALWAYS_CLAIM_A_CONTEXT
-            else [],
-        )
-        for preset in VECTOR_PRESETS
-    ],
-    ids=lambda f: f.__name__,
-)
+@pytest.mark.parametrize("preset", VECTOR_PRESETS, ids=lambda f: f.__name__)
 def test_a_preset_without_context_features_refuses_a_context(preset):
     options = {"hidden": 8} if "hidden" in inspect.signature(preset).parameters else {}
     unconditional = preset(3, 2, **options)

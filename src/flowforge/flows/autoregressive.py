@@ -18,11 +18,10 @@ class AutoregressiveFlow(EventFlow):
     elementwise map in :meth:`elementwise`. Takes a context when its MADE has ``context_features``.
     """
 
-    takes_context = True
-
     def __init__(self, made: MADE):
         super().__init__((made.features,))
         self.made = made
+        self.takes_context = made.context is not None  # the MADE has a context input
 
     def elementwise(
         self, values: torch.Tensor, params: torch.Tensor, inverse: bool, features: slice = slice(None)
@@ -102,15 +101,14 @@ class InverseAutoregressive(EventFlow):
     The MAF layer run backwards: ``xᵢ = (zᵢ − mᵢ(z_{<i}, c)) exp(−sᵢ(z_{<i}, c))``, so the
     parameters depend on the *input* ``z``. Cheap direction: ``forward`` (sampling, one MADE pass),
     as variational inference wants; ``inverse`` (density) takes D sequential passes. Takes the
-    arguments of :class:`MaskedAffineAutoregressive`.
+    arguments of :class:`MaskedAffineAutoregressive`, and a context when built with ``context_features``.
     """
-
-    takes_context = True
 
     def __init__(self, *args, **kwargs):
         maf = MaskedAffineAutoregressive(*args, **kwargs)
         super().__init__(maf.shape)
         self.maf = maf
+        self.takes_context = maf.takes_context
 
     def forward(self, z: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         return self.maf.inverse(z, context)

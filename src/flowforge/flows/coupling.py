@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -152,7 +153,6 @@ class RealNVPCoupling(EventFlow):
     kept: torch.Tensor
     moved: torch.Tensor
     unshuffle: torch.Tensor
-    takes_context = True
 
     def __init__(
         self,
@@ -172,6 +172,7 @@ class RealNVPCoupling(EventFlow):
         self.register_buffer("moved", moved)
         self.register_buffer("unshuffle", torch.argsort(torch.cat([kept, moved])))
         self.clamp = clamp
+        self.takes_context = bool(context_features)  # as ResidualNet, which has no context input for 0
         self.net = ResidualNet(
             len(kept), 2 * len(moved), hidden_features, context_features, num_blocks,
             as_activation(activation), dropout_probability, init_zeros=init_identity,
@@ -258,8 +259,8 @@ class AffineCouplingBlock(Flow):
         super().__init__()
         self.flows = nn.ModuleList([Split(split_mode), AffineCoupling(param_map, scale, scale_map), Merge(split_mode)])
 
-    def _layers(self) -> list[Flow]:
-        return list(self.flows)  # type: ignore[arg-type]  # the three layers above
+    def _layers(self) -> Sequence[Flow]:
+        return cast("Sequence[Flow]", self.flows)  # the three layers above
 
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return push_forward(self._layers(), z)

@@ -188,7 +188,6 @@ class RationalQuadraticCoupling(EventFlow):
     kept: torch.Tensor
     moved: torch.Tensor
     unshuffle: torch.Tensor
-    takes_context = True
 
     def __init__(
         self,
@@ -220,6 +219,7 @@ class RationalQuadraticCoupling(EventFlow):
         self.num_bins, self.tail_bound = num_bins, float(tail_bound)
         if net is not None and context_features is not None:
             raise ValueError("a custom net takes no context: give net or context_features, not both")
+        self.takes_context = bool(context_features)  # as ResidualNet, which has no context input for 0
         self.net = net or ResidualNet(
             len(kept) + len(self.kept_circular),
             len(moved) * 3 * num_bins,
@@ -267,7 +267,8 @@ class RationalQuadraticAutoregressive(AutoregressiveFlow):
     (Durkan et al. 2019). Coordinates in ``circular`` use circular splines on ``[−tail_bound, tail_bound)``.
 
     Cheap direction: ``inverse`` (density, one MADE pass); ``forward`` (sampling) takes D passes.
-    Starts at the identity (MADE's output layer is zero).
+    Starts at the identity (MADE's output layer is zero). Takes a context ``c`` (an input of the
+    MADE) when built with ``context_features``.
     """
 
     def __init__(
