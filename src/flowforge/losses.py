@@ -29,6 +29,7 @@ from torch import nn
 
 from .distributions.targets import Target
 from .importance import log_mean_exp
+from .utils.protocols import LogDensity
 
 
 class Draw(NamedTuple):
@@ -77,12 +78,6 @@ class ELBOTerms(Protocol):
     def log_posterior(self) -> torch.Tensor: ...
 
 
-class UnnormalizedDensity(Protocol):
-    """A target ``p``: ``log_prob(x)`` is ``log p̃(x)`` up to a constant, shape ``(batch,)``."""
-
-    def log_prob(self, x: torch.Tensor) -> torch.Tensor: ...
-
-
 class ConditionalTarget(Protocol):
     """A :class:`~flowforge.distributions.Target` with ``takes_context = True``: ``log p̃(x | c)``."""
 
@@ -101,7 +96,7 @@ def target_log_prob(target: nn.Module, x: torch.Tensor, context: torch.Tensor | 
     ``takes_context``."""
     if context is not None and isinstance(target, Target) and target.takes_context:
         return cast(ConditionalTarget, target).log_prob(x, context)
-    return cast(UnnormalizedDensity, target).log_prob(x)
+    return cast(LogDensity, target).log_prob(x)
 
 
 @contextmanager

@@ -18,6 +18,7 @@ import torch
 
 from .importance import effective_sample_size, log_normalizer
 from .utils.checks import positive_int
+from .utils.protocols import FlowSampler, LogDensity
 
 LogProb = Callable[[torch.Tensor], torch.Tensor]
 KERNELS = ("mh", "hmc")
@@ -162,7 +163,9 @@ class Chain:
 class _Kernel:
     """A kernel's state (current position, log-density and, for HMC, gradient) and its move."""
 
-    def __init__(self, name: str, log_prob: LogProb, x: torch.Tensor, leapfrog_steps: int, inverse_mass):
+    def __init__(
+        self, name: str, log_prob: LogProb, x: torch.Tensor, leapfrog_steps: int, inverse_mass: torch.Tensor | None
+    ):
         if name not in KERNELS:
             raise ValueError(f"kernel must be one of {KERNELS}, got {name!r}")
         self.name, self.log_prob, self.leapfrog_steps, self.inverse_mass = name, log_prob, leapfrog_steps, inverse_mass
@@ -258,8 +261,8 @@ def geometric_path(log_initial: LogProb, log_target: LogProb, beta: float) -> Lo
 
 
 def annealed_importance_sampling(
-    model,
-    target=None,
+    model: FlowSampler,
+    target: LogDensity | None = None,
     num_samples: int = 1000,
     num_temperatures: int = 64,
     kernel: str = "hmc",

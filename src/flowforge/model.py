@@ -25,7 +25,7 @@ import math
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import cast
+from typing import Generic, TypeVar, cast
 
 import torch
 from torch import nn
@@ -36,6 +36,8 @@ from .flows.base import Flow, pull_back, push_forward
 from .losses import Draw
 
 Context = torch.Tensor | None
+# A point of the base space: one tensor, or the list of per-level latents of a MultiscaleFlow.
+Latent = TypeVar("Latent", torch.Tensor, list[torch.Tensor])
 
 
 def _check_base(owner: str, base: object) -> BaseDistribution:
@@ -54,16 +56,16 @@ def _check_flows(owner: str, flows: Iterable[object]) -> list[Flow]:
     return flows  # type: ignore[return-value]
 
 
-class _FlowModel(nn.Module):
+class _FlowModel(nn.Module, Generic[Latent]):
     """What :class:`NormalizingFlow` and :class:`MultiscaleFlow` share: the losses, sampling with a
     temperature, saving and loading. Subclasses implement the two maps and :meth:`draw`."""
 
     p: nn.Module | None
 
-    def forward_and_log_det(self, z, context: Context = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward_and_log_det(self, z: Latent, context: Context = None) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
-    def inverse_and_log_det(self, x: torch.Tensor, context: Context = None):
+    def inverse_and_log_det(self, x: torch.Tensor, context: Context = None) -> tuple[Latent, torch.Tensor]:
         raise NotImplementedError
 
     def log_prob(self, x: torch.Tensor, context: Context = None) -> torch.Tensor:
@@ -76,11 +78,11 @@ class _FlowModel(nn.Module):
     def _bases(self) -> Sequence[BaseDistribution]:
         raise NotImplementedError
 
-    def forward(self, z, context: Context = None) -> torch.Tensor:
+    def forward(self, z: Latent, context: Context = None) -> torch.Tensor:
         """Map base samples to data space (the sampling direction)."""
         return self.forward_and_log_det(z, context)[0]
 
-    def inverse(self, x: torch.Tensor, context: Context = None):
+    def inverse(self, x: torch.Tensor, context: Context = None) -> Latent:
         """Map data to the base space (the density direction)."""
         return self.inverse_and_log_det(x, context)[0]
 
@@ -152,7 +154,7 @@ class _FlowModel(nn.Module):
         return base.prepare_context(context, rows, like)
 
 
-class NormalizingFlow(_FlowModel):
+class NormalizingFlow(_FlowModel[torch.Tensor]):
     """A normalizing flow ``q`` (conditional when its base or layers take a context) with an optional
     target density ``p``.
 
@@ -222,7 +224,7 @@ class NormalizingFlow(_FlowModel):
         return Draw(x, log_q0 - log_det, log_selection, base_context)
 
 
-class MultiscaleFlow(_FlowModel):
+class MultiscaleFlow(_FlowModel[list[torch.Tensor]]):
     r"""Multi-scale architecture of RealNVP and Glow (Dinh et al. 2017; Kingma & Dhariwal 2018):
     latents are factored out level by level instead of all being carried to the end.
 

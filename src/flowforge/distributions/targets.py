@@ -10,13 +10,13 @@ fraction of the mass, used for rejection sampling, grids and plots) and
 from __future__ import annotations
 
 import math
-from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..utils.checks import positive_int
+from ..utils.protocols import LogDensity
 
 LOG_2 = math.log(2.0)
 
@@ -357,12 +357,6 @@ class ManyWell(Target):
         a = grid[index - 1] + fraction * (grid[index] - grid[index - 1])
         b = torch.randn(num_samples, pairs, dtype=torch.float64, device=device)
         return torch.stack([a, b], -1).reshape(num_samples, self.n_dims).to(self.bounds.dtype)
-
-
-class LogDensity(Protocol):
-    """What :class:`AnnealedTarget` uses of its ends: ``log_prob(z)`` of shape ``(batch,)``."""
-
-    def log_prob(self, z: torch.Tensor, /) -> torch.Tensor: ...
 
 
 class AnnealedTarget(nn.Module):

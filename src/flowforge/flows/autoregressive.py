@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..nets.made import MADE, check_retired_arguments
+from ..nets.made import MADE, Activation, check_retired_arguments
 from .base import EventFlow
 from .coupling import affine_transform
 
@@ -72,7 +72,7 @@ class MaskedAffineAutoregressive(AutoregressiveFlow):
         num_blocks: int = 2,
         use_residual_blocks: bool = True,
         random_mask: bool = False,
-        activation=F.relu,
+        activation: Activation = F.relu,
         dropout_probability: float = 0.0,
         *,
         order: torch.Tensor | None = None,

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..nets.made import as_activation
+from ..nets.made import Activation, as_activation
 from ..nets.residual import ResidualNet
 from .base import EventFlow, Flow, as_event_shape, check_event_shape, pull_back, push_forward
 from .reshape import Merge, Split
@@ -162,7 +162,7 @@ class RealNVPCoupling(EventFlow):
         context_features: int | None = None,
         num_blocks: int = 2,
         clamp: float | None = 5.0,
-        activation=F.relu,
+        activation: Activation = F.relu,
         dropout_probability: float = 0.0,
         init_identity: bool = True,
     ):

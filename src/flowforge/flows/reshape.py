@@ -7,6 +7,8 @@ shape ``(batch,)``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from .base import Flow
@@ -98,7 +100,7 @@ class Split(Flow):
     def forward(self, z: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:  # type: ignore[override]
         return self._split(z), z.new_zeros(z.shape[0])
 
-    def inverse(self, parts) -> tuple[torch.Tensor, torch.Tensor]:
+    def inverse(self, parts: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
         merged = self._merge(parts)
         return merged, merged.new_zeros(merged.shape[0])
 
@@ -107,7 +109,7 @@ class Merge(Split):
     """:class:`Split` with the directions exchanged: ``forward`` joins ``[z1, z2]``, ``inverse`` splits."""
 
     # The directions of Split exchanged, so the value types are too (see Split.forward).
-    def forward(self, parts) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
+    def forward(self, parts: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
         return super().inverse(parts)
 
     def inverse(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:  # type: ignore[override]

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..nets.made import MADE, as_activation
+from ..nets.made import MADE, Activation, as_activation
 from ..nets.residual import ResidualNet
 from .autoregressive import AutoregressiveFlow
 from .base import EventFlow
@@ -199,7 +199,7 @@ class RationalQuadraticCoupling(EventFlow):
         mask: torch.Tensor | None = None,
         circular: tuple[int, ...] | list[int] = (),
         context_features: int | None = None,
-        activation=F.relu,
+        activation: Activation = F.relu,
         dropout_probability: float = 0.0,
         init_identity: bool = True,
         net: nn.Module | None = None,

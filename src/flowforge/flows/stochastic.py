@@ -26,15 +26,16 @@ from torch import nn
 
 from ..mcmc import hamiltonian_monte_carlo_step, log_prob_and_grad, metropolis_hastings_step
 from ..utils.checks import positive_int
+from ..utils.protocols import LogDensity
 from .base import Flow
 
 
-def _check_target(target) -> None:
+def _check_target(target: object) -> None:
     if not callable(getattr(target, "log_prob", None)):
         raise ValueError(f"target must have a log_prob method, got {type(target).__name__}")
 
 
-def _log_parameter(module: nn.Module, name: str, value, trainable: bool) -> None:
+def _log_parameter(module: nn.Module, name: str, value: float | torch.Tensor, trainable: bool) -> None:
     value = torch.as_tensor(value, dtype=torch.get_default_dtype())
     if (value <= 0).any():
         raise ValueError(f"{name} must be positive, got {value}")
@@ -56,7 +57,9 @@ class MetropolisHastings(Flow):
 
     log_proposal_scale: torch.Tensor  # a parameter when trainable, a buffer otherwise
 
-    def __init__(self, target, steps: int = 1, proposal_scale: float | torch.Tensor = 0.1, trainable: bool = False):
+    def __init__(
+        self, target: LogDensity, steps: int = 1, proposal_scale: float | torch.Tensor = 0.1, trainable: bool = False
+    ):
         super().__init__()
         _check_target(target)
         self.target, self.steps = target, positive_int("steps", steps)
@@ -94,7 +97,7 @@ class HamiltonianMonteCarlo(Flow):
 
     def __init__(
         self,
-        target,
+        target: LogDensity,
         steps: int = 1,
         leapfrog_steps: int = 10,
         step_size: float | torch.Tensor = 0.1,

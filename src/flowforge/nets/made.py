@@ -43,7 +43,11 @@ class MaskedLinear(nn.Linear):
         return F.linear(x, self.weight * self.mask, self.bias)
 
 
-def as_activation(activation) -> Callable[[torch.Tensor], torch.Tensor]:
+Activation = Callable[[torch.Tensor], torch.Tensor] | type[nn.Module]
+"""An activation function (``F.relu``) or a module class (``nn.ReLU``)."""
+
+
+def as_activation(activation: Activation) -> Callable[[torch.Tensor], torch.Tensor]:
     """Accept an activation class (``nn.ReLU``) or a function (``F.relu``), as normflows users pass both."""
     return activation() if isinstance(activation, type) else activation
 
@@ -92,7 +96,7 @@ class MADE(nn.Module):
         output_multiplier: int = 1,
         use_residual_blocks: bool = True,
         random_mask: bool = False,
-        activation=F.relu,
+        activation: Activation = F.relu,
         dropout_probability: float = 0.0,
         *,
         order: torch.Tensor | None = None,
