@@ -1,6 +1,6 @@
-"""normflows' ``nf.utils`` path: :mod:`.optim` (``update_lipschitz``)."""
+"""normflows' ``nf.utils`` path."""
 
 from . import optim
-from .optim import update_lipschitz
+from .optim import clear_grad, set_requires_grad, update_lipschitz
 
-__all__ = ["optim", "update_lipschitz"]
+__all__ = ["clear_grad", "optim", "set_requires_grad", "update_lipschitz"]
