@@ -9,21 +9,25 @@ coordinates). Numerics are flowforge's. Importing this package also fills the de
 of the native modules (:func:`install_bridge`).
 """
 
-from . import core, distributions, flows, nets, transforms, utils
+from . import core, distributions, flows, nets, sampling, transforms, utils
 from ._bridge import install_bridge
-from .core import ClassCondFlow, ConditionalNormalizingFlow, MultiscaleFlow, NormalizingFlow
+from .core import ClassCondFlow, ConditionalNormalizingFlow, MultiscaleFlow, NormalizingFlow, NormalizingFlowVAE
+from .sampling import HAIS
 
 install_bridge()
 
 __all__ = [
+    "HAIS",
     "ClassCondFlow",
     "ConditionalNormalizingFlow",
     "MultiscaleFlow",
     "NormalizingFlow",
+    "NormalizingFlowVAE",
     "core",
     "distributions",
     "flows",
     "nets",
+    "sampling",
     "transforms",
     "utils",
 ]

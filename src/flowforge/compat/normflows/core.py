@@ -4,7 +4,10 @@
 normflows'). ``ConditionalNormalizingFlow`` and ``ClassCondFlow`` are thin subclasses of
 :class:`~flowforge.model.NormalizingFlow` that take normflows' positional orders
 (``reverse_kld(num_samples, context, beta, score_fn)``, ``sample(num_samples, y)``) and map them
-onto the native calls, where the context is one keyword for every model.
+onto the native calls, where the context is one keyword for every model. ``MultiscaleFlow`` here is a
+thin subclass of :class:`~flowforge.model.MultiscaleFlow` whose ``forward(x, y)`` is normflows'
+``−log q(x | y)`` and whose temperature is normflows' (``set_temperature``). ``NormalizingFlowVAE``
+is normflows' flow VAE on its encoders and decoders (:mod:`.distributions.encoder`, ``.decoder``).
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ from ... import losses
 from ...distributions.base import BaseDistribution
 from ...distributions.targets import Target
 from ...flows.base import Flow
-from ...model import MultiscaleFlow, NormalizingFlow
+from ...model import MultiscaleFlow as _NativeMultiscaleFlow
+from ...model import NormalizingFlow
+from .distributions.encoder import BaseEncoder, Dirac
 
 
 def _takes_context_as_normflows(target: Any) -> bool:
@@ -103,7 +108,11 @@ class ClassCondFlow(ConditionalNormalizingFlow):
     def sample(
         self, num_samples: int = 1, y: torch.Tensor | int | None = None, temperature: float | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Samples of class ``y`` and their ``log q(x | y)``; see :meth:`flowforge.model.NormalizingFlow.sample`."""
+        """Samples of class ``y`` and their ``log q(x | y)``; see :meth:`flowforge.model.NormalizingFlow.sample`.
+        As in normflows, labels ``y`` given as a tensor set the number of samples (one per label), and
+        ``num_samples`` is then not used."""
+        if isinstance(y, torch.Tensor):
+            num_samples = len(y)
         return super().sample(num_samples, y, temperature)  # type: ignore[arg-type]  # the base takes int labels
 
     def log_prob(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
@@ -115,4 +124,104 @@ class ClassCondFlow(ConditionalNormalizingFlow):
         return super().forward_kld(x, y)
 
 
-__all__ = ["ClassCondFlow", "ConditionalNormalizingFlow", "MultiscaleFlow", "NormalizingFlow"]
+class MultiscaleFlow(_NativeMultiscaleFlow):
+    r"""normflows' ``MultiscaleFlow(q0, flows, merges, transform=None, class_cond=True)``: flowforge's
+    :class:`~flowforge.model.MultiscaleFlow` with normflows' meaning of ``forward``,
+    ``forward(x, y) = −log q(x | y)`` (the negative log-likelihood to minimise), labels named ``y``,
+    and normflows' temperature: ``sample(..., temperature=T)`` sets the bases' ``temperature``
+    attribute (:meth:`set_temperature`) for the draw and resets it, with gradients as usual; bases
+    without that attribute are tempered the flowforge way (their ``log_scale``, without gradients).
+    Labels given as a tensor set the number of samples, as in normflows."""
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
+        """``−log q(x | y)``, shape ``(batch,)``."""
+        return -self.log_prob(x, y)
+
+    def forward_kld(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """``−mean log q(x | y)``."""
+        return -torch.mean(self.log_prob(x, y))
+
+    def log_prob(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """``log q(x | y)`` (``y`` only for a class-conditional model), shape ``(batch,)``."""
+        return super().log_prob(x, y)
+
+    def sample(
+        self, num_samples: int = 1, y: torch.Tensor | int | None = None, temperature: float | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``num_samples`` samples (of classes ``y``) and their log-density."""
+        if isinstance(y, torch.Tensor):
+            num_samples = len(y)
+        if temperature is None or not all(hasattr(base, "temperature") for base in self.q0):
+            return super().sample(num_samples, y, temperature)  # type: ignore[arg-type]  # int labels too
+        self.set_temperature(temperature)
+        try:
+            return super().sample(num_samples, y)  # type: ignore[arg-type]
+        finally:
+            self.reset_temperature()
+
+    def set_temperature(self, temperature: float | None) -> None:
+        """Set the ``temperature`` attribute of every base (NotImplementedError for a base without one,
+        as in normflows)."""
+        for base in self.q0:
+            if not hasattr(base, "temperature"):
+                raise NotImplementedError(
+                    f"base {type(base).__name__} does not support temperature annealed sampling "
+                    "(it has no temperature attribute)"
+                )
+            setattr(base, "temperature", temperature)  # noqa: B010  # a plain attribute of any base
+
+    def reset_temperature(self) -> None:
+        """Set the bases' temperature back to None."""
+        self.set_temperature(None)
+
+
+class NormalizingFlowVAE(nn.Module):
+    r"""normflows' ``NormalizingFlowVAE(prior, q0=Dirac(), flows=None, decoder=None)``: a VAE whose
+    approximate posterior is an encoder ``q0(z | x)`` followed by flow layers (Rezende & Mohamed 2015).
+
+    ``forward(x, num_samples)`` draws ``num_samples`` latents per row of ``x``, pushes them through the
+    layers and returns ``(z, log q(z | x), log p(x, z))``, each with leading axes
+    ``(batch, num_samples)``: ``log q = log q0 − Σ log|det|`` and ``log p = log prior(z)`` plus the
+    decoder's ``log p(x | z)`` when there is one. ``−mean(log p − log q)`` is the negative ELBO.
+    Without ``q0`` the encoder is a :class:`~flowforge.compat.normflows.distributions.encoder.Dirac`.
+    flowforge's own flow VAE is :class:`flowforge.vae.FlowVAE`.
+    """
+
+    def __init__(
+        self,
+        prior: Any,
+        q0: BaseEncoder | None = None,
+        flows: Iterable[nn.Module] | None = None,
+        decoder: nn.Module | None = None,
+    ):
+        super().__init__()
+        if not callable(getattr(prior, "log_prob", None)):
+            raise TypeError(f"NormalizingFlowVAE: prior must have a log_prob method, got {type(prior).__name__}")
+        self.prior = prior
+        self.decoder: Any = decoder
+        self.flows = nn.ModuleList(flows)
+        self.q0 = Dirac() if q0 is None else q0
+
+    def forward(self, x: torch.Tensor, num_samples: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        z, log_q = self.q0(x, num_samples=num_samples)
+        z = z.reshape(-1, *z.shape[2:])
+        log_q = log_q.reshape(-1, *log_q.shape[2:])
+        for flow in self.flows:
+            z, log_det = flow(z)
+            log_q = log_q - log_det
+        log_p = self.prior.log_prob(z)
+        if self.decoder is not None:
+            log_p = log_p + self.decoder.log_prob(x, z)
+        z = z.reshape(-1, num_samples, *z.shape[1:])
+        log_q = log_q.reshape(-1, num_samples, *log_q.shape[1:])
+        log_p = log_p.reshape(-1, num_samples, *log_p.shape[1:])
+        return z, log_q, log_p
+
+
+__all__ = [
+    "ClassCondFlow",
+    "ConditionalNormalizingFlow",
+    "MultiscaleFlow",
+    "NormalizingFlow",
+    "NormalizingFlowVAE",
+]

@@ -1,9 +1,66 @@
-"""normflows' ``nf.distributions``: base densities (:mod:`.base`), targets (:mod:`.target`) and its 2-D
-"prior" densities (:mod:`.prior`), on flowforge's: the names its three submodules export."""
+"""normflows' ``nf.distributions``: base densities (:mod:`.base`), targets (:mod:`.target`), 2-D
+"prior" densities (:mod:`.prior`), VAE encoders and decoders (:mod:`.encoder`, :mod:`.decoder`),
+Metropolis-Hastings proposals (:mod:`.mh_proposal`) and :mod:`.linear_interpolation`, on flowforge's.
 
-from . import base, prior, target
-from .base import *  # noqa: F403
-from .prior import *  # noqa: F403
-from .target import *  # noqa: F403
+The package exports the names normflows 1.7.3 exports, from the same submodules: as there,
+``nf.distributions.Uniform`` is the *encoder* ``Uniform`` (the uniform base is
+``nf.distributions.base.Uniform``), and the conditional Gaussians are reached through their modules.
+"""
 
-__all__ = ["base", "prior", "target", *base.__all__, *prior.__all__, *target.__all__]
+from . import base, decoder, encoder, linear_interpolation, mh_proposal, prior, target
+from .base import (
+    AffineGaussian,
+    BaseDistribution,
+    ClassCondDiagGaussian,
+    DiagGaussian,
+    GaussianMixture,
+    GaussianPCA,
+    GlowBase,
+    UniformGaussian,
+)
+from .decoder import BaseDecoder, NNBernoulliDecoder, NNDiagGaussianDecoder
+from .encoder import BaseEncoder, Dirac, NNDiagGaussian, Uniform
+from .linear_interpolation import LinearInterpolation
+from .mh_proposal import DiagGaussianProposal, MHProposal
+from .prior import ImagePrior, PriorDistribution, Sinusoidal, Sinusoidal_gap, Sinusoidal_split, Smiley, TwoModes
+from .target import CircularGaussianMixture, RingMixture, Target, TwoIndependent, TwoMoons
+
+__all__ = [
+    "AffineGaussian",
+    "BaseDecoder",
+    "BaseDistribution",
+    "BaseEncoder",
+    "CircularGaussianMixture",
+    "ClassCondDiagGaussian",
+    "DiagGaussian",
+    "DiagGaussianProposal",
+    "Dirac",
+    "GaussianMixture",
+    "GaussianPCA",
+    "GlowBase",
+    "ImagePrior",
+    "LinearInterpolation",
+    "MHProposal",
+    "NNBernoulliDecoder",
+    "NNDiagGaussian",
+    "NNDiagGaussianDecoder",
+    "PriorDistribution",
+    "RingMixture",
+    "Sinusoidal",
+    "Sinusoidal_gap",
+    "Sinusoidal_split",
+    "Smiley",
+    "Target",
+    "TwoIndependent",
+    "TwoModes",
+    "TwoMoons",
+    "Uniform",
+    "UniformGaussian",
+    "base",
+    "decoder",
+    "encoder",
+    "linear_interpolation",
+    "mh_proposal",
+    "prior",
+    "target",
+]
