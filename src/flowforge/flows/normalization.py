@@ -18,7 +18,8 @@ class ActNorm(AffineConstFlow):
     mean and log standard deviation, so that its output has zero mean and unit variance per
     parameter; on a first call in the sampling direction (``forward``) it standardises that
     direction's output instead. Statistics are taken over the batch and over every axis where
-    ``shape`` is 1 (e.g. ``(C, 1, 1)`` for per-channel image statistics). Whether it has been
+    ``shape`` is 1 (e.g. ``(C, 1, 1)`` for per-channel image statistics), so a first batch of one
+    image is enough when the parameters are shared over its pixels. Whether it has been
     initialised is a buffer, so a saved and reloaded model is not initialised again.
     """
 
@@ -41,8 +42,12 @@ class ActNorm(AffineConstFlow):
 
     @torch.no_grad()
     def _initialize(self, values: torch.Tensor, density_direction: bool) -> None:
-        if values.shape[0] < 2:
-            raise ValueError("ActNorm initialises from the first batch, which needs at least 2 samples")
+        per_statistic = values[0].numel() // self.s.numel() * values.shape[0]
+        if per_statistic < 2:
+            raise ValueError(
+                "ActNorm initialises from the first batch, which needs at least 2 samples per parameter "
+                f"(rows × positions the parameter is shared over), got a batch of shape {tuple(values.shape)}"
+            )
         mean = values.mean(dim=self.batch_dims, keepdim=True)
         log_std = torch.log(values.std(dim=self.batch_dims, keepdim=True) + 1e-6)
         if density_direction:

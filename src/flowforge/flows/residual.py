@@ -29,6 +29,15 @@ class Residual(Flow):
     ``brute_force`` computes the exact log-det from the full Jacobian (D backward passes, for low
     dimensions).
 
+    The random estimator is for training only (an unbiased gradient signal). In evaluation mode
+    (``.eval()``) the log-det is deterministic, so repeated ``log_prob`` calls agree to the bit:
+    exact, ``slogdet(I + J_g)`` of the full Jacobian (``D`` backward passes), when the event has
+    ``D ≤ eval_exact_max_dim`` coordinates (16 by default, as for ``brute_force``); otherwise the
+    power series truncated at ``n_power_series`` terms, or ``eval_terms`` (20) when that is None,
+    with ``n_samples`` Gaussian probes drawn from a generator seeded with :attr:`EVAL_SEED` (the
+    same probes on every call; the global random state is neither used nor advanced). The
+    truncation error is at most ``D Σ_{k>K} Lip(g)^k / k`` (≈ ``D · 1.4e-3`` for ``Lip(g) = 0.7``).
+
     Direction: with ``reverse=True`` (default, as normflows) ``h`` is the density direction
     (``inverse``) and sampling solves ``v + g(v) = z`` by fixed-point iteration to ``tolerance``
     (contraction, so it converges); otherwise ``h`` is ``forward``. The fixed-point solution is
@@ -41,6 +50,8 @@ class Residual(Flow):
     (as :class:`~flowforge.nets.LipschitzMLP` does) has its input width checked. The arguments after
     ``reverse`` are keyword-only.
     """
+
+    EVAL_SEED = 0  # seed of the fixed probes of the evaluation-mode estimate
 
     def __init__(
         self,
@@ -56,6 +67,8 @@ class Residual(Flow):
         n_dist: str = "geometric",
         tolerance: float | None = None,
         max_iterations: int = 1000,
+        eval_exact_max_dim: int = 16,
+        eval_terms: int = 20,
         **retired,
     ):
         super().__init__()
@@ -65,12 +78,17 @@ class Residual(Flow):
             raise ValueError(f"n_dist must be 'geometric' or 'poisson', got {n_dist!r}")
         if not 0 < geom_p < 1 or lamb <= 0 or n_samples < 1 or n_exact_terms < 0:
             raise ValueError("need 0 < geom_p < 1, lamb > 0, n_samples >= 1 and n_exact_terms >= 0")
+        if eval_exact_max_dim < 0 or eval_terms < 1:
+            raise ValueError(
+                f"need eval_exact_max_dim >= 0 and eval_terms >= 1, got {eval_exact_max_dim}, {eval_terms}"
+            )
         self.net = net
         self.reverse = reverse
         self.geom_p, self.lamb, self.n_dist = geom_p, lamb, n_dist
         self.n_power_series, self.brute_force = n_power_series, brute_force
         self.n_samples, self.n_exact_terms = n_samples, n_exact_terms
         self.tolerance, self.max_iterations = tolerance, max_iterations
+        self.eval_exact_max_dim, self.eval_terms = eval_exact_max_dim, eval_terms
 
     def _survival(self, k: int) -> float:
         """``P(N ≥ k)`` for the random number ``N`` of extra terms."""
@@ -88,7 +106,7 @@ class Residual(Flow):
     def _log_det(self, v: torch.Tensor, g: torch.Tensor, create_graph: bool) -> torch.Tensor:
         """``log|det(I + J_g(v))|`` per sample; ``g = net(v)`` computed with ``v`` requiring grad."""
         flat = v.shape[0], -1
-        if self.brute_force:
+        if self.brute_force or (not self.training and v[0].numel() <= self.eval_exact_max_dim):
             rows = []
             g_flat = g.reshape(flat)
             for i in range(g_flat.shape[1]):
@@ -97,14 +115,23 @@ class Residual(Flow):
             jacobian = torch.stack(rows, 1)
             identity = torch.eye(jacobian.shape[1], dtype=v.dtype, device=v.device)
             return torch.linalg.slogdet(identity + jacobian)[1]
-        terms = self.n_power_series or self.n_exact_terms + self._extra_terms()
+        if self.training:  # unbiased: Russian roulette over the terms, fresh probes
+            terms = self.n_power_series or self.n_exact_terms + self._extra_terms()
+            reweight = self.n_power_series is None
+            generator = None
+        else:  # deterministic: fixed truncation, fixed probes
+            terms, reweight = self.n_power_series or self.eval_terms, False
+            generator = torch.Generator(device=v.device).manual_seed(self.EVAL_SEED)
         total = v.new_zeros(v.shape[0])
         for _ in range(self.n_samples):
-            probe = torch.randn_like(v)
+            if generator is None:
+                probe = torch.randn_like(v)
+            else:
+                probe = torch.randn(v.shape, generator=generator, dtype=v.dtype, device=v.device)
             product = probe
             for k in range(1, terms + 1):
                 (product,) = torch.autograd.grad(g, v, product, retain_graph=True, create_graph=create_graph)
-                weight = 1.0 if self.n_power_series else 1.0 / self._survival(k - self.n_exact_terms)
+                weight = 1.0 / self._survival(k - self.n_exact_terms) if reweight else 1.0
                 total = total + ((-1) ** (k + 1) / k * weight) * (product * probe).reshape(flat).sum(1)
         return total / self.n_samples
 

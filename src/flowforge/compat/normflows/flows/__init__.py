@@ -1,44 +1,44 @@
 """normflows' ``nf.flows``: its layer names and module paths on flowforge's layers.
 
-Re-exported unchanged where flowforge's layer is normflows' (same name, arguments and mask
-convention); subclasses in :mod:`.affine`, :mod:`.neural_spline` and :mod:`.residual` where the name,
-the positional order or the mask convention is normflows' own.
+Every name and submodule of normflows 1.7's ``flows`` package, at the same path: re-exported
+unchanged where flowforge's layer is normflows' (same name, arguments, numerics and ``state_dict``),
+a thin subclass where only the signature, a convention or the ``state_dict`` layout differs
+(``Planar``, ``ActNorm``, ``MaskedAffineFlow``, ...), and a small class of its own where normflows'
+layer is a different map (``InvertibleAffine``, ``LULinearPermute``, ``BatchNorm``, the stochastic
+layers). See each module's docstring.
 """
 
-from ....flows import (
-    ActNorm,
-    AffineConstFlow,
-    AffineCoupling,
-    AffineCouplingBlock,
-    BatchNorm,
-    Composite,
-    Flow,
-    GlowBlock,
-    HamiltonianMonteCarlo,
-    Invertible1x1Conv,
-    InvertibleAffine,
-    LULinearPermute,
-    Merge,
-    MetropolisHastings,
-    PeriodicShift,
-    PeriodicWrap,
-    Permute,
-    Planar,
-    Radial,
-    Reverse,
-    Split,
-    Squeeze,
+from . import (
+    affine,
+    base,
+    mixing,
+    neural_spline,
+    normalization,
+    periodic,
+    planar,
+    radial,
+    reshape,
+    residual,
+    stochastic,
 )
-from . import affine, neural_spline, residual
 from .affine.autoregressive import MaskedAffineAutoregressive
-from .affine.coupling import MaskedAffineFlow
+from .affine.coupling import AffineConstFlow, AffineCoupling, AffineCouplingBlock, CCAffineConst, MaskedAffineFlow
+from .affine.glow import GlowBlock
+from .base import Composite, Flow, Reverse
+from .mixing import Invertible1x1Conv, InvertibleAffine, LULinearPermute, Permute
 from .neural_spline import (
     AutoregressiveRationalQuadraticSpline,
     CircularAutoregressiveRationalQuadraticSpline,
     CircularCoupledRationalQuadraticSpline,
     CoupledRationalQuadraticSpline,
 )
+from .normalization import ActNorm, BatchNorm
+from .periodic import PeriodicShift, PeriodicWrap
+from .planar import Planar
+from .radial import Radial
+from .reshape import Merge, Split, Squeeze
 from .residual import Residual
+from .stochastic import HamiltonianMonteCarlo, MetropolisHastings
 
 __all__ = [
     "ActNorm",
@@ -47,6 +47,7 @@ __all__ = [
     "AffineCouplingBlock",
     "AutoregressiveRationalQuadraticSpline",
     "BatchNorm",
+    "CCAffineConst",
     "CircularAutoregressiveRationalQuadraticSpline",
     "CircularCoupledRationalQuadraticSpline",
     "Composite",
@@ -71,6 +72,14 @@ __all__ = [
     "Split",
     "Squeeze",
     "affine",
+    "base",
+    "mixing",
     "neural_spline",
+    "normalization",
+    "periodic",
+    "planar",
+    "radial",
+    "reshape",
     "residual",
+    "stochastic",
 ]

@@ -2,13 +2,14 @@
 
 from . import autoregressive, coupling, glow
 from .autoregressive import MaskedAffineAutoregressive
-from .coupling import AffineConstFlow, AffineCoupling, AffineCouplingBlock, MaskedAffineFlow
+from .coupling import AffineConstFlow, AffineCoupling, AffineCouplingBlock, CCAffineConst, MaskedAffineFlow
 from .glow import GlowBlock
 
 __all__ = [
     "AffineConstFlow",
     "AffineCoupling",
     "AffineCouplingBlock",
+    "CCAffineConst",
     "GlowBlock",
     "MaskedAffineAutoregressive",
     "MaskedAffineFlow",
