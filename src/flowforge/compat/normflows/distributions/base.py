@@ -1,8 +1,9 @@
 """normflows' ``nf.distributions.base`` path: its base distributions on flowforge's.
 
-``BaseDistribution`` and ``ConditionalDiagGaussian`` are flowforge's own (normflows' signatures).
-``DiagGaussian``, ``Uniform``, ``ClassCondDiagGaussian`` and ``GaussianMixture`` are thin subclasses
-of the native classes that add normflows' call forms (an ignored ``context``, the ``temperature``
+``BaseDistribution`` is flowforge's with normflows' ``sample(num_samples, **kwargs)``; every base here
+derives from it. ``DiagGaussian``, ``Uniform``, ``ConditionalDiagGaussian``, ``ClassCondDiagGaussian``
+and ``GaussianMixture`` are thin subclasses of the native classes that add normflows' call forms
+(an ignored ``context``, a context or labels passed on by ``sample``, the ``temperature``
 attribute of annealed sampling, the number of samples taken from the labels) and normflows'
 ``state_dict`` layout. ``UniformGaussian``, ``GlowBase``, ``AffineGaussian`` and ``GaussianPCA`` exist
 only in normflows and are small classes of their own here, with normflows' parameter names.
@@ -18,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ....distributions.base import BaseDistribution
+from ....distributions import base as _native
 from ....distributions.base import DiagGaussian as _NativeDiagGaussian
 from ....distributions.base import GaussianMixture as _NativeGaussianMixture
 from ....distributions.base import Uniform as _NativeUniform
@@ -39,6 +40,16 @@ def _log_temperature(temperature: float | None) -> float:
     if not temperature > 0:
         raise ValueError(f"temperature must be positive or None, got {temperature}")
     return math.log(temperature)
+
+
+class BaseDistribution(_native.BaseDistribution):
+    """normflows' ``BaseDistribution``: flowforge's :class:`~flowforge.distributions.BaseDistribution`
+    (``forward(num_samples) -> (z, log q(z))``, ``log_prob(z)``) whose ``sample`` passes keyword
+    arguments on to ``forward`` as normflows' does (``sample(n, context=c)``, ``sample(n, y=labels)``).
+    Every base of this module derives from it."""
+
+    def sample(self, num_samples: int = 1, **kwargs: Any) -> torch.Tensor:
+        return self.forward(num_samples, **kwargs)[0]
 
 
 class _ClassLabels:
@@ -81,7 +92,7 @@ class _ClassLabels:
         return self._one_hot(y, like)
 
 
-class DiagGaussian(_NativeDiagGaussian):
+class DiagGaussian(_NativeDiagGaussian, BaseDistribution):
     r"""normflows' ``DiagGaussian(shape, trainable=True)``: flowforge's
     :class:`~flowforge.distributions.DiagGaussian` (``loc``, ``log_scale`` of shape ``(1, *shape)``, as
     in normflows) that takes and ignores normflows' ``context`` argument and honours the
@@ -114,11 +125,8 @@ class DiagGaussian(_NativeDiagGaussian):
         eps = (z - self.loc) * torch.exp(-log_scale)
         return -0.5 * self.dim * _LOG_2PI - log_scale.sum() - 0.5 * (eps * eps).flatten(1).sum(1)
 
-    def sample(self, num_samples: int = 1, **kwargs: Any) -> torch.Tensor:
-        return self.forward(num_samples, **kwargs)[0]
 
-
-class Uniform(_NativeUniform):
+class Uniform(_NativeUniform, BaseDistribution):
     """normflows' ``Uniform(shape, low=-1.0, high=1.0)``: flowforge's
     :class:`~flowforge.distributions.Uniform` that takes and ignores ``context``. As in normflows,
     ``low`` and ``high`` are not saved in the ``state_dict`` (they are buffers that follow
@@ -137,17 +145,13 @@ class Uniform(_NativeUniform):
     def log_prob(self, z: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         return super().log_prob(z)
 
-    def sample(self, num_samples: int = 1, **kwargs: Any) -> torch.Tensor:
-        return self.forward(num_samples, **kwargs)[0]
 
-
-class ConditionalDiagGaussian(_NativeConditionalDiagGaussian):
+class ConditionalDiagGaussian(_NativeConditionalDiagGaussian, BaseDistribution):
     r"""normflows' ``ConditionalDiagGaussian(shape, context_encoder)``: flowforge's
     :class:`~flowforge.distributions.ConditionalDiagGaussian`, ``[μ(c), log σ(c)] = context_encoder(c)``,
     whose ``sample`` also takes the context by keyword (``sample(num_samples, context=c)``)."""
 
-    def sample(self, num_samples: int = 1, **kwargs: Any) -> torch.Tensor:
-        return self.forward(num_samples, **kwargs)[0]
+    # sample: the normflows BaseDistribution's, which passes the context on
 
 
 class UniformGaussian(BaseDistribution):
@@ -184,7 +188,7 @@ class UniformGaussian(BaseDistribution):
         z = self.sample(num_samples)
         return z, self.log_prob(z)
 
-    def sample(self, num_samples: int = 1, context: torch.Tensor | None = None) -> torch.Tensor:
+    def sample(self, num_samples: int = 1, context: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
         positive_int("num_samples", num_samples)
         like = self.scale
         uniform = torch.rand((num_samples, len(self.ind)), dtype=like.dtype, device=like.device) - 0.5
@@ -214,7 +218,7 @@ def _save_classes_last(module: nn.Module, state: dict[str, Any], prefix: str, lo
             state[prefix + name] = _to_normflows_layout(state[prefix + name])
 
 
-class ClassCondDiagGaussian(_NativeClassCondDiagGaussian):
+class ClassCondDiagGaussian(_NativeClassCondDiagGaussian, BaseDistribution):
     r"""normflows' ``ClassCondDiagGaussian(shape, num_classes)``: flowforge's
     :class:`~flowforge.distributions.ClassCondDiagGaussian` with normflows' call forms: given labels
     ``y``, ``forward(num_samples, y)`` draws ``len(y)`` samples whatever ``num_samples`` says, and the
@@ -268,9 +272,6 @@ class ClassCondDiagGaussian(_NativeClassCondDiagGaussian):
         loc, log_scale = self._parameters_at(y)
         eps = (z - loc) * torch.exp(-log_scale)
         return -0.5 * self.dim * _LOG_2PI - log_scale.flatten(1).sum(1) - 0.5 * eps.square().flatten(1).sum(1)
-
-    def sample(self, num_samples: int = 1, **kwargs: Any) -> torch.Tensor:
-        return self.forward(num_samples, **kwargs)[0]
 
 
 class GlowBase(_ClassLabels, BaseDistribution):
@@ -347,9 +348,6 @@ class GlowBase(_ClassLabels, BaseDistribution):
         self.check_input(z)
         loc, log_scale = self._parameters_at(y)
         return self._log_prob(log_scale, (z - loc) * torch.exp(-log_scale))
-
-    def sample(self, num_samples: int = 1, **kwargs: Any) -> torch.Tensor:
-        return self.forward(num_samples, **kwargs)[0]
 
 
 def _batch_dims_factor(s: torch.Tensor, z: torch.Tensor) -> int:
@@ -447,9 +445,6 @@ class AffineGaussian(_ClassLabels, BaseDistribution):
         eps = eps / math.exp(log_t)
         return log_det - self.dim * log_t - 0.5 * self.dim * _LOG_2PI - 0.5 * eps.square().sum(dim=self.sum_dim)
 
-    def sample(self, num_samples: int = 1, **kwargs: Any) -> torch.Tensor:
-        return self.forward(num_samples, **kwargs)[0]
-
 
 def _mixture_argument(name: str, value: Any, shape: tuple[int, ...]) -> torch.Tensor | None:
     """``loc``/``scale``/``weights`` of :class:`GaussianMixture` as a tensor of ``shape``: None stays
@@ -467,7 +462,7 @@ def _mixture_argument(name: str, value: Any, shape: tuple[int, ...]) -> torch.Te
     return tensor
 
 
-class GaussianMixture(_NativeGaussianMixture):
+class GaussianMixture(_NativeGaussianMixture, BaseDistribution):
     r"""normflows' ``GaussianMixture(n_modes, dim, loc=None, scale=None, weights=None, trainable=True)``:
     flowforge's :class:`~flowforge.distributions.GaussianMixture` that also takes lists, arrays and a
     single number for ``loc``/``scale``/``weights`` (one number for every mode and dimension, as in
