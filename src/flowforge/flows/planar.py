@@ -30,6 +30,11 @@ def _add_outer(flat: torch.Tensor, h: torch.Tensor, u: torch.Tensor, sign: float
     return torch.addcmul(flat, h.unsqueeze(1), u, value=sign)
 
 
+def _slope(s: torch.Tensor, negative_slope: float) -> torch.Tensor:
+    """The derivative of ``leaky_relu`` at ``s``, in ``s``'s dtype (the slope is not rounded to float32)."""
+    return torch.ones_like(s).masked_fill(s < 0, negative_slope)
+
+
 class _PlanarMap(EventFlow):
     """What :class:`Planar` and :class:`ConditionalPlanar` share: the activation and the scalar solve
     of the inverse, for shared or per-row ``wᵀû``."""
@@ -48,13 +53,13 @@ class _PlanarMap(EventFlow):
         if self.act == "tanh":
             h = torch.tanh(s)
             return h, 1.0 - h * h
-        return F.leaky_relu(s, self.negative_slope), torch.where(s < 0, self.negative_slope, 1.0).to(s.dtype)
+        return F.leaky_relu(s, self.negative_slope), _slope(s, self.negative_slope)
 
     def _solve_preactivation(self, y: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         """Solve ``s + c h(s) = y`` for ``s`` (monotone in ``s`` since ``c > −1``); ``c`` is a scalar
         or one value per row."""
         if self.act == "leaky_relu":
-            return y / (1.0 + c * torch.where(y < 0, self.negative_slope, 1.0).to(y.dtype))
+            return y / (1.0 + c * _slope(y, self.negative_slope))
         with torch.no_grad():
             y0, c0 = y.detach(), c.detach()
             low, high = y0 - c0.abs(), y0 + c0.abs()
