@@ -1,7 +1,10 @@
-"""normflows' ``nf.transforms`` path: its ``Logit``, the last layer of image models on ``[0, 1]``."""
+"""normflows' ``nf.transforms``: ``Logit`` (the last layer of image models on ``[0, 1]``) and ``Shift``."""
 
 from __future__ import annotations
 
+import torch
+
+from ...flows.base import Flow
 from ...flows.bounded import Sigmoid
 
 
@@ -15,4 +18,20 @@ class Logit(Sigmoid):
         super().__init__(alpha)
 
 
-__all__ = ["Logit"]
+class Shift(Flow):
+    """normflows' ``transforms.Shift(shift=-0.5)``: ``inverse`` (data → latent) adds ``shift``, mapping
+    data on ``[0, 1]`` onto ``[−0.5, 0.5]`` by default; ``forward`` subtracts it; log-det 0. Unlike
+    normflows, the input tensor is not modified in place."""
+
+    def __init__(self, shift: float = -0.5):
+        super().__init__()
+        self.shift = shift
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return z - self.shift, z.new_zeros(z.shape[0])
+
+    def inverse(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return x + self.shift, x.new_zeros(x.shape[0])
+
+
+__all__ = ["Logit", "Shift"]

@@ -1,6 +1,7 @@
-"""normflows' ``nf.flows.neural_spline`` path: its four spline layers (:mod:`.wrapper`)."""
+"""normflows' ``nf.flows.neural_spline``: nflows' spline layers (:mod:`.coupling`,
+:mod:`.autoregressive`) and normflows' four wrappers (:mod:`.wrapper`)."""
 
-from . import wrapper
+from . import autoregressive, coupling, wrapper
 from .wrapper import (
     AutoregressiveRationalQuadraticSpline,
     CircularAutoregressiveRationalQuadraticSpline,
@@ -13,5 +14,7 @@ __all__ = [
     "CircularAutoregressiveRationalQuadraticSpline",
     "CircularCoupledRationalQuadraticSpline",
     "CoupledRationalQuadraticSpline",
+    "autoregressive",
+    "coupling",
     "wrapper",
 ]

@@ -1,133 +1,229 @@
-"""normflows' ``nf.flows.neural_spline.wrapper`` path: its four spline layers on flowforge's
-:class:`~flowforge.flows.RationalQuadraticCoupling` and :class:`~flowforge.flows.RationalQuadraticAutoregressive`.
+"""normflows' ``nf.flows.neural_spline.wrapper``: its four neural-spline layers, wrapping nflows'
+classes as normflows does (``self.prqct``: :class:`~.coupling.PiecewiseRationalQuadraticCoupling`;
+``self.mprqat``: :class:`~.autoregressive.MaskedPiecewiseRationalQuadraticAutoregressive`), so that
+normflows checkpoints load unchanged and give the same numbers.
 
-Mask convention: normflows' masks mark the coordinates that are *transformed* (entries > 0); its
-default is the alternating mask that transforms the odd coordinates (the even ones with
-``reverse_mask``). flowforge's masks mark the coordinates that are *kept*. :func:`kept_mask`
-converts, so the same arguments keep the same coordinates as in normflows.
-
-Each layer takes normflows' arguments in normflows' order and with its defaults, which
-``help(layer)`` and ``inspect.signature`` show: the names are listed once per layer (in its
-``__init__ = _spline_init(...)`` line) and the defaults once for all (``_DEFAULTS``).
+Direction: these layers' ``forward`` (normflows' sampling direction) is the wrapped class's
+``inverse`` and vice versa. For the autoregressive layers the density direction (``inverse``) is
+the cheap one; sampling takes ``D`` MADE passes. Masks (normflows'): entries > 0 mark the
+coordinates that are *transformed*; the default alternating mask transforms the even coordinates
+(the odd ones with ``reverse_mask``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
-from .....flows.coupling import alternating_mask
-from .....flows.splines import RationalQuadraticAutoregressive, RationalQuadraticCoupling
-from ..._arguments import REQUIRED, normflows_init, signature
+from .....flows.base import Flow
+from ...nets.resnet import ResidualNet
+from ...utils.masks import create_alternating_binary_mask
+from ...utils.nn import PeriodicFeaturesElementwise
+from ...utils.splines import DEFAULT_MIN_DERIVATIVE
+from .autoregressive import MaskedPiecewiseRationalQuadraticAutoregressive
+from .coupling import PiecewiseRationalQuadraticCoupling
+
+Bound = float | torch.Tensor
 
 
-def kept_mask(features: int, reverse_mask: bool = False, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """flowforge's mask (1: kept) for normflows' ``mask`` (> 0: transformed) or, without one, for its
-    alternating default: the odd coordinates transformed, or the even ones with ``reverse_mask``."""
-    if mask is None:
-        return alternating_mask(features, even=not reverse_mask)
-    return (torch.as_tensor(mask) <= 0).to(torch.get_default_dtype())
+class _Wrapped(Flow):
+    """A normflows wrapper: ``forward``/``inverse`` are the wrapped layer's ``inverse``/``forward``,
+    log-dets flattened to ``(batch,)``."""
+
+    @property
+    def inner(self) -> Any:
+        """The wrapped nflows-style layer."""
+        raise NotImplementedError
+
+    def forward(self, z: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        x, log_det = self.inner.inverse(z, context)
+        return x, log_det.view(-1)
+
+    def inverse(self, x: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        z, log_det = self.inner(x, context)
+        return z, log_det.view(-1)
 
 
-def _autoregressive_order(features: int, permute_mask: bool) -> torch.Tensor | None:
-    """normflows' ``permute_mask``: a random autoregressive order (None: the natural one)."""
-    return torch.randperm(features) if permute_mask else None
+class _Coupled(_Wrapped):
+    prqct: PiecewiseRationalQuadraticCoupling
+
+    @property
+    def inner(self) -> Any:
+        return self.prqct
 
 
-# normflows' defaults for the spline layers' optional arguments (the sizes and ind_circ are required).
-_DEFAULTS: dict[str, Any] = {
-    "num_context_channels": None, "num_bins": 8, "tails": "linear", "tail_bound": 3.0, "activation": nn.ReLU,
-    "dropout_probability": 0.0, "reverse_mask": False, "mask": None, "permute_mask": False, "init_identity": True,
-}  # fmt: skip
+class _Autoregressive(_Wrapped):
+    mprqat: MaskedPiecewiseRationalQuadraticAutoregressive
+
+    @property
+    def inner(self) -> Any:
+        return self.mprqat
 
 
-def _spline_init(build: Callable[[Any, dict[str, Any]], None], names: str, **defaults: Any) -> Callable[..., None]:
-    """The ``__init__`` of a normflows spline layer: ``num_input_channels, num_blocks,
-    num_hidden_channels``, then the parameters ``names``, in that order, with normflows' defaults
-    (``_DEFAULTS``, updated by ``defaults``); ``build`` maps them onto the native layer."""
-    defaults = {**_DEFAULTS, **defaults}
-    names = "num_input_channels num_blocks num_hidden_channels " + names
-    return normflows_init(signature((name, defaults.get(name, REQUIRED)) for name in names.split()), build)
+def _identity_bias() -> float:
+    return math.log(math.exp(1 - DEFAULT_MIN_DERIVATIVE) - 1)
 
 
-def _native_arguments(a: dict[str, Any]) -> dict[str, Any]:
-    """The arguments, by flowforge's names, that both native spline layers take, from normflows' ``a``."""
-    return {
-        "features": a["num_input_channels"], "hidden_features": a["num_hidden_channels"], "num_blocks": a["num_blocks"],
-        "num_bins": a["num_bins"], "tail_bound": a["tail_bound"], "circular": list(a.get("ind_circ", ())),
-        "context_features": a["num_context_channels"], "activation": a["activation"],
-        "dropout_probability": a["dropout_probability"],
-    }  # fmt: skip
+class CoupledRationalQuadraticSpline(_Coupled):
+    """normflows' ``CoupledRationalQuadraticSpline(num_input_channels, num_blocks, num_hidden_channels,
+    num_context_channels=None, num_bins=8, tails="linear", tail_bound=3.0, activation=nn.ReLU,
+    dropout_probability=0.0, reverse_mask=False)``: a neural spline coupling (Durkan et al. 2019)
+    whose conditioner is a :class:`~flowforge.compat.normflows.nets.ResidualNet` (``activation()``
+    between layers), with an unconditional spline on the conditioning coordinates."""
+
+    def __init__(
+        self,
+        num_input_channels: int,
+        num_blocks: int,
+        num_hidden_channels: int,
+        num_context_channels: int | None = None,
+        num_bins: int = 8,
+        tails: str | None = "linear",
+        tail_bound: Bound = 3.0,
+        activation: type[nn.Module] = nn.ReLU,
+        dropout_probability: float = 0.0,
+        reverse_mask: bool = False,
+    ):
+        super().__init__()
+        self.takes_context = num_context_channels is not None
+
+        def transform_net(in_features: int, out_features: int) -> nn.Module:
+            return ResidualNet(
+                in_features, out_features, num_hidden_channels, num_context_channels, num_blocks, activation(),
+                dropout_probability, use_batch_norm=False,
+            )  # fmt: skip
+
+        self.prqct = PiecewiseRationalQuadraticCoupling(
+            create_alternating_binary_mask(num_input_channels, even=reverse_mask), transform_net, num_bins=num_bins,
+            tails=tails, tail_bound=tail_bound, apply_unconditional_transform=True,
+        )  # fmt: skip
 
 
-def _coupling(layer: RationalQuadraticCoupling, a: dict[str, Any]) -> None:
-    """Build ``layer`` from normflows' coupling spline arguments ``a``, with its mask convention."""
-    if a.get("tails", "linear") != "linear":
-        raise ValueError(
-            f"tails must be 'linear' (use CircularCoupledRationalQuadraticSpline for angles), got {a['tails']!r}"
-        )
-    mask = kept_mask(a["num_input_channels"], a["reverse_mask"], a.get("mask"))
-    RationalQuadraticCoupling.__init__(layer, mask=mask, init_identity=a["init_identity"], **_native_arguments(a))
+class CircularCoupledRationalQuadraticSpline(_Coupled):
+    """normflows' ``CircularCoupledRationalQuadraticSpline(num_input_channels, num_blocks,
+    num_hidden_channels, ind_circ, num_context_channels=None, num_bins=8, tail_bound=3.0,
+    activation=nn.ReLU, dropout_probability=0.0, reverse_mask=False, mask=None, init_identity=True)``:
+    as :class:`CoupledRationalQuadraticSpline`, with the coordinates ``ind_circ`` on the circle
+    ``[−tail_bound, tail_bound)`` (circular splines; as conditioners they enter the net as periodic
+    features). ``tail_bound`` may be a tensor with one bound per coordinate; ``mask`` (> 0:
+    transformed) replaces the alternating one.
+
+    Difference kept from normflows: the periodic features of a conditioning angle use that angle's
+    own bound, ``π/tail_bound[feature]``; normflows indexes ``tail_bound`` by the position among
+    the conditioning coordinates instead, which gives other coordinates' periods when the bounds
+    differ. A normflows checkpoint carries its scales (a buffer) and still loads and reproduces
+    normflows' outputs."""
+
+    def __init__(
+        self,
+        num_input_channels: int,
+        num_blocks: int,
+        num_hidden_channels: int,
+        ind_circ: Iterable[int],
+        num_context_channels: int | None = None,
+        num_bins: int = 8,
+        tail_bound: Bound = 3.0,
+        activation: type[nn.Module] = nn.ReLU,
+        dropout_probability: float = 0.0,
+        reverse_mask: bool = False,
+        mask: torch.Tensor | Sequence[int] | None = None,
+        init_identity: bool = True,
+    ):
+        super().__init__()
+        self.takes_context = num_context_channels is not None
+        if mask is None:
+            mask = create_alternating_binary_mask(num_input_channels, even=reverse_mask)
+        mask = torch.as_tensor(mask)
+        circular = {int(i) for i in ind_circ}
+        identity = torch.arange(num_input_channels).masked_select(mask <= 0).tolist()
+        circular_positions = [position for position, feature in enumerate(identity) if feature in circular]
+        scale: Bound
+        if isinstance(tail_bound, torch.Tensor):
+            scale = math.pi / tail_bound[[identity[p] for p in circular_positions]]
+        else:
+            scale = math.pi / tail_bound
+
+        def transform_net(in_features: int, out_features: int) -> nn.Module:
+            periodic = (
+                PeriodicFeaturesElementwise(in_features, circular_positions, scale) if circular_positions else None
+            )
+            net = ResidualNet(
+                in_features, out_features, num_hidden_channels, num_context_channels, num_blocks, activation(),
+                dropout_probability, use_batch_norm=False, preprocessing=periodic,
+            )  # fmt: skip
+            if init_identity:
+                nn.init.constant_(net.final_layer.weight, 0.0)
+                nn.init.constant_(net.final_layer.bias, _identity_bias())
+            return net
+
+        tails = ["circular" if i in circular else "linear" for i in range(num_input_channels)]
+        self.prqct = PiecewiseRationalQuadraticCoupling(
+            mask, transform_net, num_bins=num_bins, tails=tails, tail_bound=tail_bound,
+            apply_unconditional_transform=True,
+        )  # fmt: skip
 
 
-def _autoregressive(layer: RationalQuadraticAutoregressive, a: dict[str, Any]) -> None:
-    """Build ``layer`` from normflows' autoregressive spline arguments ``a``: ``permute_mask`` draws a
-    random autoregressive order; ``init_identity=False`` gives the MADE's output layer a random start."""
-    native = _native_arguments(a)
-    order = _autoregressive_order(a["num_input_channels"], a["permute_mask"])
-    RationalQuadraticAutoregressive.__init__(layer, order=order, **native)
-    if not a["init_identity"]:
-        layer.made.output.reset_parameters()
+class AutoregressiveRationalQuadraticSpline(_Autoregressive):
+    """normflows' ``AutoregressiveRationalQuadraticSpline(num_input_channels, num_blocks,
+    num_hidden_channels, num_context_channels=None, num_bins=8, tail_bound=3, activation=nn.ReLU,
+    dropout_probability=0.0, permute_mask=False, init_identity=True)``: an autoregressive neural
+    spline layer with linear tails; its MADE (residual blocks, ``activation()``) has a randomly
+    permuted input order with ``permute_mask``."""
+
+    def __init__(
+        self,
+        num_input_channels: int,
+        num_blocks: int,
+        num_hidden_channels: int,
+        num_context_channels: int | None = None,
+        num_bins: int = 8,
+        tail_bound: Bound = 3,
+        activation: type[nn.Module] = nn.ReLU,
+        dropout_probability: float = 0.0,
+        permute_mask: bool = False,
+        init_identity: bool = True,
+    ):
+        super().__init__()
+        self.takes_context = num_context_channels is not None
+        self.mprqat = MaskedPiecewiseRationalQuadraticAutoregressive(
+            num_input_channels, num_hidden_channels, num_context_channels, num_bins, "linear", tail_bound,
+            num_blocks, True, False, permute_mask, activation(), dropout_probability, False, init_identity,
+        )  # fmt: skip
 
 
-class CoupledRationalQuadraticSpline(RationalQuadraticCoupling):
-    """normflows' ``CoupledRationalQuadraticSpline``: flowforge's
-    :class:`~flowforge.flows.RationalQuadraticCoupling` with normflows' arguments and mask convention
-    (:func:`kept_mask`). Only linear tails: circular coordinates are
-    :class:`CircularCoupledRationalQuadraticSpline`'s."""
+class CircularAutoregressiveRationalQuadraticSpline(_Autoregressive):
+    """normflows' ``CircularAutoregressiveRationalQuadraticSpline(num_input_channels, num_blocks,
+    num_hidden_channels, ind_circ, num_context_channels=None, num_bins=8, tail_bound=3,
+    activation=nn.ReLU, dropout_probability=0.0, permute_mask=True, init_identity=True)``: as
+    :class:`AutoregressiveRationalQuadraticSpline` with the coordinates ``ind_circ`` on the circle
+    (circular splines, periodic features in the MADE); ``tail_bound`` may be a per-coordinate tensor."""
 
-    __init__ = _spline_init(
-        _coupling, "num_context_channels num_bins tails tail_bound activation dropout_probability reverse_mask "
-        "init_identity"
-    )  # fmt: skip
-
-
-class CircularCoupledRationalQuadraticSpline(RationalQuadraticCoupling):
-    """normflows' ``CircularCoupledRationalQuadraticSpline``: flowforge's
-    :class:`~flowforge.flows.RationalQuadraticCoupling` with the coordinates ``ind_circ`` on the circle
-    ``[−tail_bound, tail_bound)`` (``circular=ind_circ``), normflows' arguments and its mask convention
-    (:func:`kept_mask`)."""
-
-    __init__ = _spline_init(
-        _coupling, "ind_circ num_context_channels num_bins tail_bound activation dropout_probability reverse_mask "
-        "mask init_identity"
-    )  # fmt: skip
-
-
-class AutoregressiveRationalQuadraticSpline(RationalQuadraticAutoregressive):
-    """normflows' ``AutoregressiveRationalQuadraticSpline``: flowforge's
-    :class:`~flowforge.flows.RationalQuadraticAutoregressive` with normflows' arguments; ``permute_mask``
-    draws a random autoregressive order; ``init_identity=False`` gives the MADE's output layer a random start."""
-
-    __init__ = _spline_init(
-        _autoregressive, "num_context_channels num_bins tail_bound activation dropout_probability permute_mask "
-        "init_identity"
-    )  # fmt: skip
-
-
-class CircularAutoregressiveRationalQuadraticSpline(RationalQuadraticAutoregressive):
-    """normflows' ``CircularAutoregressiveRationalQuadraticSpline``:
-    flowforge's :class:`~flowforge.flows.RationalQuadraticAutoregressive` with the coordinates ``ind_circ``
-    on the circle ``[−tail_bound, tail_bound)`` (``circular=ind_circ``) and normflows' arguments, as
-    :class:`AutoregressiveRationalQuadraticSpline` but with ``permute_mask=True`` by default."""
-
-    __init__ = _spline_init(
-        _autoregressive, "ind_circ num_context_channels num_bins tail_bound activation dropout_probability "
-        "permute_mask init_identity", permute_mask=True
-    )  # fmt: skip
+    def __init__(
+        self,
+        num_input_channels: int,
+        num_blocks: int,
+        num_hidden_channels: int,
+        ind_circ: Iterable[int],
+        num_context_channels: int | None = None,
+        num_bins: int = 8,
+        tail_bound: Bound = 3,
+        activation: type[nn.Module] = nn.ReLU,
+        dropout_probability: float = 0.0,
+        permute_mask: bool = True,
+        init_identity: bool = True,
+    ):
+        super().__init__()
+        self.takes_context = num_context_channels is not None
+        circular = {int(i) for i in ind_circ}
+        tails = ["circular" if i in circular else "linear" for i in range(num_input_channels)]
+        self.mprqat = MaskedPiecewiseRationalQuadraticAutoregressive(
+            num_input_channels, num_hidden_channels, num_context_channels, num_bins, tails, tail_bound,
+            num_blocks, True, False, permute_mask, activation(), dropout_probability, False, init_identity,
+        )  # fmt: skip
 
 
 __all__ = [
@@ -135,5 +231,4 @@ __all__ = [
     "CircularAutoregressiveRationalQuadraticSpline",
     "CircularCoupledRationalQuadraticSpline",
     "CoupledRationalQuadraticSpline",
-    "kept_mask",
 ]
