@@ -27,7 +27,8 @@ __all__ = ["Flow", "InvertibleAffine", "Invertible1x1Conv", "LULinearPermute", "
 class Permute(NativePermute):
     r"""normflows' ``Permute(num_channels, mode="shuffle")`` (flowforge's layer): ``"shuffle"`` a fixed
     random permutation of dimension 1, ``"swap"`` the two halves exchanged. Its ``state_dict`` is
-    normflows': ``perm`` and ``inv_perm`` for ``"shuffle"``, nothing for ``"swap"``."""
+    normflows': ``perm`` and ``inv_perm`` for ``"shuffle"``, nothing for ``"swap"``. Both directions
+    take normflows' optional ``context`` and ignore it."""
 
     def __init__(self, num_channels: int, mode: str = "shuffle"):
         super().__init__(num_channels, mode)
@@ -36,6 +37,13 @@ class Permute(NativePermute):
         else:  # fixed by the mode: normflows saves nothing
             self.register_buffer("permutation", self.permutation, persistent=False)
             self.register_buffer("inverse_permutation", self.inverse_permutation, persistent=False)
+
+    # normflows' signatures take (and ignore) a context.
+    def forward(self, z: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        return super().forward(z)
+
+    def inverse(self, x: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        return super().inverse(x)
 
 
 def _inverse_in_float64(matrix: torch.Tensor) -> torch.Tensor:
