@@ -222,3 +222,17 @@ def test_normalizing_flow_vae_both_ways():
         torch.testing.assert_close(a, b)
     assert got[0].shape == (5, 2, 3) and got[1].shape == got[2].shape == (5, 2)
     theirs.load_state_dict(ours.state_dict())
+
+
+def test_multiscale_flow_with_unconditional_bases_ignores_labels_as_normflows():
+    def build(m):
+        flows = [[m.flows.GlowBlock(16, 8, split_mode="channel", scale=True), m.flows.Squeeze()],
+                 [m.flows.GlowBlock(8, 8, split_mode="channel", scale=True), m.flows.Squeeze()]]  # fmt: skip
+        bases = [m.distributions.DiagGaussian((16, 1, 1)), m.distributions.DiagGaussian((4, 2, 2))]
+        return m.MultiscaleFlow(bases, flows, [m.flows.Merge()])  # normflows' default class_cond=True
+
+    theirs, ours = _both(build)
+    x, y = _points(3, 2, 4, 4), torch.tensor([0, 1, 0])
+    _round_trip(theirs, ours, lambda model: [model.log_prob(x, y), model(x), model.forward_kld(x, None)])
+    samples, log_q = ours.sample(4, temperature=0.8)
+    assert samples.shape == (4, 2, 4, 4) and log_q.shape == (4,)

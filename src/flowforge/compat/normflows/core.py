@@ -131,7 +131,28 @@ class MultiscaleFlow(_NativeMultiscaleFlow):
     and normflows' temperature: ``sample(..., temperature=T)`` sets the bases' ``temperature``
     attribute (:meth:`set_temperature`) for the draw and resets it, with gradients as usual; bases
     without that attribute are tempered the flowforge way (their ``log_scale``, without gradients).
-    Labels given as a tensor set the number of samples, as in normflows."""
+    Labels given as a tensor set the number of samples, as in normflows.
+
+    normflows' default ``class_cond=True`` with bases that take no labels (``DiagGaussian``, an
+    unconditional ``GlowBase``) builds an unconditional model, as in normflows, where such bases
+    ignore the labels: ``y`` is then not used. (flowforge's own class refuses that combination.)"""
+
+    def __init__(
+        self,
+        q0: Iterable[BaseDistribution],
+        flows: Iterable[Iterable[Flow]],
+        merges: Iterable[Flow],
+        transform: Flow | None = None,
+        class_cond: bool = True,
+        p: nn.Module | None = None,
+    ):
+        q0 = list(q0)
+        ignores_labels = class_cond and not any(getattr(base, "takes_context", False) for base in q0)
+        super().__init__(q0, flows, merges, transform, class_cond and not ignores_labels, p)
+        self.ignores_labels = ignores_labels
+
+    def _labels(self, y: Any) -> Any:
+        return None if self.ignores_labels else y
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
         """``−log q(x | y)``, shape ``(batch,)``."""
@@ -143,12 +164,13 @@ class MultiscaleFlow(_NativeMultiscaleFlow):
 
     def log_prob(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """``log q(x | y)`` (``y`` only for a class-conditional model), shape ``(batch,)``."""
-        return super().log_prob(x, y)
+        return super().log_prob(x, self._labels(y))
 
     def sample(
         self, num_samples: int = 1, y: torch.Tensor | int | None = None, temperature: float | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``num_samples`` samples (of classes ``y``) and their log-density."""
+        y = self._labels(y)
         if isinstance(y, torch.Tensor):
             num_samples = len(y)
         if temperature is None or not all(hasattr(base, "temperature") for base in self.q0):

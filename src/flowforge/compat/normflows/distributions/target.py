@@ -19,8 +19,8 @@ from ....utils.checks import positive_int
 
 
 def _proposal_box(target: torch.nn.Module, prop_scale: torch.Tensor, prop_shift: torch.Tensor) -> None:
-    target.register_buffer("prop_scale", torch.as_tensor(prop_scale))
-    target.register_buffer("prop_shift", torch.as_tensor(prop_shift))
+    target.register_buffer("prop_scale", torch.as_tensor(prop_scale).clone())
+    target.register_buffer("prop_shift", torch.as_tensor(prop_shift).clone())
 
 
 def _rejection_sampling(target: Any, num_steps: int) -> torch.Tensor:
