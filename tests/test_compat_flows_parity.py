@@ -266,3 +266,57 @@ def test_metropolis_hastings_same_draws_same_moves():
     got = ours(x)
     for a, b in zip(got, want, strict=True):
         torch.testing.assert_close(a, b)
+
+
+def test_residual_brute_force_in_training_mode():
+    check_parity(lambda m: m.Residual(contractive_net(2), brute_force=True), vectors(2), ("inverse",))
+
+
+def test_iresblock_state_and_values():
+    x = vectors(2)
+    torch.manual_seed(0)
+    theirs = normflows.flows.residual.iResBlock(contractive_net(2)).double().eval()
+    ours = cnf.flows.residual.iResBlock(contractive_net(2)).double().eval()
+    ours.load_state_dict(theirs.state_dict())
+    theirs.load_state_dict(ours.state_dict())
+    torch.testing.assert_close(ours(x), theirs(x))
+    y, log_p = ours(x, 0)
+    want_y, want_log_p = theirs(x, 0)
+    torch.testing.assert_close(y, want_y)
+    torch.testing.assert_close(log_p, want_log_p)
+    torch.testing.assert_close(ours.inverse(y), theirs.inverse(y), atol=1e-3, rtol=0)
+
+
+@pytest.mark.parametrize("mode", ["channel", "channel_inv", "checkerboard", "checkerboard_inv"])
+def test_split_and_merge(mode):
+    x = images(4)
+    theirs, ours = normflows.flows.Split(mode), cnf.flows.Split(mode)
+    parts, want = ours(x)[0], theirs(x)[0]
+    for a, b in zip(parts, want, strict=True):
+        torch.testing.assert_close(a, b)
+    torch.testing.assert_close(cnf.flows.Merge(mode)(parts)[0], normflows.flows.Merge(mode)(want)[0])
+
+
+def test_squeeze():
+    x = images(8)
+    theirs, ours = normflows.flows.Squeeze(), cnf.flows.Squeeze()
+    torch.testing.assert_close(ours(x)[0], theirs(x)[0])
+    torch.testing.assert_close(ours.inverse(x)[0], theirs.inverse(x)[0])
+
+
+@pytest.mark.parametrize("estimator", ["basic_logdet_estimator", "neumann_logdet_estimator"])
+def test_memory_efficient_estimator_matches_normflows(estimator):
+    """Same net, probe and coefficients: normflows' and the compat wrapper give the same values and
+    the same gradients (for the input and the net's parameters)."""
+    x = vectors(3)
+    probe = torch.randn(x.shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    results = []
+    for module in (normflows.flows.residual, cnf.flows.residual):
+        torch.manual_seed(0)
+        net = contractive_net(3).double()
+        point = x.clone().requires_grad_(True)
+        g, log_det = module.mem_eff_wrapper(getattr(module, estimator), net, point, 5, probe, lambda k: 1.0, True)
+        (g.sum() + log_det.mean()).backward()
+        results.append([g, log_det, point.grad, *(p.grad for p in net.parameters())])
+    for ours, theirs in zip(results[1], results[0], strict=True):
+        torch.testing.assert_close(ours, theirs)

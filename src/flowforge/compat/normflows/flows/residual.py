@@ -25,6 +25,7 @@ from ....flows.residual import Residual as NativeResidual
 
 __all__ = [
     "Flow",
+    "MemoryEfficientLogDetEstimator",
     "Residual",
     "basic_logdet_estimator",
     "batch_jacobian",
@@ -211,18 +212,60 @@ def neumann_logdet_estimator(
     return (last.reshape(x.shape[0], -1) * vareps.reshape(x.shape[0], -1)).sum(1)
 
 
+class MemoryEfficientLogDetEstimator(torch.autograd.Function):
+    r"""normflows' autograd function that computes ``g = gnet(x)`` and the log-det estimate together
+    and, in training, takes the log-det's gradients (w.r.t. ``x`` and ``gnet``'s parameters) already
+    in the forward pass, so its graph is freed before the backward pass (Chen et al. 2019). The
+    backward pass scales those stored gradients by the incoming gradient of the first row's log-det
+    (as normflows: the loss must weight every row's log-det alike, e.g. a mean) and adds ``g``'s
+    vector-Jacobian product. Call it through :func:`mem_eff_wrapper`."""
+
+    @staticmethod
+    def forward(
+        ctx: Any, estimator_fn: Callable[..., torch.Tensor], gnet: nn.Module, x: torch.Tensor, n_power_series: int,
+        vareps: torch.Tensor, coeff_fn: Callable[[int], float], training: bool, *g_params: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+        ctx.training = training
+        with torch.enable_grad():
+            x = x.detach().requires_grad_(True)
+            g = gnet(x)
+            ctx.g, ctx.x = g, x
+            log_det = estimator_fn(g, x, n_power_series, vareps, coeff_fn, training)
+            if training:
+                grad_x, *grad_params = torch.autograd.grad(
+                    log_det.sum(), (x, *g_params), retain_graph=True, allow_unused=True
+                )
+                ctx.save_for_backward(torch.zeros_like(x) if grad_x is None else grad_x, *g_params, *grad_params)
+        return safe_detach(g), safe_detach(log_det)
+
+    @staticmethod
+    def backward(ctx: Any, grad_g: torch.Tensor, grad_log_det: torch.Tensor) -> tuple[Any, ...]:
+        if not ctx.training:
+            raise ValueError("MemoryEfficientLogDetEstimator: backward needs training=True in the forward pass")
+        grad_x, *rest = ctx.saved_tensors
+        params, grad_params = rest[: len(rest) // 2], rest[len(rest) // 2 :]
+        with torch.enable_grad():
+            dg_x, *dg_params = torch.autograd.grad(ctx.g, [ctx.x, *params], grad_g, allow_unused=True)
+        weight = grad_log_det[0].detach()
+        total_x = grad_x * weight + (0 if dg_x is None else dg_x)
+        totals = []
+        for from_g, from_log_det in zip(dg_params, grad_params, strict=True):
+            scaled = None if from_log_det is None else from_log_det * weight
+            totals.append(scaled if from_g is None else (from_g if scaled is None else from_g + scaled))
+        return (None, None, total_x, None, None, None, None, *totals)
+
+
 def mem_eff_wrapper(
     estimator_fn: Callable[..., torch.Tensor], gnet: nn.Module, x: torch.Tensor, n_power_series: int,
     vareps: torch.Tensor, coeff_fn: Callable[[int], float], training: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
-    """``(gnet(x), estimator_fn(...))``: the values of normflows' memory-saving wrapper (which moves the
-    log-det's backward pass into the forward one); here computed plainly, with the same gradients."""
+    """``(gnet(x), estimator_fn(...))`` through :class:`MemoryEfficientLogDetEstimator` (the log-det's
+    gradients taken in the forward pass)."""
     if not isinstance(gnet, nn.Module):
         raise ValueError(f"gnet must be an nn.Module, got {type(gnet).__name__}")
-    with torch.enable_grad():
-        x = x.detach().requires_grad_(True) if not x.requires_grad else x
-        g = gnet(x)
-        return g, estimator_fn(g, x, n_power_series, vareps, coeff_fn, training)
+    return MemoryEfficientLogDetEstimator.apply(
+        estimator_fn, gnet, x, n_power_series, vareps, coeff_fn, training, *gnet.parameters()
+    )
 
 
 def geometric_sample(p: float, n_samples: int) -> np.ndarray:
