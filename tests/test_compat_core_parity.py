@@ -236,3 +236,16 @@ def test_multiscale_flow_with_unconditional_bases_ignores_labels_as_normflows():
     _round_trip(theirs, ours, lambda model: [model.log_prob(x, y), model(x), model.forward_kld(x, None)])
     samples, log_q = ours.sample(4, temperature=0.8)
     assert samples.shape == (4, 2, 4, 4) and log_q.shape == (4,)
+
+
+def test_class_cond_flow_with_a_glow_base_tempers_it_the_normflows_way():
+    def build(m):
+        return m.ClassCondFlow(m.distributions.GlowBase(2, 3), _layers(m))
+
+    theirs, ours = _both(build)
+    ours.load_state_dict(theirs.state_dict())
+    y = torch.tensor([0, 2, 1])
+    samples, log_q = ours.sample(3, y, temperature=0.6)
+    theirs.q0.temperature = 0.6
+    _close(log_q, theirs.log_prob(samples, y))
+    assert ours.q0.temperature is None

@@ -110,10 +110,18 @@ class ClassCondFlow(ConditionalNormalizingFlow):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Samples of class ``y`` and their ``log q(x | y)``; see :meth:`flowforge.model.NormalizingFlow.sample`.
         As in normflows, labels ``y`` given as a tensor set the number of samples (one per label), and
-        ``num_samples`` is then not used."""
+        ``num_samples`` is then not used. A base with normflows' ``temperature`` attribute (the compat
+        bases) is tempered through it, as :meth:`MultiscaleFlow.sample` does."""
         if isinstance(y, torch.Tensor):
             num_samples = len(y)
-        return super().sample(num_samples, y, temperature)  # type: ignore[arg-type]  # the base takes int labels
+        if temperature is not None and hasattr(self.q0, "temperature"):
+            previous = getattr(self.q0, "temperature")  # noqa: B009  # a plain attribute, not a tensor
+            setattr(self.q0, "temperature", temperature)  # noqa: B010
+            try:
+                return super().sample(num_samples, y)  # type: ignore[arg-type]  # the base takes int labels
+            finally:
+                setattr(self.q0, "temperature", previous)  # noqa: B010
+        return super().sample(num_samples, y, temperature)  # type: ignore[arg-type]
 
     def log_prob(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """``log q(x | y)``, shape ``(batch,)``."""
