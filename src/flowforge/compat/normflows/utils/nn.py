@@ -40,6 +40,9 @@ class ActNorm(nn.Module):
 class ClampExp(nn.Module):
     """``x ↦ min(exp(x), 1)``."""
 
+    def __init__(self) -> None:
+        super().__init__()
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.min(torch.exp(x), torch.tensor(1.0, device=x.device, dtype=x.dtype))
 
