@@ -47,7 +47,7 @@ class ConvNet2d(nn.Module):
         last = nn.Conv2d(channels[len(kernel_size) - 1], channels[len(kernel_size)], k, padding=k // 2)
         if init_zeros:
             nn.init.zeros_(last.weight)
-            nn.init.zeros_(last.bias)
+            nn.init.zeros_(last.bias)  # type: ignore[arg-type]  # the last convolution has a bias
         net.append(last)
         self.net = nn.Sequential(*net)
 
