@@ -320,3 +320,25 @@ def test_memory_efficient_estimator_matches_normflows(estimator):
         results.append([g, log_det, point.grad, *(p.grad for p in net.parameters())])
     for ours, theirs in zip(results[1], results[0], strict=True):
         torch.testing.assert_close(ours, theirs)
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda m: m.Planar((3,)),
+        lambda m: m.Radial((3,)),
+        lambda m: m.Permute(5),
+        lambda m: m.InvertibleAffine(4, True),
+        lambda m: m.Invertible1x1Conv(4, False),
+        lambda m: m.LULinearPermute(4, False),
+        lambda m: m.GlowBlock(4, 8, init_zeros=False),
+    ],
+)
+def test_the_same_seed_gives_normflows_initial_values(build):
+    torch.manual_seed(7)
+    theirs = build(normflows.flows).state_dict()
+    torch.manual_seed(7)
+    ours = build(cnf.flows).state_dict()
+    assert set(ours) == set(theirs)
+    for key, value in theirs.items():
+        torch.testing.assert_close(ours[key], value, msg=key)

@@ -20,14 +20,17 @@ class Radial(NativeRadial):
     ``log|det| = (d − 1) log(1 + β/(α + r)) + log(1 + βα/(α + r)²)``, with normflows'
     parameterisation ``α = |alpha|`` and ``β = softplus(beta) − |alpha|`` (flowforge's own layer uses
     ``α = softplus(·)``) and its initialisation (``beta ~ U(−1 − 1/d, −1 + 1/d)``,
-    ``alpha ~ U(−1/d, 1/d)``, ``z₀ ~ N(0, I)``). ``state_dict``: ``z_0`` of shape ``(1, *shape)``,
+    ``alpha ~ U(−1/d, 1/d)``, ``z₀ ~ N(0, I)``, drawn in normflows' order, so a seed gives normflows'
+    initial values). ``state_dict``: ``z_0`` of shape ``(1, *shape)``,
     ``alpha``, ``beta`` and the buffer ``d``. ``inverse`` is flowforge's closed form (normflows has none).
     """
 
     def __init__(self, shape: int | Iterable[int], z_0: torch.Tensor | None = None):
+        state = torch.get_rng_state()
         super().__init__(shape, z_0)
+        torch.set_rng_state(state)  # draw again, as normflows does: the same seed gives normflows' values
         bound = 1.0 / self.dim
-        with torch.no_grad():  # normflows' draws, in its order
+        with torch.no_grad():
             self.beta_raw.uniform_(-bound - 1.0, bound - 1.0)
             self.alpha_raw.uniform_(-bound, bound)
             if z_0 is None:
