@@ -150,19 +150,19 @@ def test_masked_affine_flow(with_scale):
 
 
 @pytest.mark.parametrize(
-    "channels, scale, scale_map, split_mode, use_lu",
+    "channels, scale, scale_map, split_mode, use_lu, net_actnorm",
     [
-        (3, True, "sigmoid", "channel", True),
-        (4, True, "exp", "channel_inv", False),
-        (4, False, "sigmoid", "checkerboard", True),
-        (5, True, "sigmoid_inv", "checkerboard_inv", False),
+        (3, True, "sigmoid", "channel", True, False),
+        (4, True, "exp", "channel_inv", False, False),
+        (4, False, "sigmoid", "checkerboard", True, True),
+        (5, True, "sigmoid_inv", "checkerboard_inv", False, True),
     ],
 )
-def test_glow_block(channels, scale, scale_map, split_mode, use_lu):
+def test_glow_block(channels, scale, scale_map, split_mode, use_lu, net_actnorm):
     x = images(channels, rows=2)
 
     def build(m):
-        return m.GlowBlock(channels, 8, scale, scale_map, split_mode, 0.0, False, use_lu)
+        return m.GlowBlock(channels, 8, scale, scale_map, split_mode, 0.0, False, use_lu, net_actnorm)
 
     check_parity(build, x, prepare=lambda layer: layer(x), atol=1e-8)
 
@@ -332,6 +332,7 @@ def test_memory_efficient_estimator_matches_normflows(estimator):
         lambda m: m.Invertible1x1Conv(4, False),
         lambda m: m.LULinearPermute(4, False),
         lambda m: m.GlowBlock(4, 8, init_zeros=False),
+        lambda m: m.GlowBlock(3, 8, net_actnorm=True),
     ],
 )
 def test_the_same_seed_gives_normflows_initial_values(build):
