@@ -97,7 +97,11 @@ class MaskedAffineFlow(MaskedAffineCoupling):
     r"""normflows' ``MaskedAffineFlow(b, t=None, s=None)`` (RealNVP, https://arxiv.org/abs/1605.08803):
     ``x = b ⊙ z + (1 − b) ⊙ (z ⊙ exp(s(b ⊙ z)) + t(b ⊙ z))``, ``log|det| = Σ (1 − b) ⊙ s(b ⊙ z)``; ones
     in ``b`` mark the kept coordinates. flowforge's :class:`~flowforge.flows.MaskedAffineCoupling`
-    without its log-scale clamp, so the numerics are normflows'. A missing ``s`` or ``t`` is zero."""
+    without its log-scale clamp, so the numerics are normflows'. A missing ``s`` or ``t`` is zero. As in
+    normflows, ``b`` may hold values other than 0 and 1 (the formula is applied as written; the map is
+    then no longer a coupling layer with an exact inverse)."""
+
+    binary_mask = False
 
     def __init__(
         self,
