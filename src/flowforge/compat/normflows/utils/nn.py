@@ -8,6 +8,10 @@ from typing import Any
 import torch
 from torch import nn
 
+# normflows' flow ActNorm (its state: s, t, data_dep_init_done); from its module, which needs nothing of
+# this package, as the ``nf.flows`` package itself imports ``nf.utils``.
+from ..flows.normalization import ActNorm as FlowActNorm
+
 
 class ConstScaleLayer(nn.Module):
     """``x ↦ scale · x`` with a fixed ``scale`` (a buffer)."""
@@ -29,8 +33,6 @@ class ActNorm(nn.Module):
 
     def __init__(self, shape: int | Iterable[int]):
         super().__init__()
-        from ..flows import ActNorm as FlowActNorm  # deferred: nf.flows imports this module's package
-
         self.actNorm = FlowActNorm(shape)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
