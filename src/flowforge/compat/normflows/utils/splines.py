@@ -130,6 +130,12 @@ def unconstrained_rational_quadratic_spline(
       (a circle diffeomorphism when inputs stay in the interval);
     * a list with one of those per feature (the second-to-last axis): ``K + 1`` derivatives given,
       whose ends are overwritten per feature as above.
+
+    Difference kept from normflows: with per-feature ``tails`` normflows leaves the outputs of
+    inputs outside ``±tail_bound`` at 0 (log-det 0), which is not invertible; here they pass
+    through unchanged, as with a single kind of tails. Inside the interval the numbers are
+    normflows'. A negative discriminant in the inverse (inputs outside the spline's range) raises
+    ValueError where normflows asserts.
     """
     inside = (inputs >= -tail_bound) & (inputs <= tail_bound)
     outside = ~inside
