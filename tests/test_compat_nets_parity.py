@@ -406,3 +406,59 @@ def test_masked_piecewise_rational_quadratic_autoregressive():
         )
 
     check_parity(build(normflows), build(cnf), _flow_run(_x(4, 3)))
+
+
+# ---- the same seed gives normflows' initial state ----------------------------------------------------
+
+SEEDED = {
+    "MLP": lambda m: m.nets.MLP([3, 8, 2], output_fn="tanh", output_scale=2.0),
+    "ConvNet2d": lambda m: m.nets.ConvNet2d([2, 8, 2], [3, 3], actnorm=True, weight_std=0.1),
+    "MADE": lambda m: m.nets.MADE(4, 16, 2, 2, 3, True, False, True),
+    "MADE-random-mask": lambda m: m.nets.MADE(4, 16, None, 2, 3, False, True),
+    "ResidualNet": lambda m: m.nets.ResidualNet(3, 4, 8, 2),
+    "ConvResidualNet": lambda m: m.nets.ConvResidualNet(3, 4, 8, 2),
+    "LipschitzMLP": lambda m: m.nets.LipschitzMLP([2, 8, 2]),
+    "InducedNormLinear-p": lambda m: m.nets.InducedNormLinear(4, 3, True, 0.9, 1.5, 3.0, 4),
+    "MaskedAffineAutoregressive": lambda m: m.flows.MaskedAffineAutoregressive(4, 16, 2),
+    "CoupledRationalQuadraticSpline": lambda m: m.flows.CoupledRationalQuadraticSpline(4, 2, 16, 2),
+    "CircularCoupledRationalQuadraticSpline": lambda m: m.flows.CircularCoupledRationalQuadraticSpline(
+        4, 2, 16, [1], tail_bound=torch.tensor([3.0, 3.14, 2.0, 3.0])
+    ),
+    "AutoregressiveRationalQuadraticSpline": lambda m: m.flows.AutoregressiveRationalQuadraticSpline(
+        4, 2, 16, permute_mask=True, init_identity=False
+    ),
+    "CircularAutoregressiveRationalQuadraticSpline": lambda m: m.flows.CircularAutoregressiveRationalQuadraticSpline(
+        4, 2, 16, [0, 2]
+    ),
+}
+
+
+def _assert_same_state(build) -> None:
+    torch.manual_seed(0)
+    want = build(normflows).state_dict()
+    torch.manual_seed(0)
+    got = build(cnf).state_dict()
+    assert sorted(got) == sorted(want)
+    for key in want:
+        assert torch.equal(got[key], want[key]), key
+
+
+@pytest.mark.parametrize("name", sorted(SEEDED))
+def test_a_seed_gives_normflows_initial_state(name):
+    _assert_same_state(SEEDED[name])
+
+
+@pytest.mark.parametrize("kernel", [1, 3])
+@pytest.mark.parametrize("domain", [2, 1.5])
+def test_a_seed_gives_normflows_induced_norm_convolution(kernel, domain):
+    # The power-method vectors are drawn at the first call (their size depends on the input's).
+    x = torch.randn(2, 2, 4, 4, generator=torch.Generator().manual_seed(1))
+
+    def build(module):
+        layer = module.nets.InducedNormConv2d(
+            2, 3, kernel, 1, kernel // 2, True, 0.9, domain, 3.0 if domain != 2 else 2, 4
+        )
+        layer(x)
+        return layer
+
+    _assert_same_state(build)

@@ -290,28 +290,36 @@ class InducedNormConv2d(_InducedNorm):
     def _conv(self, v: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         return F.conv2d(v.view(self._input_shape()), weight, stride=self.stride, padding=self.padding)
 
-    def _random_vectors(self) -> None:
-        domain, codomain = self.compute_domain_codomain()
+    def _sizes(self) -> tuple[int, int]:
+        """The lengths of ``v`` and ``u``: the channels for a 1×1 kernel, else the flattened input
+        (of the spatial size seen first) and output."""
         if self._one_by_one:
-            inputs, outputs = self.in_channels, self.out_channels
-        else:
-            inputs = self.in_channels * int(self.spatial_dims.prod().item())
-            outputs = self._conv(self.weight.new_zeros(inputs), self.weight).numel()
-        self.v.resize_(inputs).normal_(0, 1)
-        self.v.copy_(normalize_v(self.v, domain))
-        self.u.resize_(outputs).normal_(0, 1)
-        self.u.copy_(normalize_u(self.u, codomain))
+            return self.in_channels, self.out_channels
+        inputs = self.in_channels * int(self.spatial_dims.prod().item())
+        return inputs, self._conv(self.weight.new_zeros(inputs), self.weight).numel()
 
     @torch.no_grad()
     def _initialize_u_v(self) -> None:
-        self._random_vectors()
+        # The draws come in normflows' order (a seed gives normflows' vectors): u then v for a 1×1
+        # kernel, v then u otherwise; restarts (norms other than 2) draw u then v, as float32
+        # ``randn`` for larger kernels.
+        domain, codomain = self.compute_domain_codomain()
+        inputs, outputs = self._sizes()
+        for name in ("u", "v") if self._one_by_one else ("v", "u"):
+            vector = getattr(self, name)
+            vector.resize_(outputs if name == "u" else inputs).normal_(0, 1)
+            vector.copy_(normalize_u(vector, codomain) if name == "u" else normalize_v(vector, domain))
         self.initialized.fill_(1)
         self.compute_weight(True)
         best = (self.scale.clone(), self.u.clone(), self.v.clone())
-        domain, codomain = self.compute_domain_codomain()
         if not (domain == 2 and codomain == 2):
             for _ in range(10):
-                self._random_vectors()
+                if self._one_by_one:
+                    u, v = self.weight.new_empty(outputs).normal_(0, 1), self.weight.new_empty(inputs).normal_(0, 1)
+                else:
+                    u, v = torch.randn(outputs).to(self.weight), torch.randn(inputs).to(self.weight)
+                self.u.copy_(normalize_u(u, codomain))
+                self.v.copy_(normalize_v(v, domain))
                 self.compute_weight(True, n_iterations=200)
                 if self.scale > best[0]:
                     best = (best[0], self.u.clone(), self.v.clone())
