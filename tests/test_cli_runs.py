@@ -1,15 +1,20 @@
 """The command's shape: one error type for every subcommand, run folders written by one writer with
-their kind recorded, and run folders of the previous version (no "kind") still read by ``sample``."""
+their kind recorded, and run folders of the previous version (no "kind") still read by ``sample``.
+Run folders never destroy anything: an existing folder needs --overwrite, which deletes only a run's
+files; no input is written over; a lock keeps a second process out; config.json records the status."""
 
 import importlib
 import inspect
+import io
 import json
 import os
 import pkgutil
 import re
 import shutil
+import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -17,17 +22,20 @@ import torch
 
 import flowforge.cli
 from flowforge import plot
-from flowforge.cli import main
+from flowforge.cli import main, sampling
 from flowforge.cli.errors import CLIError
 from flowforge.cli.runs import (
     CHECKPOINT,
     CONFIG,
     KINDS,
+    LOCK,
+    RUN_FILES,
+    STALE_LOCK_SECONDS,
     atomic_path,
     load_run,
+    open_run,
     prepare_out,
     run_kind,
-    write_config,
     write_json,
 )
 
@@ -163,10 +171,13 @@ def test_every_kind_has_a_command():
 @pytest.mark.parametrize("kind", list(RUNS))
 def test_every_run_records_its_kind(run_folders, kind):
     folder = run_folders / kind
-    assert json.loads((folder / CONFIG).read_text())["kind"] == kind
+    config = json.loads((folder / CONFIG).read_text())
+    assert config["kind"] == kind and config["status"] == "complete"
     if (folder / CHECKPOINT).exists():
-        assert torch.load(folder / CHECKPOINT, weights_only=True)["config"]["kind"] == kind
-    assert not [p.name for p in folder.iterdir() if p.name.startswith(".")], "no temporary file is left behind"
+        saved = torch.load(folder / CHECKPOINT, weights_only=True)["config"]
+        assert saved["kind"] == kind and "status" not in saved
+    assert not [p.name for p in folder.iterdir() if p.name.startswith(".")], "no temporary file or lock is left behind"
+    assert {p.name for p in folder.iterdir()} <= RUN_FILES, "every file a run writes is one --overwrite replaces"
 
 
 @pytest.mark.parametrize("kind", ["target", "table", "images"])
@@ -230,12 +241,17 @@ def test_run_kind_of_configs_of_the_previous_version():
     assert run_kind({"kind": "images"}) == "images"
 
 
-def test_write_config_records_a_known_kind(tmp_path):
-    config = write_config(tmp_path, "mcmc", {"chains": 4})
-    assert config == {"chains": 4, "kind": "mcmc"} == json.loads((tmp_path / CONFIG).read_text())
-    with pytest.raises(ValueError, match="unknown run kind 'data'"):
-        write_config(tmp_path, "data", {})
-    assert json.loads((tmp_path / CONFIG).read_text())["kind"] == "mcmc"
+def test_write_config_records_a_known_kind_and_the_status(tmp_path):
+    with open_run(tmp_path / "run", "mcmc") as run:
+        config = run.write_config({"chains": 4})
+        assert config == {"chains": 4, "kind": "mcmc"}, "the checkpoint's copy has no status"
+        assert json.loads((tmp_path / "run" / CONFIG).read_text()) == {**config, "status": "running"}
+        assert (tmp_path / "run" / LOCK).is_file()
+    assert json.loads((tmp_path / "run" / CONFIG).read_text()) == {**config, "status": "complete"}
+    assert os.listdir(tmp_path / "run") == [CONFIG], "the lock is removed"
+    with pytest.raises(ValueError, match="unknown run kind 'data'"), open_run(tmp_path / "other", "data"):
+        pass
+    assert not (tmp_path / "other").exists()
 
 
 def test_writes_are_atomic(tmp_path):
@@ -256,3 +272,258 @@ def test_prepare_out_refuses_a_folder_it_cannot_write(tmp_path):
     assert os.listdir(tmp_path / "a" / "b") == []
     with pytest.raises(CLIError, match=re.escape(f"cannot write to run folder {str(tmp_path / 'file' / 'run')!r}")):
         prepare_out(tmp_path / "file" / "run")
+
+
+MCMC = RUNS["mcmc"]
+"""The quickest run: what the run-folder tests below start."""
+
+
+def _one_error_line(capsys, *messages: str) -> str:
+    captured = capsys.readouterr()
+    lines = captured.err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("flowforge: error: "), captured.err
+    for message in messages:
+        assert message in lines[0], lines[0]
+    return lines[0]
+
+
+def _files(folder):
+    """Every file in ``folder`` (not below it), with its bytes."""
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+
+
+def _config(folder):
+    return json.loads((folder / CONFIG).read_text())
+
+
+def test_an_existing_run_folder_needs_overwrite(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main([*MCMC, "--out", str(out)]) == 0
+    before = _files(out)
+    capsys.readouterr()
+    assert main([*MCMC, "--seed", "1", "--out", str(out)]) == 2
+    _one_error_line(capsys, f"run folder {str(out)!r} is not empty", "use --overwrite", "or choose another --out")
+    assert _files(out) == before
+    assert main([*MCMC, "--seed", "1", "--overwrite", "--out", str(out)]) == 0
+    assert _config(out)["seed"] == 1 and _config(out)["status"] == "complete"
+    assert not np.array_equal(np.load(out / "samples.npy"), np.load(io.BytesIO(before["samples.npy"])))
+
+
+def test_overwrite_deletes_the_previous_runs_files_and_keeps_every_other_file(tmp_path):
+    out = tmp_path / "run"
+    (out / "data").mkdir(parents=True)
+    (out / CONFIG).write_text(json.dumps({"kind": "table", "status": "complete"}))  # a table run was here
+    for name in ("samples.csv", "pairs.png", CHECKPOINT, ".samples.csv.123.0123abcd.partial"):
+        (out / name).write_text("old")
+    (out / "notes.txt").write_text("mine")
+    (out / "data" / "x.csv").write_text("1,2\n")
+    assert main([*MCMC, "--overwrite", "--out", str(out)]) == 0
+    assert {p.name for p in out.iterdir()} == {CONFIG, "samples.npy", "comparison.png", "metrics.json", "notes.txt",
+                                               "data"}  # fmt: skip
+    assert (out / "notes.txt").read_text() == "mine" and (out / "data" / "x.csv").read_text() == "1,2\n"
+    assert _config(out)["kind"] == "mcmc"
+
+
+def test_out_dot_never_replaces_a_users_own_config_or_model(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / CONFIG).write_text('{"learning_rate": 0.1}\n')
+    (tmp_path / CHECKPOINT).write_bytes(b"my model")
+    before = _files(tmp_path)
+    assert main([*MCMC, "--out", "."]) == 2
+    _one_error_line(capsys, "run folder '.' is not empty (it holds config.json, model.pt)", "use --overwrite")
+    assert main([*MCMC, "--overwrite", "--out", "."]) == 2
+    _one_error_line(capsys, "config.json in '.' is not the config of a flowforge run", "or choose another --out")
+    assert _files(tmp_path) == before
+    (tmp_path / CONFIG).unlink()
+    assert main([*MCMC, "--overwrite", "--out", "."]) == 2
+    _one_error_line(capsys, "run folder '.' holds model.pt without a flowforge config.json", "move them")
+    assert _files(tmp_path) == {CHECKPOINT: b"my model"}
+
+
+def _table(path):
+    np.savetxt(path, np.random.default_rng(0).normal(size=(200, 2)), delimiter=",", header="a,b", comments="")
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize("overwrite", [[], ["--overwrite"]], ids=["plain", "overwrite"])
+def test_an_input_that_is_a_run_file_in_out_is_refused(tmp_path, capsys, overwrite):
+    project = tmp_path / "proj"
+    project.mkdir()
+    (project / CONFIG).write_text(json.dumps({"kind": "table"}))  # so that --overwrite would delete run files
+    table = _table(project / "samples.csv")
+    np.save(project / "samples.npy", np.random.default_rng(0).normal(size=(20, 5)))
+    elsewhere = tmp_path / "table.csv"
+    _table(elsewhere)
+    (project / "pairs.png").symlink_to(elsewhere)  # an input reached through a link in --out
+    before = _files(project)
+    cases = [
+        (["fit", "--data", str(project / "samples.csv"), *QUICK_DATA], f"--data {str(project / 'samples.csv')!r}"
+         " is the file samples.csv of the run folder"),
+        (["vae", "--data", str(project / "samples.npy"), "--likelihood", "gaussian", "--epochs", "1"],
+         "is the file samples.npy of the run folder"),
+        (["fit", "--data", str(elsewhere), *QUICK_DATA], "is the file pairs.png of the run folder"),
+    ]  # fmt: skip
+    for argv, message in cases:
+        assert main([*argv, *overwrite, "--out", str(project)]) == 2
+        _one_error_line(capsys, message, "move the input out of it or choose another --out")
+    assert _files(project) == before and (project / "samples.csv").read_bytes() == table
+
+
+def test_an_input_in_out_under_a_name_of_its_own_is_kept(tmp_path, capsys):
+    project = tmp_path / "proj"
+    project.mkdir()
+    table = _table(project / "data.csv")
+    assert main(["fit", "--data", str(project / "data.csv"), *QUICK_DATA, "--out", str(project)]) == 2
+    _one_error_line(capsys, "is not empty (it holds data.csv)", "use --overwrite")
+    assert main(["fit", "--data", str(project / "data.csv"), *QUICK_DATA, "--overwrite", "--out", str(project)]) == 0
+    assert (project / "data.csv").read_bytes() == table and (project / "samples.csv").is_file()
+
+
+def _write_lock(folder, **record):
+    folder.mkdir(exist_ok=True)
+    (folder / LOCK).write_text(json.dumps({"host": socket.gethostname(), "started": time.time(), **record}))
+
+
+def test_a_live_lock_stops_a_second_run_at_once_and_a_dead_one_is_taken_over(tmp_path, capsys):
+    out = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+    try:
+        _write_lock(out, pid=holder.pid)
+        for extra in ([], ["--overwrite"]):
+            assert main([*MCMC, *extra, "--out", str(out)]) == 2
+            _one_error_line(
+                capsys,
+                f"run folder {str(out)!r} is in use by process {holder.pid}; wait for that run to end or choose "
+                f"another --out (if no run is using it, delete {str(out / LOCK)!r})",
+            )
+        assert os.listdir(out) == [LOCK]
+    finally:
+        holder.kill()
+        holder.wait()
+    assert main([*MCMC, "--out", str(out)]) == 0, "the lock of a process that has ended is taken over"
+    assert LOCK not in os.listdir(out) and _config(out)["status"] == "complete"
+
+
+HOLD_THE_FOLDER = """
+import sys, time
+from flowforge.cli import runs
+with runs.open_run(sys.argv[1], "mcmc") as run:
+    run.write_config({"chains": 1})
+    print("locked", flush=True)
+    time.sleep(300)
+"""
+
+
+def test_a_second_process_on_the_same_folder_fails_at_once(tmp_path, capsys):
+    out = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_THE_FOLDER, str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+        assert main([*MCMC, "--overwrite", "--out", str(out)]) == 2
+        _one_error_line(capsys, f"is in use by process {holder.pid}")
+        done = subprocess.run(
+            [sys.executable, "-m", "flowforge", *MCMC, "--out", str(out)], capture_output=True, text=True, timeout=300
+        )
+        assert done.returncode == 2 and done.stdout == "", done
+        assert done.stderr.startswith("flowforge: error: ") and done.stderr.count("\n") == 1, done.stderr
+        assert f"is in use by process {holder.pid}" in done.stderr
+        assert _config(out) == {"chains": 1, "kind": "mcmc", "status": "running"}
+    finally:
+        holder.terminate()  # SIGTERM ends it without clean-up: its lock stays behind
+        holder.wait()
+    assert (out / LOCK).exists() and _config(out)["status"] == "running"
+    assert main([*MCMC, "--overwrite", "--out", str(out)]) == 0
+    assert _config(out)["status"] == "complete" and LOCK not in os.listdir(out)
+
+
+def test_a_lock_recorded_by_our_own_process_id_is_stale(tmp_path):
+    out = tmp_path / "run"
+    _write_lock(out, pid=os.getpid())  # an earlier process with our id (a restarted container)
+    assert main([*MCMC, "--out", str(out)]) == 0 and LOCK not in os.listdir(out)
+
+
+def test_a_lock_of_another_host_is_never_taken_over(tmp_path, capsys):
+    out = tmp_path / "run"
+    _write_lock(out, pid=1, host="elsewhere")
+    assert main([*MCMC, "--out", str(out)]) == 2
+    _one_error_line(capsys, "is in use by process 1 on host 'elsewhere'", f"delete {str(out / LOCK)!r}")
+    assert os.listdir(out) == [LOCK]
+
+
+def test_a_lock_without_a_record_is_taken_over_only_once_old(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / LOCK).write_text("")  # as a process leaves it between creating and writing it
+    assert main([*MCMC, "--out", str(out)]) == 2
+    _one_error_line(capsys, "is in use by another process (its lock file is being written)")
+    old = time.time() - STALE_LOCK_SECONDS - 1
+    os.utime(out / LOCK, (old, old))
+    assert main([*MCMC, "--out", str(out)]) == 0 and LOCK not in os.listdir(out)
+
+
+def test_a_rerun_that_fails_leaves_no_mixed_folder(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "run"
+    assert main([*MCMC, "--out", str(out)]) == 0
+    first = np.load(out / "samples.npy")
+
+    def disk_full(*args, **kwargs):
+        raise CLIError("the disk is full")
+
+    monkeypatch.setattr(sampling.plot, "save_comparison", disk_full)
+    capsys.readouterr()
+    assert main([*MCMC, "--seed", "1", "--overwrite", "--out", str(out)]) == 2
+    _one_error_line(capsys, "the disk is full")
+    config = _config(out)
+    assert config["seed"] == 1 and config["status"] == "failed" and config["error"] == "the disk is full"
+    assert sorted(os.listdir(out)) == [CONFIG, "samples.npy"], "nothing of the first run is left"
+    assert not np.array_equal(np.load(out / "samples.npy"), first)
+
+
+def test_an_interrupted_run_is_marked_interrupted(tmp_path, capsys, monkeypatch):
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sampling, "sample_chain", interrupt)
+    out = tmp_path / "run"
+    assert main([*MCMC, "--out", str(out)]) == 130
+    assert capsys.readouterr().err == "flowforge: interrupted\n"
+    assert _config(out)["status"] == "interrupted" and os.listdir(out) == [CONFIG]
+
+
+def test_a_run_that_raises_is_marked_failed(tmp_path):
+    with pytest.raises(RuntimeError), open_run(tmp_path, "mcmc") as run:
+        run.write_config({"chains": 1})
+        raise RuntimeError("boom")
+    assert _config(tmp_path) == {"chains": 1, "kind": "mcmc", "status": "failed", "error": "RuntimeError: boom"}
+    assert os.listdir(tmp_path) == [CONFIG]
+
+
+def test_out_that_is_a_file_is_refused(tmp_path, capsys):
+    (tmp_path / "file").write_text("mine")
+    assert main([*MCMC, "--overwrite", "--out", str(tmp_path / "file")]) == 2
+    _one_error_line(capsys, f"--out {str(tmp_path / 'file')!r} is a file, not a folder")
+    assert (tmp_path / "file").read_text() == "mine"
+
+
+def test_sample_never_writes_over_its_run_or_an_existing_file(run_folders, tmp_path, capsys):
+    table = run_folders / "table"
+    before = _files(table)
+    (tmp_path / "model.npy").symlink_to(table / CHECKPOINT)
+    os.link(table / CONFIG, tmp_path / "config.csv")
+    cases = [
+        (table / "samples.csv", "is the file samples.csv of the run"),
+        (tmp_path / "model.npy", "is the file model.pt of the run"),
+        (tmp_path / "config.csv", "is the file config.json of the run"),
+    ]
+    for output, message in cases:
+        for extra in ([], ["--overwrite"]):
+            assert main(["sample", str(table), "-n", "5", "-o", str(output), *extra]) == 2
+            _one_error_line(capsys, f"-o {str(output)!r} {message}", "choose a file outside it")
+    assert _files(table) == before
+    mine = tmp_path / "mine.csv"
+    mine.write_text("keep me\n")
+    assert main(["sample", str(table), "-n", "5", "-o", str(mine)]) == 2
+    _one_error_line(capsys, f"-o {str(mine)!r} exists; use --overwrite to replace it, or choose another -o")
+    assert mine.read_text() == "keep me\n"
+    assert main(["sample", str(table), "-n", "5", "-o", str(mine), "--overwrite"]) == 0
+    assert np.loadtxt(mine, delimiter=",", skiprows=1).shape == (5, 2)

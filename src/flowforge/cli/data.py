@@ -123,6 +123,12 @@ def load_source(args: argparse.Namespace) -> dict:
     }
 
 
+def _inputs(args: argparse.Namespace) -> dict[str, str]:
+    """The input file of a data run, which its run folder must not write over."""
+    named = args.data in TOY_DATA or args.data in REAL_TABLES or args.data in IMAGE_SETS
+    return {} if named else {"--data": args.data}
+
+
 def _standardise(context: torch.Tensor | None, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor | None:
     return None if context is None else (context - mean) / std
 
@@ -189,9 +195,24 @@ def run(args: argparse.Namespace) -> Path:
             train_c, validation_c, test_c = (
                 _standardise(c, context_mean, context_std) for c in (train_c, validation_c, test_c)
             )
-    out = runs.prepare_out(args.out)
-    config = runs.write_config(out, source["kind"], config)
-    model = build_data_model(config, None if images else train).to(chosen)
+    with runs.open_run(args.out, source["kind"], overwrite=args.overwrite, inputs=_inputs(args)) as run_folder:
+        config = run_folder.write_config(config)
+        _fit(
+            args,
+            config,
+            (train, validation, test),
+            (train_c, validation_c, test_c),
+            statistics,
+            chosen,
+            run_folder.path,
+        )
+    return run_folder.path
+
+
+def _fit(args: argparse.Namespace, config: dict, parts, contexts, statistics: dict, chosen, out: Path) -> None:
+    """Fit the model, evaluate it, and write the run's files to ``out``."""
+    (train, validation, test), (train_c, validation_c, test_c) = parts, contexts
+    model = build_data_model(config, None if config["kind"] == "images" else train).to(chosen)
     try:
         result = fit_data(
             model, train, validation, train_context=train_c, validation_context=validation_c,
@@ -221,7 +242,6 @@ def run(args: argparse.Namespace) -> Path:
     )
     if diverged:
         raise CLIError(f"training stopped: {diverged} (the checkpoint of the best state is in {out})")
-    return out
 
 
 def _data_metrics(model, config, result, train, validation, test, validation_c, test_c) -> dict:

@@ -120,10 +120,7 @@ def add_arguments(parser: argparse.ArgumentParser, demo: bool = False) -> None:
         help="compile the training step (auto: when the run would take over 30 s eagerly; on/off force it)",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    default_out = DEMO_OUT if demo else None
-    parser.add_argument(
-        "--out", default=default_out, required=default_out is None, metavar="DIR", help="run folder to write"
-    )
+    runs.add_out_arguments(parser, DEMO_OUT if demo else None)
     if not demo:
         data.add_arguments(parser)
 
@@ -146,9 +143,9 @@ def run(args: argparse.Namespace) -> None:
     build_target(TARGETS, args.target, params)
     chosen = device(args.device)
     pictures()
-    out = runs.prepare_out(args.out)
-    config = runs.write_config(out, "target", _config(args, params, chosen))
-    _fit_target(args, out, config, chosen)
+    with runs.open_run(args.out, "target", overwrite=args.overwrite) as run_folder:
+        config = run_folder.write_config(_config(args, params, chosen))
+        _fit_target(args, run_folder.path, config, chosen)
 
 
 def _config(args: argparse.Namespace, params: dict, chosen: torch.device) -> dict:

@@ -1,7 +1,7 @@
-"""Run folders: preparing one, writing its files atomically, and reading a run back.
+"""Run folders: opening one safely, writing its files atomically, and reading a run back.
 
-Every command that creates a run writes ``config.json`` through :func:`write_config`, which records
-the run's kind explicitly in the field ``"kind"``:
+Every command that creates a run opens its folder with :func:`open_run` and records its config with
+:meth:`RunFolder.write_config`, which writes ``config.json`` with the run's kind in the field ``"kind"``:
 
 ====================  =====================================================  ===============
 kind                  written by                                             ``sample``-able
@@ -14,8 +14,26 @@ kind                  written by                                             ``s
 ``"compare"``         ``compare``                                            no (no model)
 ====================  =====================================================  ===============
 
-Runs written before the field existed are read by :func:`load_run`, which infers their kind once,
-by the rule that version used (:func:`run_kind`). Every file goes through
+A run never destroys anything that is not its own:
+
+- **A new or empty folder.** ``--out`` must be new or empty. With ``--overwrite`` it may hold a
+  previous run: before the new run starts, the files any run writes (:data:`RUN_FILES`) are deleted
+  from it, ``config.json`` last, and every other file is kept. ``--overwrite`` refuses a folder whose
+  run files do not come with a flowforge ``config.json`` (a user's own ``config.json`` or ``model.pt``).
+- **Inputs stay untouched.** An input (``--data FILE``) that is one of the run's files in ``--out``
+  (by name, link or symlink) is refused, with or without ``--overwrite``.
+- **One process per folder.** The folder is locked by :data:`LOCK`, created with ``O_EXCL`` and holding
+  the process id, host name and start time, and removed when the run ends. A second run on the folder
+  stops at once. A lock is stale, and taken over, when its process is no longer running on this host
+  (a run killed by a signal leaves it behind), or when it holds no readable record and is older than
+  :data:`STALE_LOCK_SECONDS`; a lock from another host is never taken over (delete it by hand when
+  no run uses the folder).
+- **No mixed folders.** ``config.json`` is written first with ``"status": "running"`` and rewritten
+  when the run ends with ``"complete"``, ``"failed"`` (and the ``"error"``) or ``"interrupted"``; the
+  checkpoint's copy of the config has no status.
+
+Runs written before the field ``"kind"`` existed are read by :func:`load_run`, which infers their kind
+once, by the rule that version used (:func:`run_kind`). Every file goes through
 :func:`~flowforge.plot.atomic_path` (the one the pictures use too): it is written beside its
 destination under a hidden temporary name and moved into place with :func:`os.replace` only when
 complete, so an interrupted run never leaves a half-written file.
@@ -23,9 +41,15 @@ complete, so an interrupted run never leaves a half-written file.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
-from collections.abc import Sequence
+import re
+import socket
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -39,10 +63,23 @@ from .models import build_data_model, build_target_model
 CONFIG = "config.json"
 CHECKPOINT = "model.pt"
 METRICS = "metrics.json"
+LOCK = ".flowforge.lock"
+"""The lock file of a run folder in use."""
+STALE_LOCK_SECONDS = 10.0
+"""A lock file without a readable record is taken to be half-written by a live process until it is this old."""
+RUN_FILES = frozenset(
+    {CONFIG, CHECKPOINT, METRICS, "samples.csv", "samples.npy", "target.png", "initial.png", "learned.png",
+     "comparison.png", "training.gif", "loss.png", "pairs.png", "samples.png", "samples-t0.7.png", "data.png",
+     "reconstructions.png"}
+)  # fmt: skip
+"""Every file a run of any kind writes in its folder: what ``--overwrite`` deletes, and no input may be one."""
 KINDS = ("target", "table", "images", "vae", "mcmc", "compare")
 """Every run kind, as recorded in ``config.json`` and in the checkpoint's config."""
 SAMPLED_KINDS = ("target", "table", "images")
 """The kinds whose model ``flowforge sample`` draws from."""
+RUNNING, COMPLETE, FAILED, INTERRUPTED = "running", "complete", "failed", "interrupted"
+"""The values of ``"status"`` in ``config.json``."""
+_PARTIAL = re.compile(r"\.(?P<name>.+)\.\d+\.[0-9a-f]{8}\.partial")  # atomic_path's temporary names
 
 
 class Run(NamedTuple):
@@ -54,32 +91,256 @@ class Run(NamedTuple):
     statistics: dict
 
 
+def add_out_arguments(parser: argparse.ArgumentParser, default: str | None = None) -> None:
+    """The options ``--out`` (required unless there is a ``default``) and ``--overwrite`` of a command writing a run."""
+    parser.add_argument(
+        "--out", default=default, required=default is None, metavar="DIR", help="run folder to write: new or empty"
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="--out may hold a previous run: delete the files a run writes before starting (other files are kept)",
+    )
+
+
 def prepare_out(folder: str | os.PathLike) -> Path:
-    """The run folder ``folder``, created if needed and checked to be writable."""
+    """The run folder ``folder``, created if needed."""
     path = Path(folder)
+    if path.exists() and not path.is_dir():
+        raise CLIError(f"--out {str(folder)!r} is a file, not a folder; choose another --out")
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".flowforge-write-test"
-        probe.write_text("")
-        probe.unlink()
     except OSError as error:
         raise CLIError(f"cannot write to run folder {str(folder)!r}: {error.strerror or error}") from None
     return path
+
+
+def _same_file(first: Path, second: Path) -> bool:
+    """Whether two paths name one file, through links and symlinks (paths that do not exist name nothing)."""
+    try:
+        return os.path.samefile(first, second)
+    except OSError:
+        return False
+
+
+def check_inputs(folder: str | os.PathLike, inputs: Mapping[str, str | os.PathLike]) -> None:
+    """Refuse an input (``{option: path}``) that is one of the files a run in ``folder`` writes or deletes."""
+    path = Path(folder)
+    if not path.is_dir():
+        return
+    for option, given in inputs.items():
+        for name in sorted(RUN_FILES):
+            if _same_file(Path(given), path / name):
+                raise CLIError(
+                    f"{option} {str(given)!r} is the file {name} of the run folder {str(folder)!r}, which a run "
+                    "writes; move the input out of it or choose another --out"
+                )
+
+
+def check_output(output: str | os.PathLike, run: str | os.PathLike, overwrite: bool) -> None:
+    """Refuse an output of ``sample`` that is a file of the run it reads, or that exists (unless ``overwrite``)."""
+    path, folder = Path(output), Path(run)
+    own = [p.name for p in folder.iterdir() if _same_file(path, p)] if folder.is_dir() else []
+    if _same_file(path.parent, folder) and path.name in RUN_FILES:
+        own.append(path.name)
+    if own:
+        raise CLIError(f"-o {str(output)!r} is the file {own[0]} of the run {str(run)!r}; choose a file outside it")
+    if path.is_dir():
+        raise CLIError(f"-o {str(output)!r} is a folder; give a file name ending in .npy or .csv")
+    if path.exists() and not overwrite:
+        raise CLIError(f"-o {str(output)!r} exists; use --overwrite to replace it, or choose another -o")
+
+
+def _is_run_config(path: Path) -> bool:
+    """Whether ``path`` is a ``config.json`` written by flowforge (any version)."""
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(config, dict) and (config.get("kind") in KINDS or "flowforge_version" in config)
+
+
+def _clear(folder: Path, overwrite: bool) -> None:
+    """Refuse a non-empty ``folder``, or with ``overwrite`` delete the files of the run in it (config.json last)."""
+    present = sorted(p.name for p in folder.iterdir() if p.name != LOCK)
+    if not present:
+        return
+    if not overwrite:
+        shown = ", ".join(present[:3]) + (", ..." if len(present) > 3 else "")
+        raise CLIError(
+            f"run folder {str(folder)!r} is not empty (it holds {shown}); use --overwrite to replace the run in it "
+            "(other files are kept), or choose another --out"
+        )
+    partial = [name for name in present if (match := _PARTIAL.fullmatch(name)) and match["name"] in RUN_FILES]
+    ours = [name for name in present if name in RUN_FILES and name != CONFIG]
+    for name in ours:
+        if (folder / name).is_dir() and not (folder / name).is_symlink():
+            raise CLIError(
+                f"{str(folder / name)!r} is a folder where a run writes a file; move it or choose another --out"
+            )
+    if CONFIG in present and not _is_run_config(folder / CONFIG):
+        raise CLIError(
+            f"{CONFIG} in {str(folder)!r} is not the config of a flowforge run, and --overwrite replaces only a "
+            "run's files; move it or choose another --out"
+        )
+    if ours and CONFIG not in present:
+        raise CLIError(
+            f"run folder {str(folder)!r} holds {', '.join(ours)} without a flowforge config.json, and --overwrite "
+            "replaces only a run's files; move them or choose another --out"
+        )
+    for name in [*partial, *ours, *([CONFIG] if CONFIG in present else [])]:
+        (folder / name).unlink()
+
+
+def _lock_holder(lock: Path) -> tuple[str, dict | None]:
+    """The text of ``lock`` and its record (None when unreadable); FileNotFoundError when it is gone."""
+    text = lock.read_bytes().decode("utf-8", "replace")
+    try:
+        record = json.loads(text)
+    except ValueError:
+        return text, None
+    return text, record if isinstance(record, dict) and isinstance(record.get("pid"), int) else None
+
+
+def _process_running(pid: int) -> bool:
+    if pid == os.getpid():  # not ours yet: an earlier process had our id (a container restarts with the same ids)
+        return False
+    if os.name == "nt":  # os.kill would end the process there; a lock on Windows is never taken over
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists, owned by someone else
+        return True
+    return True
+
+
+def _is_stale(lock: Path, record: dict | None) -> bool:
+    if record is None:
+        return time.time() - lock.stat().st_mtime > STALE_LOCK_SECONDS
+    return record.get("host") == socket.gethostname() and not _process_running(record["pid"])
+
+
+def _remove_stale(lock: Path, seen: str) -> None:
+    """Remove the stale ``lock`` whose text was ``seen``, unless another process has taken it over meanwhile."""
+    aside = lock.with_name(f"{LOCK}.{os.getpid()}.{uuid.uuid4().hex[:8]}.stale")
+    try:
+        os.rename(lock, aside)
+    except FileNotFoundError:
+        return  # another process removed it first
+    try:
+        if aside.read_bytes().decode("utf-8", "replace") != seen:  # a fresh lock: give it back
+            os.link(aside, lock)
+    except OSError:
+        pass
+    aside.unlink()
+
+
+def _in_use(folder: Path, lock: Path, record: dict | None) -> CLIError:
+    if record is None:
+        who = "another process (its lock file is being written)"
+    else:
+        host = record.get("host")
+        who = f"process {record['pid']}" + ("" if host == socket.gethostname() else f" on host {host!r}")
+    return CLIError(
+        f"run folder {str(folder)!r} is in use by {who}; wait for that run to end or choose another --out "
+        f"(if no run is using it, delete {str(lock)!r})"
+    )
+
+
+def _acquire_lock(folder: Path) -> tuple[Path, str]:
+    """Create ``folder/.flowforge.lock`` with ``O_EXCL`` (taking over a stale one); returns the lock and its text."""
+    lock = folder / LOCK
+    text = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()})
+    for _ in range(3):
+        try:
+            descriptor = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            try:
+                seen, record = _lock_holder(lock)
+                if not _is_stale(lock, record):
+                    raise _in_use(folder, lock, record) from None
+            except FileNotFoundError:
+                continue  # the holder has just released it
+            except OSError as error:
+                raise CLIError(f"cannot read the lock file {str(lock)!r}: {error.strerror or error}") from None
+            _remove_stale(lock, seen)
+            continue
+        except OSError as error:
+            raise CLIError(f"cannot write to run folder {str(folder)!r}: {error.strerror or error}") from None
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(text)
+        return lock, text
+    raise _in_use(folder, lock, None)
+
+
+def _release_lock(lock: Path, text: str) -> None:
+    try:
+        if lock.read_text() == text:  # still ours
+            lock.unlink()
+    except OSError:
+        pass
+
+
+class RunFolder:
+    """A run folder opened by :func:`open_run`: its ``path``, ``kind``, and the ``config`` it records."""
+
+    def __init__(self, path: Path, kind: str) -> None:
+        self.path, self.kind = path, kind
+        self.config: dict | None = None
+
+    def write_config(self, config: dict) -> dict:
+        """Write ``config.json``: ``config`` with ``"kind"`` and ``"status": "running"``; returns it with
+        the kind and without the status (the copy the checkpoint keeps)."""
+        self.config = {**config, "kind": self.kind}
+        self.finish(RUNNING)
+        return self.config
+
+    def finish(self, status: str, error: str | None = None) -> None:
+        """Rewrite ``config.json`` with ``"status": status`` (and any ``"error"``); not before :meth:`write_config`."""
+        if self.config is not None:
+            write_json(self.path / CONFIG, {**self.config, "status": status, **({"error": error} if error else {})})
+
+
+@contextmanager
+def open_run(
+    folder: str | os.PathLike,
+    kind: str,
+    *,
+    overwrite: bool = False,
+    inputs: Mapping[str, str | os.PathLike] | None = None,
+) -> Iterator[RunFolder]:
+    """Open the run folder ``folder`` for a run of ``kind``: check the ``inputs`` (``{option: path}``),
+    create and lock the folder, refuse it unless empty (or with ``overwrite``, delete its run's files),
+    and when the block ends record its status in ``config.json`` and remove the lock."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown run kind {kind!r}; expected one of {', '.join(KINDS)}")
+    check_inputs(folder, inputs or {})
+    path = prepare_out(folder)
+    lock, text = _acquire_lock(path)
+    try:
+        _clear(path, overwrite)
+        run = RunFolder(path, kind)
+        try:
+            yield run
+        except KeyboardInterrupt:
+            with suppress(OSError):
+                run.finish(INTERRUPTED)
+            raise
+        except BaseException as error:
+            with suppress(OSError):  # the error that ended the run is the one to report
+                run.finish(FAILED, str(error) if isinstance(error, CLIError) else f"{type(error).__name__}: {error}")
+            raise
+        run.finish(COMPLETE)
+    finally:
+        _release_lock(lock, text)
 
 
 def write_json(path: str | os.PathLike, data: dict) -> None:
     """``data`` as indented JSON with sorted keys, written atomically."""
     with atomic_path(path) as temporary:
         temporary.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-
-
-def write_config(out: Path, kind: str, config: dict) -> dict:
-    """Write ``out/config.json``: ``config`` with ``"kind": kind``; returns that config (for the checkpoint)."""
-    if kind not in KINDS:
-        raise ValueError(f"unknown run kind {kind!r}; expected one of {', '.join(KINDS)}")
-    config = {**config, "kind": kind}
-    write_json(out / CONFIG, config)
-    return config
 
 
 def save_checkpoint(out: Path, config: dict, model: torch.nn.Module, **extra: Any) -> None:

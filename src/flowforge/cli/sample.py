@@ -1,5 +1,8 @@
 """``flowforge sample RUN``: samples from a fitted run, written as ``.npy`` or ``.csv``.
 
+The output is never a file of the run (its ``samples.csv``, or a link to its ``model.pt``), and an
+existing one is replaced only with ``--overwrite``.
+
 The run is read by :func:`~flowforge.cli.runs.load_run`, and its kind decides how samples are drawn:
 target runs sample the flow; table runs sample in the data's units, at the ``--context`` values of a
 conditional run; image runs write integer grey levels, of one ``--label`` for a class-conditional run.
@@ -27,7 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``sample``."""
     parser.add_argument("run", metavar="RUN", help="run folder written by fit or demo")
     parser.add_argument("-n", "--num-samples", type=positive_int, required=True)
-    parser.add_argument("-o", "--output", required=True, metavar="FILE", help=".npy or .csv")
+    parser.add_argument("-o", "--output", required=True, metavar="FILE", help=".npy or .csv, not a file of the run")
+    parser.add_argument("--overwrite", action="store_true", help="replace -o if it exists")
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--log-prob", action="store_true", help="append log q(x) as the last column")
     parser.add_argument("--context", metavar="VALUES", help="conditional runs: the context values, comma-separated")
@@ -94,6 +98,7 @@ def run(args: argparse.Namespace) -> None:
     suffix = Path(args.output).suffix.lower()
     if suffix not in (".npy", ".csv"):
         raise CLIError(f"output must end in .npy or .csv, got {args.output!r}")
+    runs.check_output(args.output, args.run, args.overwrite)
     loaded = runs.load_run(args.run)
     if args.seed is not None:
         torch.manual_seed(args.seed)

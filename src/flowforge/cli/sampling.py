@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import torch
 
@@ -52,7 +53,7 @@ def add_mcmc_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
     parser.add_argument("--grid-size", type=positive_int, default=200, help="pixels per side of the pictures")
-    parser.add_argument("--out", required=True, metavar="DIR", help="run folder to write")
+    runs.add_out_arguments(parser)
 
 
 def _initial_states(target, chains: int) -> torch.Tensor:
@@ -80,11 +81,16 @@ def run_mcmc(args: argparse.Namespace) -> dict:
     pictures()
     torch.manual_seed(args.seed)
     target = build_target(ALL_TARGETS, args.target, params, chosen)
-    out = runs.prepare_out(args.out)
     config = {key: getattr(args, key) for key in ("target", "kernel", "chains", "samples", "burn_in", "thin",
                                                   "step_size", "leapfrog_steps", "seed")}  # fmt: skip
     config.update(target_params=params, version=__version__)
-    runs.write_config(out, "mcmc", config)
+    with runs.open_run(args.out, "mcmc", overwrite=args.overwrite) as run_folder:
+        run_folder.write_config(config)
+        return _chains(args, target, run_folder.path)
+
+
+def _chains(args: argparse.Namespace, target, out: Path) -> dict:
+    """The chains of ``mcmc``, their samples, picture and numbers, written to ``out``."""
     start = time.perf_counter()
     chain = sample_chain(
         target.log_prob, _initial_states(target, args.chains), args.samples, kernel=args.kernel,
@@ -146,7 +152,7 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None)
     parser.add_argument("--compile", choices=("auto", "on", "off"), default="auto")
     parser.add_argument("--no-progress", action="store_true")
-    parser.add_argument("--out", required=True, metavar="DIR")
+    runs.add_out_arguments(parser)
 
 
 def run_compare(args: argparse.Namespace) -> dict:
@@ -156,11 +162,16 @@ def run_compare(args: argparse.Namespace) -> dict:
     pictures()
     flow_depths = depths(args.depths)
     target = build_target(TARGETS, args.target, params, chosen)
-    out = runs.prepare_out(args.out)
     config = {key: getattr(args, key) for key in ("target", "flow", "iterations", "samples_per_step", "lr", "kernel",
                                                   "chains", "mcmc_samples", "seed")}  # fmt: skip
     config.update(depths=flow_depths, target_params=params, version=__version__)
-    runs.write_config(out, "compare", config)
+    with runs.open_run(args.out, "compare", overwrite=args.overwrite) as run_folder:
+        run_folder.write_config(config)
+        return _compare(args, target, flow_depths, chosen, run_folder.path)
+
+
+def _compare(args: argparse.Namespace, target, flow_depths: list[int], chosen: torch.device, out: Path) -> dict:
+    """The figure and numbers of ``compare`` (target, MCMC, one flow per depth), written to ``out``."""
     bounds = box(target.bounds.tolist())
     panels = [("target density", plot.density_on_grid(target.log_prob, bounds, args.grid_size, target.bounds))]
     torch.manual_seed(args.seed)

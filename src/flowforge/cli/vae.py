@@ -56,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
     parser.add_argument("--no-progress", action="store_true")
-    parser.add_argument("--out", required=True, metavar="DIR", help="run folder to write")
+    runs.add_out_arguments(parser)
 
 
 def _load(args: argparse.Namespace) -> torch.Tensor:
@@ -82,6 +82,11 @@ def _load(args: argparse.Namespace) -> torch.Tensor:
     return data
 
 
+def _inputs(args: argparse.Namespace) -> dict[str, str]:
+    """The input file of the run, which its run folder must not write over."""
+    return {} if args.data == "digits" else {"--data": args.data}
+
+
 def _as_image_batch(values: torch.Tensor) -> np.ndarray | None:
     """``(N, 1 or 3, H, W)`` pictures for image data, None for other shapes."""
     if values.dim() == 4 and values.shape[1] in (1, 3):
@@ -103,7 +108,6 @@ def run(args: argparse.Namespace) -> dict:
         raise CLIError(str(error)) from None
     if len(validation) == 0 or len(test) == 0:
         raise CLIError(f"{len(data)} rows leave no validation or test rows with --split {args.split}")
-    out = runs.prepare_out(args.out)
     dynamic = args.likelihood == "bernoulli" and args.binarize == "dynamic"
     if dynamic:  # evaluation data are binarised once, with a seed of their own
         generator = torch.Generator().manual_seed(args.seed + 1)
@@ -113,9 +117,17 @@ def run(args: argparse.Namespace) -> dict:
                                                   "patience", "is_samples", "seed")}  # fmt: skip
     config.update(shape=list(data.shape[1:]), split=list(args.split), device=str(chosen), flowforge_version=__version__)
     config["rows"] = {"train": len(train), "validation": len(validation), "test": len(test)}
-    config = runs.write_config(out, "vae", config)
+    with runs.open_run(args.out, "vae", overwrite=args.overwrite, inputs=_inputs(args)) as run_folder:
+        config = run_folder.write_config(config)
+        return _train(args, config, (train, validation, test), chosen, run_folder.path)
+
+
+def _train(args: argparse.Namespace, config: dict, parts: tuple, chosen: torch.device, out: Path) -> dict:
+    """Fit, evaluate, and write the run's files to ``out``."""
+    train, validation, test = parts
+    dynamic = args.likelihood == "bernoulli" and args.binarize == "dynamic"
     model = VAE(
-        tuple(data.shape[1:]), latent_dim=args.latent, posterior=args.posterior, layers=args.layers,
+        tuple(config["shape"]), latent_dim=args.latent, posterior=args.posterior, layers=args.layers,
         hidden=args.hidden, flow_hidden=args.flow_hidden, likelihood=args.likelihood,
     ).to(chosen)  # fmt: skip
     diverged = None
