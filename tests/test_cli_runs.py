@@ -324,6 +324,15 @@ def test_overwrite_deletes_the_previous_runs_files_and_keeps_every_other_file(tm
     assert _config(out)["kind"] == "mcmc"
 
 
+def test_overwrite_refuses_a_folder_where_a_run_writes_a_file(tmp_path, capsys):
+    out = tmp_path / "run"
+    (out / "samples.npy").mkdir(parents=True)
+    (out / CONFIG).write_text(json.dumps({"kind": "mcmc", "status": "complete"}))
+    assert main([*MCMC, "--overwrite", "--out", str(out)]) == 2
+    _one_error_line(capsys, f"{str(out / 'samples.npy')!r} is a folder where a run writes a file", "move it")
+    assert (out / "samples.npy").is_dir() and _config(out) == {"kind": "mcmc", "status": "complete"}
+
+
 def test_out_dot_never_replaces_a_users_own_config_or_model(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / CONFIG).write_text('{"learning_rate": 0.1}\n')

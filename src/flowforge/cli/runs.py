@@ -111,7 +111,9 @@ def prepare_out(folder: str | os.PathLike) -> Path:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise CLIError(f"cannot write to run folder {str(folder)!r}: {error.strerror or error}") from None
+        raise CLIError(
+            f"cannot write to run folder {str(folder)!r}: {error.strerror or error}; choose another --out"
+        ) from None
     return path
 
 
@@ -264,11 +266,16 @@ def _acquire_lock(folder: Path) -> tuple[Path, str]:
             except FileNotFoundError:
                 continue  # the holder has just released it
             except OSError as error:
-                raise CLIError(f"cannot read the lock file {str(lock)!r}: {error.strerror or error}") from None
+                raise CLIError(
+                    f"cannot read the lock file {str(lock)!r}: {error.strerror or error}; check its permissions "
+                    "or choose another --out"
+                ) from None
             _remove_stale(lock, seen)
             continue
         except OSError as error:
-            raise CLIError(f"cannot write to run folder {str(folder)!r}: {error.strerror or error}") from None
+            raise CLIError(
+                f"cannot write to run folder {str(folder)!r}: {error.strerror or error}; choose another --out"
+            ) from None
         with os.fdopen(descriptor, "w") as handle:
             handle.write(text)
         return lock, text
