@@ -1,7 +1,8 @@
 """The normflows compatibility package and the deprecation bridge of the native modules.
 
 ``from flowforge.compat import normflows as nf`` gives normflows' names, argument orders, module
-paths and mask conventions on flowforge's native classes; reached from the native modules
+paths, mask conventions and numerics (compared with normflows itself in tests/test_compat_*_parity.py
+and by normflows' own unit tests in tests/test_normflows_suite.py); reached from the native modules
 (``import flowforge as nf``) normflows' own names still work, with a DeprecationWarning.
 """
 
@@ -52,7 +53,7 @@ def test_bridged_module_paths_work_as_normflows_scripts_write_them():
     assert isinstance(target, nf.distributions.TwoMoons)
     with pytest.warns(DeprecationWarning, match=COMPAT_IMPORT):
         layer = nf.flows.CoupledRationalQuadraticSpline(4, 2, 16)
-    assert isinstance(layer, nf.flows.RationalQuadraticCoupling)
+    assert isinstance(layer, cnf.flows.CoupledRationalQuadraticSpline)
 
 
 def test_native_names_carry_no_warning():
@@ -123,151 +124,48 @@ def test_no_native_module_imports_compat():
     assert offenders == []
 
 
-# ---- the four spline classes: normflows' arguments and masks, flowforge's numerics ----------------
-
-# Outputs of the classes as they were in flowforge.flows (HEAD 73a5fa9), for parameters drawn from a
-# fixed generator: [Σx, Σx², forward log-dets (3), Σ inverse(z), inverse log-dets (3)].
-SPLINES = {
-    "coupled": (
-        lambda: cnf.flows.CoupledRationalQuadraticSpline(5, 2, 16, num_bins=6, reverse_mask=True),
-        5, None, 3.0,
-        [1.7388451718045124, 59.35800027329504, -11.64781566450252, -3.474100821588892, -7.717166280828694,
-         12.038994271578284, -7.596653302356553, -7.696496717614156, 1.3972877846625475],
-    ),
-    "coupled-context": (
-        lambda: cnf.flows.CoupledRationalQuadraticSpline(4, 1, 8, 2, num_bins=4, tail_bound=2.0),
-        4, 2, 2.0,
-        [-12.169905479116045, 20.02240839148212, -3.5167721125416636, -6.424126706297918, -7.764672646715708,
-         -6.522925512935822, -3.0175249919051153, -2.6193774213504746, -6.315160393283441],
-    ),
-    "circular-coupled": (
-        lambda: cnf.flows.CircularCoupledRationalQuadraticSpline(4, 2, 16, [0, 3], mask=torch.tensor([0, 1, 1, 0])),
-        4, None, 3.0,
-        [-1.6960069511059426, 28.981969952967226, 0.38012464520173744, -3.0636264852771156, 0.7554160078881974,
-         0.3175255475418681, -0.5646156632012069, 2.515630152398098, -1.3859682269475897],
-    ),
-    "autoregressive": (
-        lambda: cnf.flows.AutoregressiveRationalQuadraticSpline(4, 2, 16, num_bins=5, permute_mask=True),
-        4, None, 3.0,
-        [-0.6675810601988026, 62.57224477598722, -4.991265952891927, 1.9394509197036913, -5.528954469118524,
-         -10.358421774370893, -2.559927316430835, -1.259824300031062, -1.2704848279004697],
-    ),
-    "circular-autoregressive": (
-        lambda: cnf.flows.CircularAutoregressiveRationalQuadraticSpline(3, 1, 16, [1], 2, tail_bound=torch.pi),
-        3, 2, torch.pi,
-        [3.0419372633669357, 28.945758261134124, -0.6731049623270046, -0.3111043533238105, -1.989855945938791,
-         -0.854173185309673, 0.5238925511524953, 0.4178049440907068, -0.3765962074592395],
-    ),
-}  # fmt: skip
-
-
 def drawn(layer, generator):
     with torch.no_grad():
         for parameter in layer.parameters():
-            parameter.copy_(0.3 * torch.randn(parameter.shape, generator=generator, dtype=torch.float64))
+            parameter.copy_(0.3 * torch.randn(parameter.shape, generator=generator, dtype=parameter.dtype))
     return layer
 
 
-def spline_case(name):
-    factory, dim, context_features, bound, expected = SPLINES[name]
-    torch.manual_seed(0)  # the random autoregressive orders
-    layer = factory().double()
-    generator = torch.Generator().manual_seed(1)
-    drawn(layer, generator)
-    z = (2 * torch.rand(3, dim, generator=generator, dtype=torch.float64) - 1) * 0.95 * bound
-    context = ()
-    if context_features is not None:
-        context = (torch.randn(3, context_features, generator=generator, dtype=torch.float64),)
-    return layer, z, context, expected
-
-
-@pytest.mark.parametrize("name", sorted(SPLINES))
-def test_compat_splines_keep_the_previous_numerics(name):
-    layer, z, context, expected = spline_case(name)
-    with torch.no_grad():
-        x, log_det = layer(z, *context)
-        z_back, inverse_log_det = layer.inverse(z, *context)
-    got = torch.cat([x.sum()[None], x.square().sum()[None], log_det, z_back.sum()[None], inverse_log_det])
-    torch.testing.assert_close(got, torch.tensor(expected, dtype=torch.float64), rtol=1e-12, atol=1e-12)
-
-
-NATIVE_EQUIVALENTS = {
-    "coupled": lambda: nf.flows.RationalQuadraticCoupling(
-        5, 16, 2, num_bins=6, mask=nf.flows.alternating_mask(5, even=False)
-    ),
-    "coupled-context": lambda: nf.flows.RationalQuadraticCoupling(
-        4, 8, 1, num_bins=4, tail_bound=2.0, mask=nf.flows.alternating_mask(4), context_features=2
-    ),
-    "circular-coupled": lambda: nf.flows.RationalQuadraticCoupling(
-        4, 16, 2, mask=torch.tensor([1, 0, 0, 1]), circular=[0, 3]
-    ),
-    "autoregressive": lambda: nf.flows.RationalQuadraticAutoregressive(4, 16, 2, num_bins=5),
-    "circular-autoregressive": lambda: nf.flows.RationalQuadraticAutoregressive(
-        3, 16, 1, tail_bound=torch.pi, circular=[1], context_features=2
-    ),
-}
-
-
-@pytest.mark.parametrize("name", sorted(SPLINES))
-def test_compat_splines_are_the_native_layers_with_normflows_masks(name):
-    layer, z, context, _ = spline_case(name)
-    native = NATIVE_EQUIVALENTS[name]().double()
-    native.load_state_dict(layer.state_dict())  # the autoregressive order travels as MADE's buffer
-    for got, want in zip(native(z, *context), layer(z, *context), strict=True):
-        torch.testing.assert_close(got, want, rtol=0, atol=0)
-    for got, want in zip(native.inverse(z, *context), layer.inverse(z, *context), strict=True):
-        torch.testing.assert_close(got, want, rtol=0, atol=0)
+# ---- the spline and MAF classes: normflows' arguments and structure ---------------------------------
+# Their numerics and state_dicts are compared with normflows' own layers in tests/test_compat_nets_parity.py.
 
 
 @pytest.mark.parametrize("reverse_mask", [False, True])
 def test_spline_coupling_conditions_on_the_coordinates_normflows_conditions_on(reverse_mask):
     normflows = pytest.importorskip("normflows")
     theirs = normflows.flows.CoupledRationalQuadraticSpline(5, 2, 16, reverse_mask=reverse_mask).prqct
-    ours = cnf.flows.CoupledRationalQuadraticSpline(5, 2, 16, reverse_mask=reverse_mask)
-    assert ours.kept.tolist() == theirs.identity_features.tolist()
-    assert ours.moved.tolist() == theirs.transform_features.tolist()
-
-
-@pytest.mark.parametrize("reverse_mask, kept", [(False, slice(0, None, 2)), (True, slice(1, None, 2))])
-def test_normflows_spline_coupling_keeps_the_coordinates_normflows_keeps(reverse_mask, kept):
-    # normflows' alternating mask (even=reverse_mask) marks the transformed coordinates.
-    layer = cnf.flows.CoupledRationalQuadraticSpline(5, 2, 16, reverse_mask=reverse_mask)
-    with torch.no_grad():
-        for parameter in layer.parameters():
-            parameter.add_(0.5 * torch.randn_like(parameter))
-    z = torch.randn(8, 5)
-    x, _ = layer(z)
-    torch.testing.assert_close(x[:, kept], z[:, kept])
-    assert not torch.allclose(x, z)
+    ours = cnf.flows.CoupledRationalQuadraticSpline(5, 2, 16, reverse_mask=reverse_mask).prqct
+    assert ours.identity_features.tolist() == theirs.identity_features.tolist()
+    assert ours.transform_features.tolist() == theirs.transform_features.tolist()
 
 
 def test_normflows_spline_names_take_normflows_arguments():
     layer = cnf.flows.AutoregressiveRationalQuadraticSpline(
         4, 2, 32, num_context_channels=3, permute_mask=True, init_identity=False
     )
-    assert layer.made.output.weight.abs().sum() > 0
+    assert layer.mprqat.autoregressive_net.final_layer.weight.abs().sum() > 0  # init_identity=False
     cnf.flows.CircularCoupledRationalQuadraticSpline(4, 2, 32, [0, 2], tail_bound=torch.pi)
     cnf.flows.CircularAutoregressiveRationalQuadraticSpline(4, 2, 32, [1])
-    with pytest.raises(ValueError, match="tails must be 'linear'"):
-        cnf.flows.CoupledRationalQuadraticSpline(4, 2, 32, tails="circular")
     assert cnf.flows.neural_spline.wrapper.CoupledRationalQuadraticSpline is cnf.flows.CoupledRationalQuadraticSpline
 
 
-# ---- leftover arguments: the compat classes take them, the native ones do not ---------------------
-
-
 def test_normflows_autoregressive_argument_order():
-    layer = cnf.flows.MaskedAffineAutoregressive(3, 16, None, 2, True, True, F.relu, 0.0, False)
-    assert isinstance(layer, nf.flows.MaskedAffineAutoregressive) and layer.made.residual
+    # normflows' order: features, hidden_features, context_features, num_blocks, use_residual_blocks,
+    # random_mask, activation, dropout_probability, use_batch_norm.
+    layer = cnf.flows.MaskedAffineAutoregressive(3, 16, None, 2, True, False, F.relu, 0.0, False)
+    assert len(layer.autoregressive_net.blocks) == 2
     z = torch.randn(4, 3)
     x, _ = layer(z)
-    torch.testing.assert_close(layer.inverse(x)[0], z)
-    plain = cnf.flows.MaskedAffineAutoregressive(3, 16, use_residual_blocks=False, activation=torch.nn.Tanh)
-    assert not plain.made.residual and isinstance(plain.made.activation, torch.nn.Tanh)
+    torch.testing.assert_close(layer.inverse(x)[0], z, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError):  # normflows refuses residual blocks with a random mask too
+        cnf.flows.MaskedAffineAutoregressive(3, 16, None, 2, True, True)
     with pytest.raises(ValueError, match="use_batch_norm is not supported"):
-        cnf.flows.MaskedAffineAutoregressive(3, 16, use_batch_norm=True)
-    with pytest.raises(ValueError, match="use_batch_norm is not supported"):
-        cnf.nets.MADE(3, 16, use_batch_norm=True)
+        nf.nets.MADE(3, 16, use_batch_norm=True)  # the native MADE has no batch norm
 
 
 def test_normflows_residual_arguments_map_onto_the_native_ones():
