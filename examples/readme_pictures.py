@@ -17,7 +17,7 @@ FRAMES = (0, 5, 25, 100)  # iterations 0, 1000, 5000, 20000 at a frame every 200
 
 
 def main() -> int:
-    if cli.main(["demo", "--out", str(RUN), "--no-progress"]) != 0:
+    if cli.main(["demo", "--out", str(RUN), "--no-progress", "--overwrite"]) != 0:
         return 1
     docs = ROOT / "docs"
     docs.mkdir(exist_ok=True)

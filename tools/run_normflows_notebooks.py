@@ -7,15 +7,16 @@ PATH is the ``examples/`` folder of a checkout of https://github.com/VincentStim
 registries, cannot run this; its results are reported in docs/normflows.md). Each notebook's code
 cells run in order, in a fresh Python process, with ``import normflows as nf`` replaced by
 ``from flowforge.compat import normflows as nf`` (``--import flowforge`` uses ``import flowforge as nf``
-instead) and nothing else changed, except:
+instead; ``--import normflows`` runs normflows itself, to tell a notebook's own failures apart) and
+nothing else changed, except:
 
 - ``--iterations N`` caps the training loops (``max_iter = …``, ``n_epochs = …``) at N for a quick run;
   without it the notebooks run at their own sizes;
 - MNIST and CIFAR-10 cannot be downloaded here: ``torchvision.datasets.MNIST`` and ``.CIFAR10`` are
   replaced by a small local stand-in built from scikit-learn's bundled 8x8 digits (upscaled to 28x28
   grey or 32x32 colour images), passed through the notebook's own transforms; when torchvision is not
-  installed (or does not match torch), a minimal ``torchvision`` with ``transforms.Compose`` and
-  ``transforms.ToTensor`` stands in too;
+  installed (or does not match torch), a minimal ``torchvision`` with ``transforms.Compose``,
+  ``transforms.ToTensor`` and ``utils.make_grid`` stands in too;
 - shell and magic lines (``!pip …``, ``%matplotlib …``) are dropped and figures are not shown;
 - without a GPU, ``.cuda()`` leaves modules and tensors where they are (one notebook calls it
   unconditionally), and the image notebook, which asks for a picture of your own (``img.png``), gets a
@@ -122,8 +123,25 @@ def _install_dataset_stand_ins():
                 array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
                 return torch.from_numpy(np.ascontiguousarray(array))
 
+        def make_grid(images, nrow=8, padding=2, normalize=False, pad_value=0.0, **kwargs):
+            images = torch.as_tensor(images)
+            if normalize:
+                images = (images - images.min()) / (images.max() - images.min()).clamp_min(1e-12)
+            count, channels, height, width = images.shape
+            columns = min(nrow, count)
+            rows = -(-count // columns)
+            grid = images.new_full((channels, rows * (height + padding) + padding,
+                                    columns * (width + padding) + padding), pad_value)
+            for index in range(count):
+                top = (index // columns) * (height + padding) + padding
+                left = (index % columns) * (width + padding) + padding
+                grid[:, top : top + height, left : left + width] = images[index]
+            return grid
+
         torchvision.transforms.Compose, torchvision.transforms.ToTensor = Compose, ToTensor
-        for name in ("torchvision", "torchvision.datasets", "torchvision.transforms"):
+        torchvision.utils = types.ModuleType("torchvision.utils")
+        torchvision.utils.make_grid = make_grid
+        for name in ("torchvision", "torchvision.datasets", "torchvision.transforms", "torchvision.utils"):
             sys.modules[name] = torchvision if name == "torchvision" else getattr(torchvision, name.split(".")[1])
     torchvision.datasets.MNIST, torchvision.datasets.CIFAR10 = MNIST, CIFAR10
 
@@ -133,6 +151,7 @@ _install_dataset_stand_ins()
 IMPORTS = {
     "compat": "from flowforge.compat import normflows as nf",
     "flowforge": "import flowforge as nf",
+    "normflows": "import normflows as nf",  # normflows itself, to tell its notebooks' own failures apart
 }
 
 
@@ -151,7 +170,9 @@ def prepare(source: str, import_line: str, iterations: int | None) -> str:
     return source
 
 
-def run_notebook(path: Path, import_line: str, iterations: int | None, timeout: float) -> tuple[bool, str, float]:
+def run_notebook(
+    path: Path, import_line: str, iterations: int | None, timeout: float, verbose: bool = False
+) -> tuple[bool, str, float]:
     cells = [prepare(cell, import_line, iterations) for cell in notebook_cells(path)]
     script = [PRELUDE]
     for index, cell in enumerate(cells):
@@ -169,6 +190,8 @@ def run_notebook(path: Path, import_line: str, iterations: int | None, timeout: 
     if done.returncode == 0:
         return True, "ok", seconds
     error = [line for line in done.stderr.strip().splitlines() if line.strip()]
+    if verbose:
+        print(done.stderr[-4000:], file=sys.stderr)
     # The last traceback line in the generated script tells the cell that stopped.
     lines = re.findall(r'File "' + re.escape(str(program)) + r'", line (\d+)', done.stderr)
     label = ""
@@ -185,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per notebook (default 1800)")
     parser.add_argument("--import", dest="import_kind", choices=sorted(IMPORTS), default="compat")
     parser.add_argument("--only", nargs="*", default=None, help="notebook names without .ipynb (default: all)")
+    parser.add_argument("--verbose", action="store_true", help="print the traceback of a failing notebook")
     args = parser.parse_args(argv)
     if not args.examples.is_dir():
         parser.error(f"{args.examples} is not a folder; give the examples/ folder of a normalizing-flows checkout")
@@ -197,7 +221,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"no notebooks to run in {args.examples}")
     failed = 0
     for path in notebooks:
-        ok, message, seconds = run_notebook(path, IMPORTS[args.import_kind], args.iterations, args.timeout)
+        ok, message, seconds = run_notebook(
+            path, IMPORTS[args.import_kind], args.iterations, args.timeout, args.verbose
+        )
         failed += not ok
         print(f"{'ok  ' if ok else 'FAIL'} {path.stem:32s} {seconds:7.1f} s  {message}", flush=True)
     print(f"{len(notebooks) - failed} of {len(notebooks)} notebooks ran")
