@@ -37,12 +37,14 @@ class ZukoModel(torch.nn.Module):
         super().__init__()
         self.flow, self.standardization = flow, standardization
 
-    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+    def log_prob(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        if context is not None:
+            raise ValueError("the zuko baseline is unconditional: it takes no context")
         z, log_det = self.standardization.inverse(x)
         return self.flow().log_prob(z) + log_det
 
-    def forward_kld(self, x: torch.Tensor) -> torch.Tensor:
-        return -self.log_prob(x).mean()
+    def forward_kld(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        return -self.log_prob(x, context).mean()
 
 
 def test_nll(model, test: torch.Tensor) -> tuple[float, float]:

@@ -1,12 +1,10 @@
-"""normflows' distributions and flowforge.compat.normflows' side by side: every class at normflows'
-module path with normflows' constructor signature, and for every class with parameters or buffers a
+"""normflows' distributions and flowforge.compat.normflows' side by side (names and signatures at
+their paths: tests/test_normflows_names.py): for every class with parameters or buffers a
 normflows ``state_dict`` loads into the compat object built by the same call (same log-densities, in
 float64), and the compat ``state_dict`` loads back into normflows."""
 
 from __future__ import annotations
 
-import importlib
-import inspect
 import math
 import warnings
 
@@ -18,66 +16,6 @@ from torch import nn
 normflows = pytest.importorskip("normflows")
 
 import flowforge.compat.normflows as cnf  # noqa: E402
-
-MODULES = [
-    "distributions",
-    "distributions.base",
-    "distributions.prior",
-    "distributions.target",
-    "distributions.encoder",
-    "distributions.decoder",
-    "distributions.mh_proposal",
-    "distributions.linear_interpolation",
-    "sampling",
-    "sampling.hais",
-    "core",
-]
-IMPORTED_HELPERS = {"np", "torch", "nn", "flows", "distributions", "utils", "Split"}
-"""Names normflows' modules import for their own use (``np``, ``torch``, ``..flows``), not its API."""
-
-DEFAULTS_DIFFER = {("core", "NormalizingFlowVAE", "q0")}
-"""normflows' default is a module instance made at import (``Dirac()``); flowforge's is None, which
-builds a fresh ``Dirac()`` per model."""
-
-
-def _public(module) -> dict[str, object]:
-    names = getattr(module, "__all__", None) or [n for n in vars(module) if not n.startswith("_")]
-    return {name: getattr(module, name) for name in names if name not in IMPORTED_HELPERS}
-
-
-def _normflows_names():
-    for path in MODULES:
-        module = importlib.import_module(f"normflows.{path}")
-        for name, value in _public(module).items():
-            if inspect.ismodule(value) and not value.__name__.startswith("normflows"):
-                continue
-            if name.endswith("_test") or (inspect.ismodule(value) and value.__name__.endswith("_test")):
-                continue
-            yield path, name, value
-
-
-@pytest.mark.parametrize("path, name, value", list(_normflows_names()), ids=lambda v: str(v)[:40])
-def test_every_normflows_name_is_at_its_path_with_its_signature(path, name, value):
-    compat = importlib.import_module(f"flowforge.compat.normflows.{path}")
-    assert hasattr(compat, name), f"flowforge.compat.normflows.{path} lacks {name}"
-    ours = getattr(compat, name)
-    if inspect.ismodule(value):
-        assert inspect.ismodule(ours)
-        return
-    if not inspect.isclass(value) or value.__init__ is object.__init__:
-        return
-    theirs = inspect.signature(value.__init__).parameters
-    mine = inspect.signature(ours.__init__).parameters
-    assert list(mine)[: len(theirs)] == list(theirs), f"{name}: parameters {list(mine)} vs normflows' {list(theirs)}"
-    for parameter in theirs.values():
-        if (path, name, parameter.name) in DEFAULTS_DIFFER or parameter.default is inspect.Parameter.empty:
-            continue
-        default = mine[parameter.name].default
-        if isinstance(parameter.default, torch.Tensor):
-            assert torch.equal(default, parameter.default), f"{name}.{parameter.name}"
-        else:
-            assert default == parameter.default, f"{name}.{parameter.name}: {default!r} vs {parameter.default!r}"
-
 
 # ----------------------------------------------------------------------------------------------
 # state_dict both ways

@@ -55,7 +55,7 @@ class Target(native.Target):
         _proposal_box(self, prop_scale, prop_shift)
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError("The log probability is not implemented yet.")
+        raise NotImplementedError(f"{type(self).__name__} is a base class: a target defines log_prob(z)")
 
     def rejection_sampling(self, num_steps: int = 1) -> torch.Tensor:
         """One round of rejection sampling from ``num_steps`` proposals: the accepted ones."""

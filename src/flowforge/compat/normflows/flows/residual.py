@@ -177,9 +177,9 @@ def batch_jacobian(g: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return torch.cat(rows, 1)
 
 
-def batch_trace(matrices: torch.Tensor) -> torch.Tensor:
+def batch_trace(M: torch.Tensor) -> torch.Tensor:  # noqa: N803 (normflows' parameter name)
     """The traces of a batch of square matrices ``(batch, d, d)``."""
-    return torch.diagonal(matrices, dim1=1, dim2=2).sum(1)
+    return torch.diagonal(M, dim1=1, dim2=2).sum(1)
 
 
 def basic_logdet_estimator(

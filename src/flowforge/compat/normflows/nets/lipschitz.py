@@ -134,7 +134,7 @@ class _InducedNorm(nn.Module):
         atol = self.atol if atol is None else atol
         rtol = self.rtol if rtol is None else atol  # normflows (and residual-flows) use atol here
         if n_iterations is None and (atol is None or rtol is None):
-            raise ValueError("Need one of n_iteration or (atol, rtol).")
+            raise ValueError("give n_iterations, or both atol and rtol, to bound the power iteration")
         self._tolerances = (atol, rtol)
         return (200 if n_iterations is None else n_iterations), n_iterations is None
 
@@ -346,7 +346,9 @@ class InducedNormConv2d(_InducedNorm):
     def compute_one_iter(self) -> torch.Tensor:
         """One power iteration from the stored vectors (not stored back): the new ``σ`` estimate."""
         if not self.initialized:
-            raise ValueError("Layer needs to be initialized first.")
+            raise ValueError(
+                f"{type(self).__name__}: run a forward pass first (the layer sets its spatial size on its first input)"
+            )
         weight = self.weight.detach()
         u, v = self._step(self.u.detach(), self.v.detach(), weight, out=False)
         return self._sigma(u, v, weight)

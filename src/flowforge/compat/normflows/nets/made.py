@@ -131,7 +131,7 @@ class MaskedResidualBlock(nn.Module):
         zero_initialization: bool = True,
     ):
         if random_mask:
-            raise ValueError("Masked residual block can't be used with random masks.")
+            raise ValueError("MaskedResidualBlock needs the natural (non-random) degree order; got random_mask=True")
         super().__init__()
         features = len(in_degrees)
         if context_features is not None:
@@ -188,7 +188,9 @@ class MADE(nn.Module):
         preprocessing: nn.Module | None = None,
     ):
         if use_residual_blocks and random_mask:
-            raise ValueError("Residual blocks can't be used with random masks.")
+            raise ValueError(
+                "MADE: residual blocks need the natural degree order (use_residual_blocks=False with random_mask)"
+            )
         super().__init__()
         self.preprocessing = nn.Identity() if preprocessing is None else preprocessing
         input_degrees = _get_input_degrees(features)

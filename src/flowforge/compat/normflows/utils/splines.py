@@ -71,9 +71,9 @@ def rational_quadratic_spline(
     Inputs must lie in the interval. Returns ``(outputs, log|dy/dx|)`` of the direction computed."""
     num_bins = unnormalized_widths.shape[-1]
     if min_bin_width * num_bins > 1.0:
-        raise ValueError("Minimal bin width too large for the number of bins")
+        raise ValueError(f"min_bin_width * num_bins must be at most 1, got {min_bin_width} * {num_bins}")
     if min_bin_height * num_bins > 1.0:
-        raise ValueError("Minimal bin height too large for the number of bins")
+        raise ValueError(f"min_bin_height * num_bins must be at most 1, got {min_bin_height} * {num_bins}")
     widths, x_knots = _knots(unnormalized_widths, left, right, min_bin_width)
     derivatives = min_derivative + F.softplus(unnormalized_derivatives)
     heights, y_knots = _knots(unnormalized_heights, bottom, top, min_bin_height)

@@ -73,9 +73,9 @@ class Coupling(Flow):
     ):
         mask = torch.as_tensor(mask)
         if mask.dim() != 1:
-            raise ValueError("Mask must be a 1-dim tensor.")
+            raise ValueError(f"mask must be a vector (one entry per feature), got shape {tuple(mask.shape)}")
         if mask.numel() <= 0:
-            raise ValueError("Mask can't be empty.")
+            raise ValueError("mask must have at least one entry")
         super().__init__()
         self.features = len(mask)
         identity, transform = _mask_split(mask)
