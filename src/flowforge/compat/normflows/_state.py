@@ -26,18 +26,25 @@ def _own(state: Mapping[str, Any], prefix: str) -> list[str]:
     return [key for key in state if key.startswith(prefix) and "." not in key[len(prefix) :]]
 
 
-def normflows_state(module: nn.Module, save: Converter, load: Converter) -> None:
-    """Make ``module.state_dict()`` use normflows' layout (``save``) and ``load_state_dict`` accept it
-    (``load``). Both converters map the module's own entries, keyed relative to the module, to new
-    entries; they must not change values in place."""
+class _SaveHook:
+    """``state_dict`` hook: the module's own entries through ``save`` (a class, so that models pickle)."""
 
-    def on_save(owner: nn.Module, state: dict[str, Any], prefix: str, local_metadata: Any) -> None:
-        keys = _own(state, prefix)
-        native = {key[len(prefix) :]: state.pop(key) for key in keys}
-        for key, value in save(native).items():
+    def __init__(self, save: Converter):
+        self.save = save
+
+    def __call__(self, owner: nn.Module, state: dict[str, Any], prefix: str, local_metadata: Any) -> None:
+        native = {key[len(prefix) :]: state.pop(key) for key in _own(state, prefix)}
+        for key, value in self.save(native).items():
             state[prefix + key] = value
 
-    def on_load(state: dict[str, Any], prefix: str, *args: Any) -> None:
+
+class _LoadHook:
+    """``load_state_dict`` pre-hook: entries in normflows' layout through ``load``; the native layout as is."""
+
+    def __init__(self, load: Converter):
+        self.load = load
+
+    def __call__(self, module: nn.Module, state: dict[str, Any], prefix: str, *args: Any) -> None:
         keys = _own(state, prefix)
         given = {key[len(prefix) :]: state[key] for key in keys}
         native_names = {name for name, _ in module.named_parameters(recurse=False)}
@@ -46,21 +53,34 @@ def normflows_state(module: nn.Module, save: Converter, load: Converter) -> None
             return  # already the native layout (or nothing of this module)
         for key in keys:
             del state[key]
-        for key, value in load(given).items():
+        for key, value in self.load(given).items():
             state[prefix + key] = value
 
-    module._register_state_dict_hook(on_save)
-    module._register_load_state_dict_pre_hook(on_load)
+
+def normflows_state(module: nn.Module, save: Converter, load: Converter) -> None:
+    """Make ``module.state_dict()`` use normflows' layout (``save``) and ``load_state_dict`` accept it
+    (``load``). Both converters map the module's own entries, keyed relative to the module, to new
+    entries; they must not change values in place, and must pickle (module-level functions, bound
+    methods or :class:`Renamed`) so that ``torch.save(model)`` works."""
+    module._register_state_dict_hook(_SaveHook(save))
+    module._register_load_state_dict_pre_hook(_LoadHook(load), with_module=True)
 
 
-def renamed(pairs: Mapping[str, str]) -> tuple[Converter, Converter]:
-    """``(save, load)`` converters for a plain renaming ``{native: normflows}`` of same-shaped entries."""
-    back = {new: old for old, new in pairs.items()}
+class Renamed:
+    """``save``/``load`` converters for a renaming ``{native: normflows}`` of entries, each optionally
+    given a leading axis of length 1 in normflows' layout (``unsqueeze``)."""
 
-    def save(entries: Entries) -> Entries:
-        return {pairs.get(key, key): value for key, value in entries.items()}
+    def __init__(self, pairs: Mapping[str, str], unsqueeze: bool = False):
+        self.pairs, self.back, self.unsqueeze = dict(pairs), {new: old for old, new in pairs.items()}, unsqueeze
 
-    def load(entries: Entries) -> Entries:
-        return {back.get(key, key): value for key, value in entries.items()}
+    def save(self, entries: Entries) -> Entries:
+        return {self.pairs.get(k, k): v.unsqueeze(0) if self.unsqueeze else v for k, v in entries.items()}
 
-    return save, load
+    def load(self, entries: Entries) -> Entries:
+        return {self.back.get(k, k): v.squeeze(0) if self.unsqueeze else v for k, v in entries.items()}
+
+
+def renamed(pairs: Mapping[str, str], unsqueeze: bool = False) -> tuple[Converter, Converter]:
+    """``(save, load)`` of :class:`Renamed`: a plain renaming ``{native: normflows}``."""
+    renaming = Renamed(pairs, unsqueeze)
+    return renaming.save, renaming.load

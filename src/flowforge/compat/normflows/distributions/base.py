@@ -28,7 +28,7 @@ from ....distributions.conditional import ConditionalDiagGaussian as _NativeCond
 from ....distributions.conditional import class_labels
 from ....flows.base import as_event_shape
 from ....utils.checks import positive_int
-from .._state import normflows_state
+from .._state import normflows_state, renamed
 
 _LOG_2PI = math.log(2 * math.pi)
 
@@ -488,16 +488,8 @@ class GaussianMixture(_NativeGaussianMixture, BaseDistribution):
             _mixture_argument("weights", weights, shape[:1]),
             trainable,
         )
-        names = {"loc": "loc", "log_scale": "log_scale", "weight_logits": "weight_scores"}
-        back = {new: old for old, new in names.items()}
-
-        def save(entries: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-            return {names.get(key, key): value.unsqueeze(0) for key, value in entries.items()}
-
-        def load(entries: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-            return {back.get(key, key): value.squeeze(0) for key, value in entries.items()}
-
-        normflows_state(self, save, load)
+        # normflows keeps a leading axis of 1 on each and calls the log weights weight_scores.
+        normflows_state(self, *renamed({"weight_logits": "weight_scores"}, unsqueeze=True))
 
     @property
     def weight_scores(self) -> torch.Tensor:
