@@ -154,5 +154,9 @@ def test_evaluation_estimate_above_the_exact_threshold_is_fixed_and_close():
     assert torch.equal(layer.inverse(x)[1], first)
     # one fixed probe: a Hutchinson estimate, close to the truth but not equal to it
     assert (first - exact.inverse(x)[1]).abs().max() < 1.0
+    # the same probe for every row: a point's value does not depend on the batch it is in
+    for row in range(8):
+        torch.testing.assert_close(layer.inverse(x[row : row + 1])[1], first[row : row + 1], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(layer.inverse(x[3:7])[1], first[3:7], rtol=1e-12, atol=1e-12)
     layer.train()
     assert not torch.equal(layer.inverse(x)[1], layer.inverse(x)[1])  # training keeps the random estimator

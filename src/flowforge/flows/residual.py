@@ -32,11 +32,15 @@ class Residual(Flow):
     The random estimator is for training only (an unbiased gradient signal). In evaluation mode
     (``.eval()``) the log-det is deterministic, so repeated ``log_prob`` calls agree to the bit:
     exact, ``slogdet(I + J_g)`` of the full Jacobian (``D`` backward passes), when the event has
-    ``D ≤ eval_exact_max_dim`` coordinates (16 by default, as for ``brute_force``); otherwise the
-    power series truncated at ``n_power_series`` terms, or ``eval_terms`` (20) when that is None,
-    with ``n_samples`` Gaussian probes drawn from a generator seeded with :attr:`EVAL_SEED` (the
-    same probes on every call; the global random state is neither used nor advanced). The
-    truncation error is at most ``D Σ_{k>K} Lip(g)^k / k`` (≈ ``D · 1.4e-3`` for ``Lip(g) = 0.7``).
+    ``D ≤ eval_exact_max_dim`` coordinates (16 by default); otherwise the power series truncated at
+    ``n_power_series`` terms, or ``eval_terms`` (20) when that is None, with ``n_samples`` Gaussian
+    probes drawn from a generator seeded with :attr:`EVAL_SEED`: the same probes on every call and
+    for every row, so a point's log-density depends neither on the call nor on the batch it is in
+    (the global random state is neither used nor advanced). This is a fixed Hutchinson estimate, not
+    the exact value: the truncation adds at most ``D Σ_{k>K} Lip(g)^k / k`` (≈ ``D · 8e-5`` for
+    ``K = 20`` and ``Lip(g) = 0.7``), and the probes an error that shrinks as ``1/√n_samples`` (a
+    fraction of a nat per layer for one probe on 20 coordinates). It costs ``K · n_samples``
+    vector-Jacobian products per layer, against about 3–4 for the training estimator.
 
     Direction: with ``reverse=True`` (default, as normflows) ``h`` is the density direction
     (``inverse``) and sampling solves ``v + g(v) = z`` by fixed-point iteration to ``tolerance``
@@ -127,7 +131,8 @@ class Residual(Flow):
             if generator is None:
                 probe = torch.randn_like(v)
             else:
-                probe = torch.randn(v.shape, generator=generator, dtype=v.dtype, device=v.device)
+                # one probe shared by every row: a point's density does not depend on its batch
+                probe = torch.randn(v.shape[1:], generator=generator, dtype=v.dtype, device=v.device).expand_as(v)
             product = probe
             for k in range(1, terms + 1):
                 (product,) = torch.autograd.grad(g, v, product, retain_graph=True, create_graph=create_graph)
