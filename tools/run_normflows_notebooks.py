@@ -10,8 +10,11 @@ cells run in order, in a fresh Python process, with ``import normflows as nf`` r
 instead; ``--import normflows`` runs normflows itself, to tell a notebook's own failures apart) and
 nothing else changed, except:
 
-- ``--iterations N`` caps the training loops (``max_iter = …``, ``n_epochs = …``) at N for a quick run;
-  without it the notebooks run at their own sizes;
+- ``--iterations N`` caps the training loops (``max_iter = …``, ``n_epochs = …``) at N for a quick run,
+  and the intervals of their in-loop plots (``show_iter = …``, ``save_iter = …``) too, so those
+  branches run; without it the notebooks run at their own sizes;
+- normflows itself cannot be imported (except with ``--import normflows``), so nothing runs on it by
+  accident;
 - MNIST and CIFAR-10 cannot be downloaded here: ``torchvision.datasets.MNIST`` and ``.CIFAR10`` are
   replaced by a small local stand-in built from scikit-learn's bundled 8x8 digits (upscaled to 28x28
   grey or 32x32 colour images), passed through the notebook's own transforms; when torchvision is not
@@ -165,8 +168,9 @@ def prepare(source: str, import_line: str, iterations: int | None) -> str:
     source = "\n".join(lines)
     source = re.sub(r"^(\s*)import normflows as nf\b", lambda m: m[1] + import_line, source, flags=re.M)
     if iterations is not None:
-        source = re.sub(r"^(\s*(?:max_iter|n_epochs|num_iter)\s*=\s*)\d+", lambda m: f"{m[1]}{iterations}", source,
-                        flags=re.M)  # fmt: skip
+        # the loops, and the intervals of their in-loop plots and logs, so that those run too
+        names = r"max_iter|n_epochs|num_iter|show_iter|save_iter|plot_iter|eval_iter"
+        source = re.sub(rf"^(\s*(?:{names})\s*=\s*)\d+", lambda m: f"{m[1]}{iterations}", source, flags=re.M)
     return source
 
 
@@ -175,6 +179,8 @@ def run_notebook(
 ) -> tuple[bool, str, float]:
     cells = [prepare(cell, import_line, iterations) for cell in notebook_cells(path)]
     script = [PRELUDE]
+    if "normflows" not in import_line:  # a cell that imported normflows some other way would get the real one
+        script.append('import sys as _sys\n_sys.modules["normflows"] = None\n')
     for index, cell in enumerate(cells):
         script.append(f"# --- cell {index}\n_cell = {index}\n{cell}\n")
     with tempfile.TemporaryDirectory() as folder:
