@@ -108,11 +108,15 @@ def _save_residual(module: Residual, state: dict[str, Any], prefix: str, local_m
     for key in [key for key in state if key.startswith(prefix + "net.")]:
         state[prefix + "iresblock.nnet." + key[len(prefix + "net.") :]] = state.pop(key)
     block = prefix + "iresblock."
-    state[block + "geom_p"] = torch.tensor(_logit(module.geom_p), dtype=torch.float64)
-    state[block + "lamb"] = torch.tensor(module.lamb)
-    state[block + "last_n_samples"] = torch.zeros(module.n_samples)
-    state[block + "last_firmom"] = torch.zeros(1)
-    state[block + "last_secmom"] = torch.zeros(1)
+    # normflows' estimator state, on the net's device and (but for geom_p, a float64 in normflows) dtype
+    reference = next(module.parameters(), None)
+    dtype = reference.dtype if reference is not None else torch.get_default_dtype()
+    device = reference.device if reference is not None else None
+    state[block + "geom_p"] = torch.tensor(_logit(module.geom_p), dtype=torch.float64, device=device)
+    state[block + "lamb"] = torch.tensor(module.lamb, dtype=dtype, device=device)
+    state[block + "last_n_samples"] = torch.zeros(module.n_samples, dtype=dtype, device=device)
+    state[block + "last_firmom"] = torch.zeros(1, dtype=dtype, device=device)
+    state[block + "last_secmom"] = torch.zeros(1, dtype=dtype, device=device)
 
 
 class iResBlock(nn.Module):  # noqa: N801 (normflows' name)
