@@ -64,18 +64,25 @@ class MaskedLinear(nn.Linear):
         is_output: bool,
         out_degrees_: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(mask, output degrees)``: outputs see strictly smaller degrees, hidden units smaller or equal."""
-        features = autoregressive_features
+        """``(mask, output degrees)``. Unit ``o`` may read input ``i`` when ``deg(o) − deg(i) ≥ gap``,
+        with ``gap = 1`` for the output layer (a strict ordering, so no output sees its own feature)
+        and ``0`` for hidden layers. Degrees are integers throughout."""
+        d = autoregressive_features
         if is_output:
-            base = _get_input_degrees(features) if out_degrees_ is None else out_degrees_
-            out_degrees = tile(base, out_features // features)
-            return (out_degrees[..., None] > in_degrees).float(), out_degrees
-        if random_mask:
-            low = min(int(torch.min(in_degrees).item()), features - 1)
-            out_degrees = torch.randint(low=low, high=features, size=[out_features], dtype=torch.long)
+            # Feature-major outputs: each feature's degree repeated once per parameter.
+            per_feature = _get_input_degrees(d) if out_degrees_ is None else out_degrees_
+            degrees = tile(per_feature, out_features // d)
+        elif random_mask:
+            # Uniform over [lowest reachable degree, d − 1]; the draw is normflows' randint call.
+            floor = min(int(in_degrees.min().item()), d - 1)
+            degrees = torch.randint(floor, d, [out_features], dtype=torch.long)
+        elif d > 1:
+            degrees = 1 + torch.arange(out_features) % (d - 1)  # 1, 2, …, d−1, 1, 2, …
         else:
-            out_degrees = torch.arange(out_features) % max(1, features - 1) + min(1, features - 1)
-        return (out_degrees[..., None] >= in_degrees).float(), out_degrees
+            degrees = torch.full((out_features,), d - 1, dtype=torch.long)  # degenerate: one degree
+        gap = 1 if is_output else 0
+        mask = (degrees.unsqueeze(1) - in_degrees.unsqueeze(0)).ge(gap).float()
+        return mask, degrees
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.weight * self.mask, self.bias)
@@ -143,9 +150,10 @@ class MaskedResidualBlock(nn.Module):
         second = MaskedLinear(first.degrees, features, autoregressive_features, False, is_output=False)
         self.linear_layers = nn.ModuleList([first, second])
         self.degrees = second.degrees
-        if not bool(torch.all(self.degrees >= in_degrees)):
+        if bool((self.degrees < in_degrees).any()):
             raise RuntimeError(
-                "In a masked residual block, the output degrees can't be less than the corresponding input degrees."
+                f"MaskedResidualBlock: expected each output degree to be at least the input degree it adds to, "
+                f"got output degrees {self.degrees.tolist()} for input degrees {in_degrees.tolist()}"
             )
         self.activation = activation
         self.dropout = nn.Dropout(p=dropout_probability)
@@ -154,14 +162,17 @@ class MaskedResidualBlock(nn.Module):
             nn.init.uniform_(second.bias, a=-1e-3, b=1e-3)
 
     def forward(self, inputs: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
-        temps = self.batch_norm_layers[0](inputs) if self.use_batch_norm else inputs
-        temps = self.linear_layers[0](self.activation(temps))
-        if self.use_batch_norm:
-            temps = self.batch_norm_layers[1](temps)
-        temps = self.linear_layers[1](self.dropout(self.activation(temps)))
+        # Two pre-activation stages (optional batch norm, activation, masked linear); dropout only
+        # ahead of the second. The context, when given, gates the residual elementwise (GLU).
+        residual = inputs
+        for stage, linear in enumerate(self.linear_layers):
+            if self.use_batch_norm:
+                residual = self.batch_norm_layers[stage](residual)
+            residual = self.activation(residual)
+            residual = linear(self.dropout(residual) if stage == 1 else residual)
         if context is not None:
-            temps = F.glu(torch.cat((temps, self.context_layer(context)), dim=1), dim=1)
-        return inputs + temps
+            residual = F.glu(torch.cat((residual, self.context_layer(context)), dim=1), dim=1)
+        return inputs + residual
 
 
 class MADE(nn.Module):
