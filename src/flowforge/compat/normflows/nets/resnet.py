@@ -35,16 +35,23 @@ class _Block(nn.Module):
         """The block's two linear or convolutional layers."""
         return self.linear_layers if isinstance(self, ResidualBlock) else self.conv_layers
 
-    def _residual(self, inputs: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
-        first, second = self.layers
-        temps = self.batch_norm_layers[0](inputs) if self.use_batch_norm else inputs
-        temps = first(self.activation(temps))
+    def _stage(self, index: int, h: torch.Tensor) -> torch.Tensor:
+        """Stage ``index`` of the pre-activation branch: [batch norm] → activation → [dropout,
+        second stage only] → the stage's layer."""
         if self.use_batch_norm:
-            temps = self.batch_norm_layers[1](temps)
-        temps = second(self.dropout(self.activation(temps)))
-        if context is not None:
-            temps = F.glu(torch.cat((temps, self.context_layer(context)), dim=1), dim=1)
-        return inputs + temps
+            h = self.batch_norm_layers[index](h)
+        h = self.activation(h)
+        if index == 1:
+            h = self.dropout(h)
+        return self.layers[index](h)
+
+    def _residual(self, inputs: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
+        branch = self._stage(1, self._stage(0, inputs))
+        if context is None:
+            return inputs + branch
+        # GLU over the channel axis: the branch times σ(V c).
+        gated = F.glu(torch.cat((branch, self.context_layer(context)), dim=1), dim=1)
+        return inputs + gated
 
     def _setup(self, activation: Activation, dropout_probability: float, use_batch_norm: bool, zero_init: bool) -> None:
         self.activation = activation
