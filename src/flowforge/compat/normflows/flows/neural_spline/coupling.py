@@ -96,37 +96,47 @@ class Coupling(Flow):
     def num_transform_features(self) -> int:
         return len(self.transform_features)
 
-    def _check(self, inputs: torch.Tensor) -> None:
-        if inputs.dim() not in (2, 4):
-            raise ValueError(f"Inputs must be a 2D or a 4D tensor, got shape {tuple(inputs.shape)}.")
-        if inputs.shape[1] != self.features:
-            raise ValueError(f"Expected features = {self.features}, got {inputs.shape[1]}.")
+    def _parts(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (conditioning, transformed) coordinates of ``inputs`` (taken along axis 1)."""
+        if inputs.dim() == 2 or inputs.dim() == 4:
+            if inputs.shape[1] == self.features:
+                return inputs[:, self.identity_features, ...], inputs[:, self.transform_features, ...]
+        raise ValueError(
+            f"{type(self).__name__}: expected inputs of shape (batch, {self.features}) or "
+            f"(batch, {self.features}, height, width), got {tuple(inputs.shape)}"
+        )
 
-    def _join(self, like: torch.Tensor, identity: torch.Tensor, transformed: torch.Tensor) -> torch.Tensor:
-        outputs = torch.empty_like(like)
-        outputs[:, self.identity_features, ...] = identity
-        outputs[:, self.transform_features, ...] = transformed
-        return outputs
+    def _merge(self, conditioning: torch.Tensor, transformed: torch.Tensor) -> torch.Tensor:
+        """Put both parts back in feature order: concatenate, then undo the split's permutation."""
+        split_order = torch.cat((self.identity_features, self.transform_features))
+        return torch.cat((conditioning, transformed), dim=1)[:, torch.argsort(split_order), ...]
+
+    def _couple(
+        self, inputs: torch.Tensor, context: torch.Tensor | None, inverse: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Both directions. The conditioner always reads the conditioning part as it is on the
+        data side, so the optional unconditional flow on that part runs after it going forward and
+        before it going back."""
+        conditioning, transformed = self._parts(inputs)
+        extra = self.unconditional_transform
+        log_dets: list[torch.Tensor] = []
+        if inverse and extra is not None:
+            conditioning, log_det = extra.inverse(conditioning, context)  # type: ignore[operator]
+            log_dets.append(log_det)
+        elementwise = self._coupling_transform_inverse if inverse else self._coupling_transform_forward
+        transformed, log_det = elementwise(transformed, self.transform_net(conditioning, context))
+        log_dets.append(log_det)
+        if not inverse and extra is not None:
+            conditioning, log_det = extra(conditioning, context)
+            log_dets.append(log_det)
+        total = log_dets[0] if len(log_dets) == 1 else log_dets[0] + log_dets[1]
+        return self._merge(conditioning, transformed), total
 
     def forward(self, inputs: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        self._check(inputs)
-        identity = inputs[:, self.identity_features, ...]
-        params = self.transform_net(identity, context)
-        transformed, logabsdet = self._coupling_transform_forward(inputs[:, self.transform_features, ...], params)
-        if self.unconditional_transform is not None:
-            identity, identity_logabsdet = self.unconditional_transform(identity, context)
-            logabsdet = logabsdet + identity_logabsdet
-        return self._join(inputs, identity, transformed), logabsdet
+        return self._couple(inputs, context, inverse=False)
 
     def inverse(self, inputs: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        self._check(inputs)
-        identity = inputs[:, self.identity_features, ...]
-        logabsdet: torch.Tensor | float = 0.0
-        if self.unconditional_transform is not None:
-            identity, logabsdet = self.unconditional_transform.inverse(identity, context)  # type: ignore[operator]
-        params = self.transform_net(identity, context)
-        transformed, split_logabsdet = self._coupling_transform_inverse(inputs[:, self.transform_features, ...], params)
-        return self._join(inputs, identity, transformed), logabsdet + split_logabsdet
+        return self._couple(inputs, context, inverse=True)
 
     def _transform_dim_multiplier(self) -> int:
         """Number of conditioner outputs per transformed coordinate."""
@@ -160,13 +170,12 @@ class PiecewiseCoupling(Coupling):
     def _coupling_transform(
         self, inputs: torch.Tensor, transform_params: torch.Tensor, inverse: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        if inputs.dim() == 4:  # (B, C·P, H, W) -> (B, C, H, W, P)
-            b, c, h, w = inputs.shape
-            transform_params = transform_params.reshape(b, c, -1, h, w).permute(0, 1, 3, 4, 2)
-        else:  # (B, D·P) -> (B, D, P)
-            transform_params = transform_params.reshape(inputs.shape[0], inputs.shape[1], -1)
-        outputs, logabsdet = self._piecewise_cdf(inputs, transform_params, inverse)
-        return outputs, sum_except_batch(logabsdet)
+        # The conditioner emits its parameters coordinate-major along axis 1 (all of coordinate 0's,
+        # then coordinate 1's, ...): split that axis into (coordinate, parameter) and move the
+        # parameter axis to the end, which gives (B, D, P) for vectors and (B, C, H, W, P) for images.
+        per_coordinate = transform_params.unflatten(1, (inputs.shape[1], -1)).movedim(2, -1)
+        outputs, log_det = self._piecewise_cdf(inputs, per_coordinate, inverse)
+        return outputs, sum_except_batch(log_det)
 
     def _piecewise_cdf(
         self, inputs: torch.Tensor, transform_params: torch.Tensor, inverse: bool = False
@@ -294,7 +303,12 @@ class PiecewiseRationalQuadraticCoupling(PiecewiseCoupling):
         if hidden is not None:
             widths, heights = widths / math.sqrt(hidden), heights / math.sqrt(hidden)
         else:
-            warnings.warn("Inputs to the softmax are not scaled down: initialization might be bad.", stacklevel=2)
+            warnings.warn(
+                f"{type(self).__name__}: the conditioner has no hidden_features or hidden_channels, so the "
+                "width and height logits are used unscaled (expected to divide them by the square root of "
+                "that width); the initial spline may be far from uniform",
+                stacklevel=2,
+            )
         return _spline(self, inputs, widths, heights, derivatives, inverse)
 
 
