@@ -12,7 +12,7 @@ normflows checkpoints and numerics carry over.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -95,8 +95,26 @@ class Swish(nn.Module):
         return x * torch.sigmoid(x * F.softplus(self.beta)) / 1.1
 
 
+Map = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _power_step(apply: Map, apply_t: Map, v: torch.Tensor, domain: Norm, codomain: Norm) -> tuple[torch.Tensor, ...]:
+    """One step of the power method for ``‖A‖_{domain→codomain}`` (Higham's method, as in QETLAB's
+    InducedMatrixNorm): the image ``Av`` is turned into its dual direction in the codomain norm
+    (``u``), which ``Aᵀ`` pulls back and the domain norm turns into the next ``v``. Fresh tensors."""
+    u = normalize_u(apply(v), codomain)
+    return u, normalize_v(apply_t(u), domain)
+
+
+def _moved_less_than(new: torch.Tensor, old: torch.Tensor, atol: float, rtol: float) -> bool:
+    """Whether a step changed the vector by less than ``atol + rtol · max(new)`` in root-mean-square."""
+    rms_change = torch.norm(new - old) / new.nelement() ** 0.5
+    return bool(rms_change < atol + rtol * torch.max(new))
+
+
 class _InducedNorm(nn.Module):
-    """What the linear and convolutional induced-norm layers share: parameters, init, the norms."""
+    """The linear and convolutional induced-norm layers: parameters, init and the power method over
+    the operator ``A`` a subclass gives (:meth:`_operator`, on flat vectors)."""
 
     weight: nn.Parameter
     bias: nn.Parameter | None
@@ -128,29 +146,111 @@ class _InducedNorm(nn.Module):
             return asym_squash(self.domain), asym_squash(self.codomain)  # type: ignore[arg-type]
         return self.domain, self.codomain
 
-    def _iterations(self, n_iterations: int | None, atol: float | None, rtol: float | None) -> tuple[int, bool]:
-        """How many power iterations at most, and whether to stop early at the tolerances."""
-        n_iterations = self.n_iterations if n_iterations is None else n_iterations
-        atol = self.atol if atol is None else atol
-        rtol = self.rtol if rtol is None else atol  # normflows (and residual-flows) use atol here
-        if n_iterations is None and (atol is None or rtol is None):
-            raise ValueError("give n_iterations, or both atol and rtol, to bound the power iteration")
-        self._tolerances = (atol, rtol)
-        return (200 if n_iterations is None else n_iterations), n_iterations is None
+    # -- what a subclass supplies ------------------------------------------------------------------
 
-    def _converged(self, u: torch.Tensor, old_u: torch.Tensor, v: torch.Tensor, old_v: torch.Tensor) -> bool:
-        atol, rtol = self._tolerances
-        assert atol is not None and rtol is not None  # _iterations stops early only with both
-        error_u = torch.norm(u - old_u) / u.nelement() ** 0.5
-        error_v = torch.norm(v - old_v) / v.nelement() ** 0.5
-        return bool(error_u < atol + rtol * torch.max(u) and error_v < atol + rtol * torch.max(v))
+    def _operator(self, weight: torch.Tensor) -> tuple[Map, Map]:
+        """``(x ↦ Ax, y ↦ Aᵀy)`` on flat vectors for the kernel ``weight``."""
+        raise NotImplementedError
 
-    def _rescaled(self, weight: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    def _stores(self, order: Norm, projmax_order: float) -> bool:
+        """Whether the power method's new vector for a norm of this ``order`` replaces the buffer
+        (``projmax_order``: the order whose step is the arg-max projection)."""
+        return True
+
+    # -- the power method --------------------------------------------------------------------------
+
+    def _plan(self, n_iterations: int | None, atol: float | None, rtol: float | None) -> tuple[int, tuple | None]:
+        """``(most steps, (atol, rtol) or None)``: a fixed count, or up to 200 steps with tolerances.
+        As in normflows, an explicit ``atol`` also stands in for ``rtol``."""
+        count = self.n_iterations if n_iterations is None else n_iterations
+        tolerances = (self.atol if atol is None else atol, self.rtol if rtol is None else atol)
+        if count is not None:
+            return count, None
+        if None in tolerances:
+            raise ValueError(
+                f"{type(self).__name__}: the power method needs n_iterations or both atol and rtol, got neither"
+            )
+        return 200, tolerances
+
+    @torch.no_grad()
+    def _advance(self, n_iterations: int | None, atol: float | None, rtol: float | None) -> tuple[torch.Tensor, ...]:
+        """Run the power method from the buffers; store the new vectors (see :meth:`_stores`) and
+        return them (copies, so that later updates of the buffers leave autograd's saved values alone)."""
+        steps, tolerances = self._plan(n_iterations, atol, rtol)
+        domain, codomain = self.compute_domain_codomain()
+        apply, apply_t = self._operator(self.weight)
+        u, v = self.u, self.v
+        for _ in range(steps):
+            u_next, v_next = _power_step(apply, apply_t, v, domain, codomain)
+            done = tolerances is not None and (
+                _moved_less_than(u_next, u, *tolerances) and _moved_less_than(v_next, v, *tolerances)
+            )
+            u, v = u_next, v_next
+            if done:
+                break
+        if steps > 0:
+            for buffer, new, order, projmax_order in ((self.u, u, codomain, math.inf), (self.v, v, domain, 1)):
+                if self._stores(order, projmax_order):
+                    buffer.copy_(new)
+        return u.clone(), v.clone()
+
+    def _sigma(self, weight: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """``σ = uᵀ A v``, the norm estimate (differentiable in ``weight``)."""
+        apply, _ = self._operator(weight)
+        return torch.dot(u, apply(v))
+
+    def compute_one_iter(self) -> torch.Tensor:
+        """``σ`` after one more power step from the buffers, which are left as they are."""
+        domain, codomain = self.compute_domain_codomain()
+        weight = self.weight.detach()
+        apply, apply_t = self._operator(weight)
+        u, v = _power_step(apply, apply_t, self.v.detach(), domain, codomain)
+        return self._sigma(weight, u, v)
+
+    def compute_weight(
+        self, update: bool = True, n_iterations: int | None = None, atol: float | None = None, rtol: float | None = None
+    ) -> torch.Tensor:
+        """The kernel divided by ``max(1, σ/coeff)``; with ``update``, the power method advances the
+        buffers first (``n_iterations`` steps, or until both vectors move less than the tolerances)."""
+        u, v = self._advance(n_iterations, atol, rtol) if update else (self.u, self.v)
+        sigma = self._sigma(self.weight, u, v)
         with torch.no_grad():
             self.scale.copy_(sigma)
         # normflows' factor max(1, σ/coeff) is a (1,)-tensor of the default dtype: σ (0-dim) takes its
         # dtype by torch's promotion rules, so a float64 layer divides by a float32-rounded factor.
-        return weight / torch.max(torch.ones(1, device=weight.device), sigma / self.coeff)
+        return self.weight / torch.max(torch.ones(1, device=self.weight.device), sigma / self.coeff)
+
+    @torch.no_grad()
+    def _choose_start(self, draw: Callable[[], tuple[torch.Tensor, torch.Tensor]], first_steps: int | None) -> None:
+        """Settle the buffers' starting vectors. Power iterations for norms other than 2 can stall
+        at a local maximum, so ten more random starts (``draw()`` gives raw ``(u, v)``) run 200
+        steps each; normflows' selection keeps the last start whose ``σ`` beats the first run's."""
+        domain, codomain = self.compute_domain_codomain()
+        self.compute_weight(True, n_iterations=first_steps)
+        first_sigma = self.scale.clone()
+        kept = (self.u.clone(), self.v.clone())
+        restarts = 0 if (domain == 2 and codomain == 2) else 10
+        for _ in range(restarts):
+            raw_u, raw_v = draw()
+            self.u.copy_(normalize_u(raw_u, codomain))
+            self.v.copy_(normalize_v(raw_v, domain))
+            self.compute_weight(True, n_iterations=200)
+            if self.scale > first_sigma:
+                kept = (self.u.clone(), self.v.clone())
+        self.u.copy_(kept[0])
+        self.v.copy_(kept[1])
+
+    def _settings(self) -> list[str]:
+        domain, codomain = self.compute_domain_codomain()
+        return [
+            f"coeff={self.coeff}",
+            f"domain={float(domain):.2f}",
+            f"codomain={float(codomain):.2f}",
+            f"n_iters={self.n_iterations}",
+            f"atol={self.atol}",
+            f"rtol={self.rtol}",
+            f"learnable_ord={torch.is_tensor(self.domain)}",
+        ]
 
 
 class InducedNormLinear(_InducedNorm):
@@ -175,63 +275,27 @@ class InducedNormLinear(_InducedNorm):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
         self._setup((out_features, in_features), bias, coeff, domain, codomain, n_iterations, atol, rtol, zero_init)
+
+        def draw() -> tuple[torch.Tensor, torch.Tensor]:  # u first, then v: normflows' order of draws
+            return self.weight.new_empty(out_features).normal_(0, 1), self.weight.new_empty(in_features).normal_(0, 1)
+
         with torch.no_grad():
             domain, codomain = self.compute_domain_codomain()
         self.register_buffer("scale", torch.tensor(0.0))
-        self.register_buffer("u", normalize_u(self.weight.new_empty(out_features).normal_(0, 1), codomain))
-        self.register_buffer("v", normalize_v(self.weight.new_empty(in_features).normal_(0, 1), domain))
-        with torch.no_grad():
-            self.compute_weight(True, n_iterations=200, atol=None, rtol=None)
-            best = (self.scale.clone(), self.u.clone(), self.v.clone())
-            if not (domain == 2 and codomain == 2):  # other norms: the best of ten restarts
-                for _ in range(10):
-                    self.u = normalize_u(self.weight.new_empty(out_features).normal_(0, 1), codomain)
-                    self.v = normalize_v(self.weight.new_empty(in_features).normal_(0, 1), domain)
-                    self.compute_weight(True, n_iterations=200)
-                    if self.scale > best[0]:
-                        best = (best[0], self.u.clone(), self.v.clone())
-            self.u.copy_(best[1])
-            self.v.copy_(best[2])
+        raw_u, raw_v = draw()
+        self.register_buffer("u", normalize_u(raw_u, codomain))
+        self.register_buffer("v", normalize_v(raw_v, domain))
+        self._choose_start(draw, first_steps=200)
 
-    def compute_one_iter(self) -> torch.Tensor:
-        """One power iteration from the stored vectors (not stored back): the new ``σ`` estimate."""
-        domain, codomain = self.compute_domain_codomain()
-        weight = self.weight.detach()
-        u = normalize_u(torch.mv(weight, self.v.detach()), codomain)
-        v = normalize_v(torch.mv(weight.t(), u), domain)
-        return torch.dot(u, torch.mv(weight, v))
-
-    def compute_weight(
-        self, update: bool = True, n_iterations: int | None = None, atol: float | None = None, rtol: float | None = None
-    ) -> torch.Tensor:
-        """``W̃``; with ``update``, first advance and store ``u, v`` (``n_iterations``, or until the tolerances)."""
-        u, v, weight = self.u, self.v, self.weight
-        if update:
-            steps, early = self._iterations(n_iterations, atol, rtol)
-            with torch.no_grad():
-                domain, codomain = self.compute_domain_codomain()
-                for _ in range(steps):
-                    old_u, old_v = u.clone(), v.clone()
-                    u = normalize_u(torch.mv(weight, v), codomain, out=u)
-                    v = normalize_v(torch.mv(weight.t(), u), domain, out=v)
-                    if early and self._converged(u, old_u, v, old_v):
-                        break
-                self.v.copy_(v)
-                self.u.copy_(u)
-                u, v = u.clone(), v.clone()
-        return self._rescaled(weight, torch.dot(u, torch.mv(weight, v)))
+    def _operator(self, weight: torch.Tensor) -> tuple[Map, Map]:
+        return (lambda x: torch.mv(weight, x)), (lambda y: torch.mv(weight.t(), y))
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         return F.linear(input, self.compute_weight(update=False), self.bias)
 
     def extra_repr(self) -> str:
-        domain, codomain = self.compute_domain_codomain()
-        return (
-            f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
-            f"coeff={self.coeff}, domain={float(domain):.2f}, codomain={float(codomain):.2f}, "
-            f"n_iters={self.n_iterations}, atol={self.atol}, rtol={self.rtol}, "
-            f"learnable_ord={torch.is_tensor(self.domain)}"
-        )
+        shape = [f"in_features={self.in_features}", f"out_features={self.out_features}"]
+        return ", ".join([*shape, f"bias={self.bias is not None}", *self._settings()])
 
 
 class InducedNormConv2d(_InducedNorm):
@@ -284,104 +348,70 @@ class InducedNormConv2d(_InducedNorm):
     def _one_by_one(self) -> bool:
         return self.kernel_size == (1, 1)
 
-    def _input_shape(self) -> tuple[int, int, int, int]:
-        return (1, self.in_channels, int(self.spatial_dims[0].item()), int(self.spatial_dims[1].item()))
+    def _planes(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """Shapes of the single input and output images the operator acts on (dilation 1)."""
+        height, width = (int(size) for size in self.spatial_dims.tolist())
+        geometry = zip((height, width), self.padding, self.kernel_size, self.stride, strict=True)
+        out = [(n + 2 * p - k) // s + 1 for n, p, k, s in geometry]
+        return (1, self.in_channels, height, width), (1, self.out_channels, *out)
 
-    def _conv(self, v: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(v.view(self._input_shape()), weight, stride=self.stride, padding=self.padding)
+    def _operator(self, weight: torch.Tensor) -> tuple[Map, Map]:
+        if self._one_by_one:  # a pointwise convolution acts on the channels alone: its matrix
+            matrix = weight.view(self.out_channels, self.in_channels)
+            return (lambda x: torch.mv(matrix, x)), (lambda y: torch.mv(matrix.t(), y))
+        source, target = self._planes()
+        stride, padding = self.stride, self.padding
 
-    def _sizes(self) -> tuple[int, int]:
-        """The lengths of ``v`` and ``u``: the channels for a 1×1 kernel, else the flattened input
-        (of the spatial size seen first) and output."""
-        if self._one_by_one:
-            return self.in_channels, self.out_channels
-        inputs = self.in_channels * int(self.spatial_dims.prod().item())
-        return inputs, self._conv(self.weight.new_zeros(inputs), self.weight).numel()
+        def apply(x: torch.Tensor) -> torch.Tensor:
+            return F.conv2d(x.view(source), weight, stride=stride, padding=padding).reshape(-1)
+
+        def apply_t(y: torch.Tensor) -> torch.Tensor:
+            return F.conv_transpose2d(y.view(target), weight, stride=stride, padding=padding).reshape(-1)
+
+        return apply, apply_t
+
+    def _stores(self, order: Norm, projmax_order: float) -> bool:
+        # normflows writes a 2-norm vector in place only for a plain-number order, copies other
+        # orders back, and (1×1 kernels) drops the arg-max projection's vector.
+        if torch.is_tensor(order) and order == 2:
+            return False
+        return not (self._one_by_one and order == projmax_order)
 
     @torch.no_grad()
     def _initialize_u_v(self) -> None:
-        # The draws come in normflows' order (a seed gives normflows' vectors): u then v for a 1×1
-        # kernel, v then u otherwise; restarts (norms other than 2) draw u then v, as float32
-        # ``randn`` for larger kernels.
         domain, codomain = self.compute_domain_codomain()
-        inputs, outputs = self._sizes()
+        source, target = self._planes()
+        sizes = {"u": self.out_channels, "v": self.in_channels}
+        if not self._one_by_one:
+            sizes = {"u": math.prod(target), "v": math.prod(source)}
+        # normflows' draws: u then v for a 1×1 kernel, v then u otherwise, each into its buffer;
+        # the restarts draw u then v (float32 ``randn`` for larger kernels).
         for name in ("u", "v") if self._one_by_one else ("v", "u"):
-            vector = getattr(self, name)
-            vector.resize_(outputs if name == "u" else inputs).normal_(0, 1)
-            vector.copy_(normalize_u(vector, codomain) if name == "u" else normalize_v(vector, domain))
+            buffer = getattr(self, name)
+            buffer.resize_(sizes[name]).normal_(0, 1)
+            buffer.copy_(normalize_u(buffer, codomain) if name == "u" else normalize_v(buffer, domain))
         self.initialized.fill_(1)
-        self.compute_weight(True)
-        best = (self.scale.clone(), self.u.clone(), self.v.clone())
-        if not (domain == 2 and codomain == 2):
-            for _ in range(10):
-                if self._one_by_one:
-                    u, v = self.weight.new_empty(outputs).normal_(0, 1), self.weight.new_empty(inputs).normal_(0, 1)
-                else:
-                    u, v = torch.randn(outputs).to(self.weight), torch.randn(inputs).to(self.weight)
-                self.u.copy_(normalize_u(u, codomain))
-                self.v.copy_(normalize_v(v, domain))
-                self.compute_weight(True, n_iterations=200)
-                if self.scale > best[0]:
-                    best = (best[0], self.u.clone(), self.v.clone())
-        self.u.copy_(best[1])
-        self.v.copy_(best[2])
 
-    def _step(self, u: torch.Tensor, v: torch.Tensor, weight: torch.Tensor, out: bool) -> tuple[torch.Tensor, ...]:
-        """One power iteration ``u ← N_u(Wv)``, ``v ← N_v(Wᵀu)`` (in place when ``out``)."""
-        domain, codomain = self.compute_domain_codomain()
-        if self._one_by_one:
-            matrix = weight.view(self.out_channels, self.in_channels)
-            u = normalize_u(torch.mv(matrix, v), codomain, out=u if out else None)
-            return u, normalize_v(torch.mv(matrix.t(), u), domain, out=v if out else None)
-        image = self._conv(v, weight)
-        u = normalize_u(image.view(-1), codomain, out=u if out else None)
-        back = F.conv_transpose2d(u.view(image.shape), weight, stride=self.stride, padding=self.padding)
-        return u, normalize_v(back.view(-1), domain, out=v if out else None)
+        def draw() -> tuple[torch.Tensor, torch.Tensor]:
+            if self._one_by_one:
+                return self.weight.new_empty(sizes["u"]).normal_(0, 1), self.weight.new_empty(sizes["v"]).normal_(0, 1)
+            return torch.randn(sizes["u"]).to(self.weight), torch.randn(sizes["v"]).to(self.weight)
 
-    def _sigma(self, u: torch.Tensor, v: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        if self._one_by_one:
-            return torch.dot(u, torch.mv(weight.view(self.out_channels, self.in_channels), v))
-        return torch.dot(u.view(-1), self._conv(v, weight).view(-1))
+        self._choose_start(draw, first_steps=None)
 
     def compute_one_iter(self) -> torch.Tensor:
-        """One power iteration from the stored vectors (not stored back): the new ``σ`` estimate."""
         if not self.initialized:
             raise ValueError(
                 f"{type(self).__name__}: run a forward pass first (the layer sets its spatial size on its first input)"
             )
-        weight = self.weight.detach()
-        u, v = self._step(self.u.detach(), self.v.detach(), weight, out=False)
-        return self._sigma(u, v, weight)
+        return super().compute_one_iter()
 
     def compute_weight(
         self, update: bool = True, n_iterations: int | None = None, atol: float | None = None, rtol: float | None = None
     ) -> torch.Tensor:
-        """The rescaled kernel; with ``update``, first advance ``u, v``. As in normflows, the advanced
-        vectors are stored back only for norms other than 2 (for the 2-norm the ``out=`` steps of
-        ``F.normalize`` update them in place)."""
         if not self.initialized:
             self._initialize_u_v()
-        u, v, weight = self.u, self.v, self.weight
-        if update:
-            steps, early = self._iterations(n_iterations, atol, rtol)
-            with torch.no_grad():
-                domain, codomain = self.compute_domain_codomain()
-                used = 0
-                for _ in range(steps):
-                    old_u, old_v = u.clone(), v.clone()
-                    u, v = self._step(u, v, weight, out=True)
-                    used += 1
-                    if early and self._converged(u, old_u, v, old_v):
-                        break
-                if used:
-                    keep_v = domain not in (1, 2) if self._one_by_one else domain != 2
-                    keep_u = codomain not in (2, float("inf")) if self._one_by_one else codomain != 2
-                    if keep_v:
-                        self.v.copy_(v)
-                    if keep_u:
-                        self.u.copy_(u)
-                    u, v = u.clone(), v.clone()
-        return self._rescaled(weight, self._sigma(u, v, weight))
+        return super().compute_weight(update, n_iterations, atol, rtol)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         if not self.initialized:
@@ -390,17 +420,11 @@ class InducedNormConv2d(_InducedNorm):
         return F.conv2d(input, weight, self.bias, self.stride, self.padding, 1, 1)
 
     def extra_repr(self) -> str:
-        domain, codomain = self.compute_domain_codomain()
-        text = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
-        if self.padding != (0, 0):
-            text += f", padding={self.padding}"
-        if self.bias is None:
-            text += ", bias=False"
-        return text + (
-            f", coeff={self.coeff}, domain={float(domain):.2f}, codomain={float(codomain):.2f}, "
-            f"n_iters={self.n_iterations}, atol={self.atol}, rtol={self.rtol}, "
-            f"learnable_ord={torch.is_tensor(self.domain)}"
-        )
+        parts = [str(self.in_channels), str(self.out_channels)]
+        parts += [f"kernel_size={self.kernel_size}", f"stride={self.stride}"]
+        parts += [f"padding={self.padding}"] if any(self.padding) else []
+        parts += [] if self.bias is not None else ["bias=False"]
+        return ", ".join(parts + self._settings())
 
 
 class LipschitzMLP(nn.Module):
