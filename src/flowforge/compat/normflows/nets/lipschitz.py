@@ -75,7 +75,7 @@ def leaky_elu(x: torch.Tensor, a: float = 0.3) -> torch.Tensor:
 
 
 def asym_squash(x: torch.Tensor) -> torch.Tensor:
-    """Map a learnable order onto ``(1, ∞)``-ish norms: ``2 tanh(−leaky_elu(0.549… − x)) + 3``."""
+    """_Map a learnable order onto ``(1, ∞)``-ish norms: ``2 tanh(−leaky_elu(0.549… − x)) + 3``."""
     return torch.tanh(-leaky_elu(-x + 0.5493061829986572)) * 2 + 3
 
 
@@ -95,10 +95,10 @@ class Swish(nn.Module):
         return x * torch.sigmoid(x * F.softplus(self.beta)) / 1.1
 
 
-Map = Callable[[torch.Tensor], torch.Tensor]
+_Map = Callable[[torch.Tensor], torch.Tensor]
 
 
-def _power_step(apply: Map, apply_t: Map, v: torch.Tensor, domain: Norm, codomain: Norm) -> tuple[torch.Tensor, ...]:
+def _power_step(apply: _Map, apply_t: _Map, v: torch.Tensor, domain: Norm, codomain: Norm) -> tuple[torch.Tensor, ...]:
     """One step of the power method for ``‖A‖_{domain→codomain}`` (Higham's method, as in QETLAB's
     InducedMatrixNorm): the image ``Av`` is turned into its dual direction in the codomain norm
     (``u``), which ``Aᵀ`` pulls back and the domain norm turns into the next ``v``. Fresh tensors."""
@@ -148,7 +148,7 @@ class _InducedNorm(nn.Module):
 
     # -- what a subclass supplies ------------------------------------------------------------------
 
-    def _operator(self, weight: torch.Tensor) -> tuple[Map, Map]:
+    def _operator(self, weight: torch.Tensor) -> tuple[_Map, _Map]:
         """``(x ↦ Ax, y ↦ Aᵀy)`` on flat vectors for the kernel ``weight``."""
         raise NotImplementedError
 
@@ -287,7 +287,7 @@ class InducedNormLinear(_InducedNorm):
         self.register_buffer("v", normalize_v(raw_v, domain))
         self._choose_start(draw, first_steps=200)
 
-    def _operator(self, weight: torch.Tensor) -> tuple[Map, Map]:
+    def _operator(self, weight: torch.Tensor) -> tuple[_Map, _Map]:
         return (lambda x: torch.mv(weight, x)), (lambda y: torch.mv(weight.t(), y))
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
@@ -355,7 +355,7 @@ class InducedNormConv2d(_InducedNorm):
         out = [(n + 2 * p - k) // s + 1 for n, p, k, s in geometry]
         return (1, self.in_channels, height, width), (1, self.out_channels, *out)
 
-    def _operator(self, weight: torch.Tensor) -> tuple[Map, Map]:
+    def _operator(self, weight: torch.Tensor) -> tuple[_Map, _Map]:
         if self._one_by_one:  # a pointwise convolution acts on the channels alone: its matrix
             matrix = weight.view(self.out_channels, self.in_channels)
             return (lambda x: torch.mv(matrix, x)), (lambda y: torch.mv(matrix.t(), y))
