@@ -15,6 +15,8 @@ from torch import nn
 
 normflows = pytest.importorskip("normflows")
 
+from compat_parity_helpers import both, perturb, shapes  # noqa: E402
+
 import flowforge.compat.normflows as cnf  # noqa: E402
 
 # ----------------------------------------------------------------------------------------------
@@ -22,28 +24,14 @@ import flowforge.compat.normflows as cnf  # noqa: E402
 
 
 def _perturb(module: nn.Module, seed: int) -> None:
-    """Move every floating parameter away from its initial value, so the comparison is not of zeros."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for parameter in module.parameters():
-            if parameter.is_floating_point():
-                noise = torch.randn(parameter.shape, generator=generator, dtype=torch.float64)
-                parameter.add_(0.3 * noise.to(parameter.dtype))
+    perturb(module, seed, 0.3)
 
 
 def _both(build, seed: int = 0):
-    """``build(package)`` for normflows and for the compat package, in float64, with different weights."""
-    torch.manual_seed(seed)
-    theirs = build(normflows).double()
-    torch.manual_seed(seed + 1)
-    ours = build(cnf).double()
-    _perturb(theirs, 10 + seed)
-    _perturb(ours, 20 + seed)
-    return theirs, ours
+    return both(build, normflows, cnf, seed, 0.3)
 
 
-def _shapes(state):
-    return {key: tuple(value.shape) for key, value in state.items()}
+_shapes = shapes
 
 
 def _round_trip(theirs: nn.Module, ours: nn.Module, evaluate) -> None:
