@@ -1,17 +1,16 @@
 """Pictures of densities, samples and training, written to files (headless, no pyplot state).
 
-Every writer goes through :func:`atomic_path`, so an interrupted run never leaves a
-half-written file behind. matplotlib and Pillow are optional (the ``cli`` extra): without them the
-module still imports and its histogram helpers work, while every picture writer raises an
-:class:`ImportError` that says how to install them (:func:`require`).
+Every writer goes through :func:`atomic_path` (:func:`flowforge.training.checkpoint.atomic_path`,
+re-exported here), so an interrupted run or a full disk never leaves a half-written file behind.
+matplotlib and Pillow are optional (the ``cli`` extra): without them the module still imports and
+its histogram helpers work, while every picture writer raises an :class:`ImportError` that says how
+to install them (:func:`require`).
 """
 
 from __future__ import annotations
 
 import os
-import uuid
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -19,6 +18,7 @@ import numpy as np
 import torch
 
 from .metrics import Bounds, evaluate_in_chunks, grid_points
+from .training.checkpoint import atomic_path
 
 MISSING_PICTURE_PACKAGES = (
     'flowforge draws its pictures with matplotlib and Pillow ({name} is missing): pip install "flowforge[cli]"'
@@ -52,19 +52,6 @@ class Sampler(Protocol):
     """What :func:`sample_histogram` needs of a model: ``sample(n) -> (x, log q(x))``."""
 
     def sample(self, num_samples: int, /) -> tuple[torch.Tensor, torch.Tensor]: ...
-
-
-@contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; move it into place only if the block succeeds."""
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial")
-    try:
-        yield Path(temporary)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
 
 
 @torch.no_grad()

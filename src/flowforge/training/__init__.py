@@ -4,13 +4,23 @@ maximum likelihood) and :func:`fit_vae` (a VAE, the ELBO) train by epochs until 
 stops improving, with one epoch loop.
 
 ``loop`` holds the step loop, ``epochs`` the epoch loop, ``common`` the results and the divergence
-error, and ``accelerate`` the compiled and fused steps with everything that touches a private torch
-API (each with a fallback to the eager step); the ``"auto"`` compile policy's constants live there.
+and interruption errors, ``checkpoint`` the training states a loop writes (``checkpoint=``) and
+resumes from (``resume=``), ``interrupt`` the handling of SIGINT, SIGTERM and SIGHUP, and
+``accelerate`` the compiled and fused steps with everything that touches a private torch API (each
+with a fallback to the eager step); the ``"auto"`` compile policy's constants live there.
 """
 
 from ..losses import annealing_beta
 from .accelerate import COMPILE_MODES
-from .common import DataFitResult, Every, FitResult, TrainingDiverged, VAEFitResult, default_device
+from .common import (
+    DataFitResult,
+    Every,
+    FitResult,
+    TrainingDiverged,
+    TrainingInterrupted,
+    VAEFitResult,
+    default_device,
+)
 from .epochs import SCHEDULES, fit_data, fit_vae
 from .loop import STEP_LOSSES, fit
 
@@ -22,6 +32,7 @@ __all__ = [
     "SCHEDULES",
     "STEP_LOSSES",
     "TrainingDiverged",
+    "TrainingInterrupted",
     "VAEFitResult",
     "annealing_beta",
     "default_device",

@@ -288,8 +288,31 @@ class FusedAdamStep:
         for mine, saved in zip((self.exp_avg, self.exp_avg_sq, self.step_count), state, strict=True):
             mine.copy_(saved)
 
+    def adam_state_dict(self, state: tuple[torch.Tensor, ...], optimizer: torch.optim.Optimizer) -> dict:
+        """``state`` (from :meth:`state`) as the ``state_dict()`` of ``optimizer``, a ``torch.optim.Adam``
+        over the same parameters in one group: the moments split per parameter, the step count each."""
+        exp_avg, exp_avg_sq, step_count = state
+        groups = optimizer.state_dict()["param_groups"]
+        per_parameter = zip(exp_avg.split(self._sizes), exp_avg_sq.split(self._sizes), self._leaves, strict=True)
+        return {
+            "state": {
+                index: {"step": step_count.clone(), "exp_avg": first.view_as(leaf).clone(),
+                        "exp_avg_sq": second.view_as(leaf).clone()}
+                for index, (first, second, leaf) in enumerate(per_parameter)
+            },
+            "param_groups": groups,
+        }  # fmt: skip
+
 
 Step = EagerStep | FusedAdamStep
+
+
+def optimizer_state_dict(stepper: Step, state: Any, eager: EagerStep) -> dict:
+    """``state`` (what ``stepper.state()`` returned) as the ``state_dict()`` of ``eager``'s optimizer, the
+    one form a training state keeps whichever step ran; :meth:`FusedAdamStep.from_eager` takes it back."""
+    if isinstance(stepper, FusedAdamStep):
+        return stepper.adam_state_dict(state, eager.optimizer)
+    return state
 
 
 def compiled_step(eager: EagerStep, fusable: bool, lr: float, weight_decay: float, samples_per_step: int) -> Step:

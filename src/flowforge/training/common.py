@@ -3,13 +3,15 @@ moving a model to its device with the list of what a step must update.
 
 The step loop (:mod:`flowforge.training.loop`) returns a :class:`FitResult`; the epoch loop
 (:mod:`flowforge.training.epochs`) a :class:`DataFitResult` or a :class:`VAEFitResult`. Every loop
-raises :class:`TrainingDiverged` on a non-finite loss, after restoring the model to a good state.
+raises :class:`TrainingDiverged` on a non-finite loss, after restoring the model to a good state, and
+:class:`TrainingInterrupted` when SIGINT, SIGTERM or SIGHUP stopped it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import overload
 
 import numpy as np
@@ -17,6 +19,7 @@ import torch
 from torch import nn
 
 from ..nets.lipschitz import SpectralNormLinear
+from .interrupt import signal_name
 
 
 @dataclass
@@ -79,9 +82,34 @@ class TrainingDiverged(RuntimeError):
         self.result = result
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Raised when SIGINT, SIGTERM or SIGHUP stopped a loop (at the step or batch boundary after the
+    signal): ``signal_number`` says which, ``result`` holds what was done until then, and ``checkpoint``
+    is the training state written at that boundary (None when the loop was given no ``checkpoint``);
+    pass it as ``resume=`` to continue. The model holds the current weights (a fit by steps; the last
+    good ones if the loss had become non-finite since the last check) or the best weights so far (a
+    fit by epochs with validation data). A :class:`KeyboardInterrupt`, so code that handles Ctrl-C
+    handles it too."""
+
+    def __init__(
+        self, signal_number: int, result: FitResult | DataFitResult | VAEFitResult, checkpoint: Path | None
+    ) -> None:
+        saved = f"; the training state is saved in {checkpoint}" if checkpoint is not None else ""
+        super().__init__(f"training interrupted by {signal_name(signal_number)}{saved}")
+        self.signal_number, self.result, self.checkpoint = signal_number, result, checkpoint
+
+    def __reduce__(self) -> tuple:
+        return type(self), (self.signal_number, self.result, self.checkpoint)
+
+
 @dataclass
 class Every:
-    """Call ``function(iteration, model)`` after every ``interval``-th step (1-based)."""
+    """Call ``function(iteration, model)`` after every ``interval``-th step (1-based).
+
+    A ``function`` with ``state_dict()`` and ``load_state_dict(state)`` (an object with ``__call__``)
+    has its state saved in the loop's checkpoint and restored on resume, so that what it collects
+    (frames of an animation) continues where it was; the state must be what ``torch.load`` reads with
+    ``weights_only=True`` (tensors, numbers, strings, lists, dicts)."""
 
     interval: int
     function: Callable[[int, nn.Module], None]

@@ -3,9 +3,10 @@ improving, used by :func:`fit_data` (maximum likelihood of a flow, forward KL) a
 (the ELBO of a VAE with a flow posterior).
 
 :func:`run_epochs` is the one loop: Adam, an optional learning-rate schedule, gradient clipping,
-validation after every epoch, early stopping with patience, restoring the best weights, and
+validation after every epoch, early stopping with patience, restoring the best weights,
 divergence handling (a non-finite training loss restores the best weights and raises
-:class:`~flowforge.training.TrainingDiverged`). The two fits only say how a batch's loss is computed
+:class:`~flowforge.training.TrainingDiverged`), training states to resume from (:class:`Checkpointing`)
+and clean stops on SIGINT, SIGTERM and SIGHUP. The two fits only say how a batch's loss is computed
 and how an epoch is judged (:class:`Judge`).
 """
 
@@ -17,7 +18,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TypeVar
+from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -30,15 +32,27 @@ from ..nets.lipschitz import SpectralNormLinear
 from ..progress import progress_bar
 from ..utils.checks import positive_int
 from ..vae import FlowVAE
+from .checkpoint import (
+    StatePath,
+    check_settings,
+    generator_state,
+    load_state,
+    restored_generator,
+    rng_states,
+    save_state,
+    set_rng_states,
+)
 from .common import (
     DataFitResult,
     TrainingDiverged,
+    TrainingInterrupted,
     VAEFitResult,
     check_learning_rate,
     check_patience,
     on_device,
     prepare,
 )
+from .interrupt import DeferredSignals
 
 SCHEDULES = (None, "cosine", "plateau")
 """Learning-rate schedules of :func:`fit_data`: none, cosine annealing to 0, halving on a plateau."""
@@ -89,6 +103,34 @@ def make_scheduler(
     return None
 
 
+@dataclass
+class Checkpointing:
+    """Where and how often :func:`run_epochs` writes its training state, and the state it resumes from."""
+
+    loop: str
+    """the fit that runs the loop, as recorded in the state (``"fit_data"``, ``"fit_vae"``)"""
+    settings: dict[str, Any]
+    """what changes the run's course, recorded in the state and checked on resume"""
+    path: StatePath | None = None
+    every: int = 1
+    """epochs between checkpoints"""
+    resumed: dict[str, Any] | None = None
+    """the training state to continue from (read by :func:`~flowforge.training.checkpoint.load_state`)"""
+
+
+@dataclass
+class _Position:
+    """Where :func:`run_epochs` is within its run: epoch, batches done in it and the epoch's shuffled
+    order, the running sum of the epoch's losses, and batches done in all."""
+
+    epoch: int = 0
+    batch: int = 0
+    order: torch.Tensor | None = None
+    total: torch.Tensor | None = None
+    count: int = 0
+    step: int = 0
+
+
 def run_epochs(
     model: nn.Module,
     rows: int,
@@ -107,6 +149,7 @@ def run_epochs(
     patience: int | None = None,
     generator: torch.Generator | None = None,
     progress: bool = True,
+    checkpointing: Checkpointing | None = None,
 ) -> Result:
     """Train ``model`` for up to ``epochs`` epochs over ``rows`` training rows in shuffled mini-batches.
 
@@ -116,64 +159,195 @@ def run_epochs(
     ``validate()`` (the best epoch's weights are kept), the scheduler, and early stopping when the
     validation score has not improved for ``patience`` epochs after the judge's warm-up. Without
     ``validate`` the last weights are kept. Returns ``make_result`` of the history.
+
+    With ``checkpointing`` the training state is written every ``checkpointing.every`` epochs, when
+    the run ends, and at an interruption (after the batch during which SIGINT, SIGTERM or SIGHUP came,
+    mid-epoch), and a run resumes from ``checkpointing.resumed`` (mid-epoch too, with the epoch's order
+    and running totals). An interruption leaves the current weights in the checkpoint and the best
+    weights so far in the model (the initial ones before the first validated epoch; the current ones
+    without ``validate``), and raises :class:`TrainingInterrupted`.
     """
-    history = EpochHistory()
-    best_state = copy.deepcopy(model.state_dict())
-    best_value = -math.inf if judge.higher_is_better else math.inf
+    checkpointing = checkpointing or Checkpointing("run_epochs", {})
+    run = _EpochRun(model, optimizer, scheduler, generator, judge, validate, make_result, checkpointing)
+    if checkpointing.resumed is not None:
+        run.restore(checkpointing.resumed)
+        if checkpointing.resumed["complete"]:
+            return run.result()
     device = parameters[0].device
-    start, step = time.perf_counter(), 0
-    bar = progress_bar(iterable=range(epochs), enabled=progress, unit="epoch", dynamic_ncols=True)
-    for epoch in bar:
-        model.train()
-        order = torch.randperm(rows, generator=generator).to(device)
-        total, count = torch.zeros((), dtype=parameters[0].dtype, device=device), 0
-        for batch_index in order.split(batch_size):
-            step += 1
-            optimizer.zero_grad(set_to_none=True)
-            loss = batch_loss(batch_index, step)
-            loss.backward()
-            if clip_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(parameters, clip_grad_norm)
-            optimizer.step()
-            for layer in lipschitz_layers:
-                layer.update_norm()
-            total += loss.detach() * batch_index.shape[0]
-            count += batch_index.shape[0]
-        train_value = float(total) / count + judge.train_offset
+    bar = progress_bar(total=epochs, initial=run.at.epoch, enabled=progress, unit="epoch", dynamic_ncols=True)
+    with DeferredSignals() as signals:
+        try:
+            while run.at.epoch < epochs:
+                at = run.at
+                model.train()
+                if at.batch == 0:
+                    at.order = torch.randperm(rows, generator=generator).to(device)
+                    at.total, at.count = torch.zeros((), dtype=parameters[0].dtype, device=device), 0
+                assert at.order is not None and at.total is not None
+                for batch_index in at.order.split(batch_size)[at.batch :]:
+                    at.step += 1
+                    optimizer.zero_grad(set_to_none=True)
+                    loss = batch_loss(batch_index, at.step)
+                    loss.backward()
+                    if clip_grad_norm is not None:
+                        torch.nn.utils.clip_grad_norm_(parameters, clip_grad_norm)
+                    optimizer.step()
+                    for layer in lipschitz_layers:
+                        layer.update_norm()
+                    at.total += loss.detach() * batch_index.shape[0]
+                    at.count += batch_index.shape[0]
+                    at.batch += 1
+                    if signals.pending is not None:
+                        raise run.interrupted(signals.act())
+                postfix = run.end_epoch(patience)
+                bar.set_postfix(postfix, refresh=False)
+                bar.update(1)
+                if run.history.stopped_early:
+                    break
+                if checkpointing.path is not None and at.epoch % checkpointing.every == 0 and at.epoch < epochs:
+                    run.save()
+                if signals.pending is not None:
+                    raise run.interrupted(signals.act())
+        finally:
+            bar.close()
+        run.finish()
+        if signals.pending is not None:
+            raise TrainingInterrupted(signals.act(), run.result(), run.checkpoint_path)
+    return run.result()
+
+
+class _EpochRun:
+    """A run of :func:`run_epochs` under way: its position, history and best state, which are what its
+    training state records, with the model, optimizer, schedule and generators."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler: Any,
+        generator: torch.Generator | None,
+        judge: Judge,
+        validate: Callable[[], float] | None,
+        make_result: Callable[[EpochHistory], Any],
+        checkpointing: Checkpointing,
+    ) -> None:
+        self.model, self.optimizer, self.scheduler, self.generator = model, optimizer, scheduler, generator
+        self.judge, self.validate, self.make_result, self.checkpointing = judge, validate, make_result, checkpointing
+        self.device = next(model.parameters()).device
+        self.history = EpochHistory()
+        self.at = _Position()
+        self.best_state = copy.deepcopy(model.state_dict())
+        self.best_value = -math.inf if judge.higher_is_better else math.inf
+        self.start = time.perf_counter()
+
+    @property
+    def checkpoint_path(self) -> Path | None:
+        return None if self.checkpointing.path is None else Path(self.checkpointing.path)
+
+    def end_epoch(self, patience: int | None) -> dict[str, str]:
+        """The epoch's bookkeeping: its mean training loss (a non-finite one restores the best weights and
+        raises :class:`TrainingDiverged`), validation, the schedule's step and early stopping; returns
+        the progress bar's numbers."""
+        judge, history, at = self.judge, self.history, self.at
+        assert at.total is not None
+        epoch = at.epoch
+        train_value = float(at.total) / at.count + judge.train_offset
         if not math.isfinite(train_value):
-            model.load_state_dict(best_state)
-            history.wall_time = time.perf_counter() - start
+            self.model.load_state_dict(self.best_state)
             raise TrainingDiverged(
                 f"{judge.loss_name} became {train_value} in epoch {epoch + 1}; the best weights were restored",
-                make_result(history),
+                self.result(),
             )
         history.train.append(train_value)
-        model.eval()
+        self.model.eval()
         postfix = {judge.train_key: f"{train_value:.{judge.digits}f}"}
-        if validate is not None:
-            value = validate()
+        if self.validate is not None:
+            value = self.validate()
             history.validation.append(value)
-            improved = value > best_value if judge.higher_is_better else value < best_value
+            improved = value > self.best_value if judge.higher_is_better else value < self.best_value
             if improved:
-                best_value, history.best_epoch, best_state = value, epoch, copy.deepcopy(model.state_dict())
+                self.best_value, history.best_epoch = value, epoch
+                self.best_state = copy.deepcopy(self.model.state_dict())
             postfix[judge.validation_key] = f"{value:.{judge.digits}f}"
         else:
             history.best_epoch = epoch
-        bar.set_postfix(postfix, refresh=False)
-        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            scheduler.step(history.validation[-1] if history.validation else train_value)
-        elif scheduler is not None:
-            scheduler.step()
+        if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            self.scheduler.step(history.validation[-1] if history.validation else train_value)
+        elif self.scheduler is not None:
+            self.scheduler.step()
+        self.at = _Position(epoch=epoch + 1, step=at.step)
         # Patience counts from the end of the warm-up: a VAE's ELBO keeps falling while β still rises.
         waited = epoch - max(history.best_epoch, judge.warmup_epochs - 1)
-        if validate is not None and patience is not None and waited >= patience:
-            history.stopped_early = True
-            break
-    bar.close()
-    if validate is not None:
-        model.load_state_dict(best_state)
-    history.wall_time = time.perf_counter() - start
-    return make_result(history)
+        history.stopped_early = self.validate is not None and patience is not None and waited >= patience
+        return postfix
+
+    def state(self, complete: bool) -> dict[str, Any]:
+        """What :meth:`restore` takes back."""
+        at, history = self.at, self.history
+        return {
+            "complete": complete,
+            "settings": self.checkpointing.settings,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
+            "generator": generator_state(self.generator),
+            "rng": rng_states(self.device),
+            "epoch": at.epoch,
+            "batch": at.batch,
+            "order": None if at.order is None else at.order.cpu(),
+            "total": None if at.total is None else at.total.cpu(),
+            "count": at.count,
+            "step": at.step,
+            "train": torch.tensor(history.train, dtype=torch.float64),
+            "validation": torch.tensor(history.validation, dtype=torch.float64),
+            "best_epoch": history.best_epoch,
+            "stopped_early": history.stopped_early,
+            "wall_time": time.perf_counter() - self.start,
+            "best_value": self.best_value,
+            "best_model": self.best_state,
+        }
+
+    def save(self, complete: bool = False) -> None:
+        assert self.checkpointing.path is not None
+        save_state(self.checkpointing.path, self.checkpointing.loop, self.state(complete))
+
+    def restore(self, saved: dict[str, Any]) -> None:
+        """Continue from the training state ``saved`` (the generator is the caller's, made from it)."""
+        self.model.load_state_dict(saved["model"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(saved["scheduler"])
+        self.history = EpochHistory(
+            saved["train"].tolist(), saved["validation"].tolist(), saved["best_epoch"], saved["stopped_early"]
+        )
+        self.best_value, self.best_state = saved["best_value"], saved["best_model"]
+        dtype = next(self.model.parameters()).dtype
+        self.at = _Position(
+            saved["epoch"], saved["batch"], on_device(saved["order"], self.device, dtype),
+            on_device(saved["total"], self.device, dtype), saved["count"], saved["step"],
+        )  # fmt: skip
+        self.start = time.perf_counter() - saved["wall_time"]
+        set_rng_states(saved["rng"])
+
+    def interrupted(self, signal_number: int) -> TrainingInterrupted:
+        """Write the checkpoint (the current weights), give the model the best weights so far, and
+        describe the stop."""
+        if self.checkpointing.path is not None:
+            self.save()
+        if self.validate is not None:
+            self.model.load_state_dict(self.best_state)
+        return TrainingInterrupted(signal_number, self.result(), self.checkpoint_path)
+
+    def finish(self) -> None:
+        """The end of the run: the best weights into the model, and the last checkpoint."""
+        if self.validate is not None:
+            self.model.load_state_dict(self.best_state)
+        if self.checkpointing.path is not None:
+            self.save(complete=True)
+
+    def result(self) -> Any:
+        self.history.wall_time = time.perf_counter() - self.start
+        return self.make_result(self.history)
 
 
 def _check_rows(name: str, data: torch.Tensor | None, context: torch.Tensor | None) -> None:
@@ -199,6 +373,25 @@ def _seeded(seed: int | None) -> torch.Generator | None:
     return generator
 
 
+def _checkpointing(
+    loop: str,
+    model: nn.Module,
+    settings: dict[str, Any],
+    checkpoint: StatePath | None,
+    checkpoint_every: int,
+    resume: StatePath | None,
+    seed: int | None,
+) -> tuple[Checkpointing, torch.Generator | None]:
+    """The loop's checkpointing (with the training state in ``resume``, checked against ``model`` and
+    ``settings``) and its generator: the resumed run's, else a new one from ``seed``."""
+    positive_int("checkpoint_every", checkpoint_every)
+    if resume is None:
+        return Checkpointing(loop, settings, checkpoint, checkpoint_every), _seeded(seed)
+    saved = load_state(resume, loop, model)
+    check_settings(saved, settings, resume)
+    return Checkpointing(loop, settings, checkpoint, checkpoint_every, saved), restored_generator(saved["generator"])
+
+
 def fit_data(
     model: FlowModel,
     train_data: torch.Tensor,
@@ -217,6 +410,9 @@ def fit_data(
     seed: int | None = None,
     device: str | torch.device | None = None,
     progress: bool = True,
+    checkpoint: StatePath | None = None,
+    checkpoint_every: int = 1,
+    resume: StatePath | None = None,
 ) -> DataFitResult:
     """Maximum likelihood (forward KL) on a data set until convergence.
 
@@ -232,6 +428,15 @@ def fit_data(
     label) per data row. With ``levels`` the data are integer levels (e.g. pixel values 0…levels−1),
     dequantised afresh in every batch by :func:`~flowforge.datasets.dequantize`, and the reported NLLs
     are those of the discrete data (see :func:`~flowforge.metrics.mean_nll`).
+
+    ``checkpoint``, ``checkpoint_every`` (epochs) and ``resume`` write and continue a training state as
+    in :func:`~flowforge.training.fit` (see :func:`run_epochs`): a resumed run ends in the state of an
+    uninterrupted one, bit for bit on the CPU, also when it was interrupted mid-epoch; the data must be
+    the same, and the settings that change the run's course (rows, ``levels``, ``epochs``,
+    ``batch_size``, ``lr``, ``weight_decay``, ``schedule``, ``clip_grad_norm``, ``patience``, whether
+    there is validation data) those of the run. SIGINT, SIGTERM and SIGHUP stop the fit after the
+    current batch with :class:`~flowforge.training.TrainingInterrupted`; the model then holds the best
+    weights so far.
     """
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
@@ -250,7 +455,12 @@ def fit_data(
     train_data, validation_data = on_device(train_data, device, dtype), on_device(validation_data, device, dtype)
     train_context = on_device(train_context, device, dtype)
     validation_context = on_device(validation_context, device, dtype)
-    generator = _seeded(seed)
+    settings = {
+        "rows": train_data.shape[0], "levels": levels, "epochs": epochs, "batch_size": batch_size, "lr": lr,
+        "weight_decay": weight_decay, "schedule": schedule, "clip_grad_norm": clip_grad_norm, "patience": patience,
+        "validation_rows": None if validation_data is None else validation_data.shape[0],
+    }  # fmt: skip
+    checkpointing, generator = _checkpointing("fit_data", model, settings, checkpoint, checkpoint_every, resume, seed)
     optimizer = torch.optim.Adam(parameters, lr=lr, weight_decay=weight_decay)
     forward_kl = ForwardKL()
 
@@ -276,7 +486,7 @@ def fit_data(
         model, train_data.shape[0], batch_loss, judge, epochs=epochs, batch_size=batch_size, optimizer=optimizer,
         parameters=parameters, lipschitz_layers=lipschitz_layers, validate=validate, make_result=result,
         scheduler=make_scheduler(schedule, optimizer, epochs), clip_grad_norm=clip_grad_norm, patience=patience,
-        generator=generator, progress=progress,
+        generator=generator, progress=progress, checkpointing=checkpointing,
     )  # fmt: skip
 
 
@@ -306,6 +516,9 @@ def fit_vae(
     seed: int | None = None,
     device: str | torch.device | None = None,
     progress: bool = True,
+    checkpoint: StatePath | None = None,
+    checkpoint_every: int = 1,
+    resume: StatePath | None = None,
 ) -> VAEFitResult:
     """Train a :class:`~flowforge.vae.FlowVAE` by maximising the ELBO.
 
@@ -319,6 +532,11 @@ def fit_vae(
     ``patience`` epochs, and the best weights are restored (without validation data: the last
     weights). A non-finite loss restores the best weights and raises
     :class:`~flowforge.training.TrainingDiverged`.
+
+    ``checkpoint``, ``checkpoint_every`` (epochs) and ``resume`` write and continue a training state,
+    and signals stop the fit, as in :func:`fit_data`; the settings a resumed run must share are the
+    rows, ``epochs``, ``batch_size``, ``lr``, ``warmup_epochs``, ``binarize_train``,
+    ``validation_samples``, ``clip_grad_norm``, ``patience`` and whether there is validation data.
     """
     for name, value in (("epochs", epochs), ("batch_size", batch_size), ("validation_samples", validation_samples)):
         positive_int(name, value)
@@ -330,7 +548,13 @@ def fit_vae(
     _check_vae_data(model, "validation", validation_data)
     device, parameters, lipschitz_layers = prepare(model, device)
     train_data = train_data.to(device=device, dtype=parameters[0].dtype)
-    generator = _seeded(seed)
+    settings = {
+        "rows": train_data.shape[0], "epochs": epochs, "batch_size": batch_size, "lr": lr,
+        "warmup_epochs": warmup_epochs, "binarize_train": binarize_train, "validation_samples": validation_samples,
+        "clip_grad_norm": clip_grad_norm, "patience": patience,
+        "validation_rows": None if validation_data is None else validation_data.shape[0],
+    }  # fmt: skip
+    checkpointing, generator = _checkpointing("fit_vae", model, settings, checkpoint, checkpoint_every, resume, seed)
     optimizer = torch.optim.Adam(parameters, lr=lr)
     elbo = ELBO(warmup_epochs * -(-train_data.shape[0] // batch_size))
 
@@ -352,4 +576,5 @@ def fit_vae(
         parameters=parameters, lipschitz_layers=lipschitz_layers,
         validate=None if validation_data is None else partial(mean_elbo, model, validation_data, validation_samples),
         make_result=result, clip_grad_norm=clip_grad_norm, patience=patience, generator=generator, progress=progress,
+        checkpointing=checkpointing,
     )  # fmt: skip

@@ -8,8 +8,9 @@ annealed; ``"forward_kl"`` to data or a sampler; ``"alpha_divergence"``) or a lo
 ``fit`` owns the loop, so it can do what a hand-written loop usually does not: keep the loss history
 on the device without per-step host syncs, compile the whole step when the run is long enough to
 pay for it (:mod:`flowforge.training.accelerate`, falling back to eager when compilation fails),
-check for NaN/inf every few steps and restore the last good state, and call back periodically
-(e.g. for frames).
+check for NaN/inf every few steps and restore the last good state, call back periodically
+(e.g. for frames), write a training state to resume from (:mod:`flowforge.training.checkpoint`), and
+stop cleanly on SIGINT, SIGTERM or SIGHUP (:mod:`flowforge.training.interrupt`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -29,7 +31,18 @@ from ..progress import progress_bar
 from ..utils.checks import positive_int
 from . import accelerate
 from .accelerate import COMPILE_MODES, EagerStep, Step
-from .common import Every, FitResult, TrainingDiverged, check_learning_rate, on_device, prepare
+from .checkpoint import (
+    StatePath,
+    callback_states,
+    check_settings,
+    load_callback_states,
+    load_state,
+    rng_states,
+    save_state,
+    set_rng_states,
+)
+from .common import Every, FitResult, TrainingDiverged, TrainingInterrupted, check_learning_rate, on_device, prepare
+from .interrupt import DeferredSignals
 
 STEP_LOSSES = ("reverse_kl", "forward_kl", "alpha_divergence")
 """The loss names :func:`fit` takes (the ELBO trains by epochs, with :func:`~flowforge.training.fit_vae`)."""
@@ -154,6 +167,9 @@ def fit(
     callbacks: Sequence[Every] = (),
     progress: bool = True,
     check_every: int = 100,
+    checkpoint: StatePath | None = None,
+    checkpoint_every: int = 1000,
+    resume: StatePath | None = None,
 ) -> FitResult:
     """Fit ``model`` for ``iterations`` steps of ``loss`` and return a :class:`FitResult`.
 
@@ -184,23 +200,61 @@ def fit(
             ``"auto"`` times the first steps eagerly and compiles when the rest of the run would take
             longer than :data:`~flowforge.training.accelerate.AUTO_COMPILE_PAYOFF_SECONDS`; ``"off"``
             never compiles. A failed compilation warns and training goes on eagerly.
-        callbacks: :class:`Every` instances called with ``(iteration, model)``.
+        callbacks: :class:`Every` instances called with ``(iteration, model)``; a callback function
+            with ``state_dict``/``load_state_dict`` is saved in the checkpoint and restored on resume.
         check_every: steps between NaN/inf checks (each check is one host sync). On a non-finite
             loss the model is restored to the state at the last good check and
             :class:`TrainingDiverged` is raised.
+        checkpoint: a file to write the training state to, every ``checkpoint_every`` steps, after
+            the last step and when interrupted (see :mod:`flowforge.training.checkpoint`: atomic and
+            synced to the disk).
+        resume: a training state written by ``fit(checkpoint=...)``: the model (built as the run's
+            was), optimizer, random generators, compile decision, last good state, loss history and
+            callbacks' states are restored, and the run goes on from the step it reached, to the state
+            an uninterrupted run reaches: bit for bit on the CPU with the eager step. With a compiled
+            step it resumes compiled (the ``"auto"`` decision is kept, not taken again) and differs from
+            the uninterrupted run only by the rounding of the compiled kernels it recompiles. The
+            settings that change the run's course (loss, samples per step, lr, weight decay, the
+            optimizer's type, ``check_every``, ``compile``) must be those of the run; ``iterations`` may
+            be larger, to go on further. A state whose run is complete is restored and its result
+            returned without a step. A file of another loop or model, or past ``iterations``, is a
+            :class:`ValueError`.
+
+    SIGINT, SIGTERM and SIGHUP (while ``fit`` runs in the main thread) stop the run at the next step
+    boundary: the checkpoint is written, the model keeps the current weights (the last good ones if
+    the loss became non-finite since the last check), and :class:`TrainingInterrupted` is raised with
+    the result so far. A second Ctrl-C stops at once, with a plain :class:`KeyboardInterrupt`.
     """
     compile_mode = _validate(iterations, samples_per_step, compile, lr)
+    positive_int("check_every", check_every)
+    positive_int("checkpoint_every", checkpoint_every)
     loss = _loss_object(loss, samples_per_step, anneal_iters, beta0, score_fn)
     if isinstance(loss, ReverseKL | AlphaDivergence):
         losses.require_target(model)
     if seed is not None:
         torch.manual_seed(seed)
     device, parameters, lipschitz_layers = prepare(model, device)
+    saved = load_state(resume, "fit", model) if resume is not None else None
     dtype = parameters[0].dtype
     objective, step_input = _objective_and_input(loss, samples_per_step, data, context, device, dtype)
     default_optimizer = optimizer is None
     if optimizer is None:
         optimizer = torch.optim.Adam(parameters, lr=lr, weight_decay=weight_decay, fused=device.type in ("cpu", "cuda"))
+    settings = {
+        **_loss_settings(loss),
+        "samples_per_step": samples_per_step,
+        "optimizer": type(optimizer).__name__,
+        **({"lr": lr, "weight_decay": weight_decay} if default_optimizer else {}),
+        "check_every": check_every,
+        "compile": compile_mode,
+    }
+    if saved is not None:
+        check_settings(saved, settings, str(resume))
+        if saved["done"] > iterations:
+            raise ValueError(
+                f"the resume file {str(resume)!r} has done {saved['done']} iterations, more than the {iterations} "
+                f"asked for; ask for {saved['done']} or more"
+            )
     eager = EagerStep(model, objective, optimizer)
     # The fused step replaces the optimizer, so only the default Adam qualifies; "sticking the landing"
     # and DReG toggle requires_grad inside the loss, which parameter substitution does not allow.
@@ -210,56 +264,188 @@ def fit(
     def compiled() -> Step:
         return accelerate.compiled_step(eager, fusable, lr, weight_decay, rows)
 
-    stepper: Step = compiled() if compile_mode == "on" else eager
-    first_compiled_call = compile_mode == "on"
-    probe_time = compile_time = step_time = 0.0
-    timed_steps = 0
-    history = torch.empty(iterations, dtype=dtype, device=device)
-    good_state, good_until = _snapshot(model, stepper), 0
-    bar = progress_bar(total=iterations, enabled=progress, unit="it", dynamic_ncols=True)
-    start = time.perf_counter()
-    for it in range(iterations):
-        step_start = time.perf_counter()
-        value = step_input(it)
-        if first_compiled_call:
-            first_compiled_call = False
-            loss_value, compile_time, stepper = accelerate.first_compiled_call(stepper, eager, value)
-        else:
-            loss_value = stepper(value)
-            if it > 0:
-                elapsed = time.perf_counter() - step_start
-                step_time += elapsed
-                timed_steps += 1
-                if accelerate.AUTO_PROBE_WARMUP <= it < accelerate.AUTO_PROBE_STEPS:
-                    probe_time += elapsed
-        for layer in lipschitz_layers:
-            layer.update_norm()
-        history[it] = loss_value
-        done = it + 1
-        if compile_mode == "auto" and done == accelerate.AUTO_PROBE_STEPS and done < iterations:
-            if accelerate.compile_pays(probe_time, iterations - done):
-                stepper, first_compiled_call = compiled(), True
-        if done % check_every == 0 or done == iterations:
-            window = history[good_until:done]
-            finite = torch.isfinite(window)
-            if not bool(finite.all()):
-                bad = good_until + int((~finite).nonzero()[0])
-                _restore(model, good_state)
+    run = _StepRun(model, eager, compiled, iterations, settings, callbacks, device, dtype)
+    if saved is None:
+        run.begin(compile_mode)
+    else:
+        run.restore(saved, str(resume))
+    return run.run(step_input, lipschitz_layers, check_every, checkpoint, checkpoint_every, progress)
+
+
+def _loss_settings(loss: Any) -> dict[str, Any]:
+    """The loss's type and, for flowforge's own losses, its settings (what a resumed run must share)."""
+    settings: dict[str, Any] = {"loss": type(loss).__name__}
+    if isinstance(loss, ReverseKL | AlphaDivergence | ForwardKL):
+        simple = int | float | str | None
+        settings.update({key: value for key, value in vars(loss).items() if isinstance(value, simple)})
+    return settings
+
+
+class _StepRun:
+    """A fit by steps under way: its step, position, loss history, last good state and timings, which
+    are what its training state records."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        eager: EagerStep,
+        compiled: Callable[[], Step],
+        iterations: int,
+        settings: dict[str, Any],
+        callbacks: Sequence[Every],
+        device: torch.device,
+        dtype: torch.dtype,
+    ) -> None:
+        self.model, self.eager, self.compiled = model, eager, compiled
+        self.iterations, self.settings, self.callbacks, self.device = iterations, settings, callbacks, device
+        self.stepper: Step = eager
+        self.first_compiled_call = False
+        self.decided = False
+        """whether the compile decision is taken (by ``compile="on"``/``"off"`` from the start)"""
+        self.history = torch.empty(iterations, dtype=dtype, device=device)
+        self.done = 0
+        self.good: tuple = ()
+        self.good_until = 0
+        self.probe_time = self.compile_time = self.step_time = self.earlier_wall_time = 0.0
+        self.timed_steps = 0
+        self.start = self.saved_at = -1.0
+
+    def begin(self, compile_mode: str) -> None:
+        if compile_mode == "on":
+            self.stepper, self.first_compiled_call = self.compiled(), True
+        self.decided = compile_mode != "auto"
+        self.good = _snapshot(self.model, self.stepper)
+
+    def restore(self, saved: dict[str, Any], path: str) -> None:
+        """Continue from the training state ``saved`` (read from ``path``)."""
+        self.model.load_state_dict(saved["model"])
+        self.eager.optimizer.load_state_dict(saved["optimizer"])
+        if saved["step"] != "eager":  # the compiled step takes the moments over from the eager optimizer
+            self.stepper, self.first_compiled_call = self.compiled(), True
+        self.decided = saved["decided"]
+        self.done = saved["done"]
+        self.history[: self.done] = saved["loss_history"]
+        self.good, self.good_until = (saved["good_model"], self.eager, saved["good_optimizer"]), saved["good_until"]
+        timing = saved["timing"]
+        self.probe_time, self.compile_time, self.step_time = timing["probe"], timing["compile"], timing["step"]
+        self.timed_steps, self.earlier_wall_time = timing["timed_steps"], timing["wall"]
+        load_callback_states([callback.function for callback in self.callbacks], saved["callbacks"], path)
+        set_rng_states(saved["rng"])
+
+    def state(self) -> dict[str, Any]:
+        """What :meth:`restore` takes back."""
+        good_model, good_stepper, good_stepper_state = self.good
+        kind = "fused" if self.stepper.fused else "compiled" if self.stepper.compiled else "eager"
+        return {
+            "complete": self.done == self.iterations,
+            "iterations": self.iterations,
+            "done": self.done,
+            "settings": self.settings,
+            "model": self.model.state_dict(),
+            "optimizer": accelerate.optimizer_state_dict(self.stepper, self.stepper.state(), self.eager),
+            "step": kind,
+            "decided": self.decided,
+            "loss_history": self.history[: self.done].clone().cpu(),
+            "good_model": good_model,
+            "good_optimizer": accelerate.optimizer_state_dict(good_stepper, good_stepper_state, self.eager),
+            "good_until": self.good_until,
+            "timing": {
+                "probe": self.probe_time,
+                "compile": self.compile_time,
+                "step": self.step_time,
+                "timed_steps": self.timed_steps,
+                "wall": time.perf_counter() - self.start,
+            },
+            "rng": rng_states(self.device),
+            "callbacks": callback_states([callback.function for callback in self.callbacks]),
+        }
+
+    def save(self, path: StatePath) -> None:
+        save_state(path, "fit", self.state())
+        self.saved_at = self.done
+
+    def run(
+        self,
+        step_input: Callable[[int], Any],
+        lipschitz_layers: Sequence[Any],
+        check_every: int,
+        checkpoint: StatePath | None,
+        checkpoint_every: int,
+        progress: bool,
+    ) -> FitResult:
+        self.start = time.perf_counter() - self.earlier_wall_time
+        first = self.done
+        bar = progress_bar(total=self.iterations, initial=first, enabled=progress, unit="it", dynamic_ncols=True)
+        with DeferredSignals() as signals:
+            try:
+                for it in range(first, self.iterations):
+                    self._step(it, step_input(it), timed=it > first)
+                    for layer in lipschitz_layers:
+                        layer.update_norm()
+                    if self.done % check_every == 0 or self.done == self.iterations:
+                        self._check(bar)
+                    for callback in self.callbacks:
+                        if self.done % callback.interval == 0:
+                            callback.function(self.done, self.model)
+                    bar.update(1)
+                    if checkpoint is not None and (self.done % checkpoint_every == 0 or self.done == self.iterations):
+                        self.save(checkpoint)
+                    if signals.pending is not None:
+                        raise self._interrupted(signals.act(), checkpoint)
+            finally:
                 bar.close()
-                result = _result(history[:bad], bad, start, step_time, timed_steps, stepper, compile_time, device)
-                raise TrainingDiverged(
-                    f"loss became {float(history[bad])} at iteration {bad + 1}; "
-                    f"the model was restored to its state after iteration {good_until}",
-                    result,
-                )
-            good_state, good_until = _snapshot(model, stepper), done
-            bar.set_postfix(loss=f"{float(history[done - 1]):.4f}", refresh=False)
-        for callback in callbacks:
-            if done % callback.interval == 0:
-                callback.function(done, model)
-        bar.update(1)
-    bar.close()
-    return _result(history, iterations, start, step_time, timed_steps, stepper, compile_time, device)
+        return self.result()
+
+    def _step(self, it: int, value: Any, timed: bool) -> None:
+        step_start = time.perf_counter()
+        if self.first_compiled_call:
+            self.first_compiled_call = False
+            loss_value, compile_time, self.stepper = accelerate.first_compiled_call(self.stepper, self.eager, value)
+            self.compile_time += compile_time
+        else:
+            loss_value = self.stepper(value)
+            if timed:
+                elapsed = time.perf_counter() - step_start
+                self.step_time += elapsed
+                self.timed_steps += 1
+                if accelerate.AUTO_PROBE_WARMUP <= it < accelerate.AUTO_PROBE_STEPS:
+                    self.probe_time += elapsed
+        self.history[it] = loss_value
+        self.done = it + 1
+        if not self.decided and self.done == accelerate.AUTO_PROBE_STEPS and self.done < self.iterations:
+            self.decided = True
+            if accelerate.compile_pays(self.probe_time, self.iterations - self.done):
+                self.stepper, self.first_compiled_call = self.compiled(), True
+
+    def _check(self, bar: Any) -> None:
+        """Raise :class:`TrainingDiverged` (restoring the last good state) if a loss since the last check
+        is not finite; else take the current state as the good one."""
+        finite = torch.isfinite(self.history[self.good_until : self.done])
+        if not bool(finite.all()):
+            bad = self.good_until + int((~finite).nonzero()[0])
+            _restore(self.model, self.good)
+            raise TrainingDiverged(
+                f"loss became {float(self.history[bad])} at iteration {bad + 1}; "
+                f"the model was restored to its state after iteration {self.good_until}",
+                _result(self.history[:bad], bad, self.start, self.step_time, self.timed_steps, self.stepper,
+                        self.compile_time, self.device),
+            )  # fmt: skip
+        self.good, self.good_until = _snapshot(self.model, self.stepper), self.done
+        bar.set_postfix(loss=f"{float(self.history[self.done - 1]):.4f}", refresh=False)
+
+    def _interrupted(self, signal_number: int, checkpoint: StatePath | None) -> TrainingInterrupted:
+        """Write the checkpoint (unless written at this step), leave the model usable, and describe the stop."""
+        if checkpoint is not None and self.saved_at != self.done:
+            self.save(checkpoint)
+        if not bool(torch.isfinite(self.history[self.good_until : self.done]).all()):
+            _restore(self.model, self.good)
+        return TrainingInterrupted(signal_number, self.result(), None if checkpoint is None else Path(checkpoint))
+
+    def result(self) -> FitResult:
+        return _result(
+            self.history[: self.done], self.done, self.start, self.step_time, self.timed_steps, self.stepper,
+            self.compile_time, self.device,
+        )  # fmt: skip
 
 
 def _snapshot(model: nn.Module, stepper: Step) -> tuple:
@@ -273,7 +459,7 @@ def _restore(model: nn.Module, snapshot: tuple) -> None:
 
 
 def _result(history, iterations, start, step_time, timed_steps, stepper, compile_time, device) -> FitResult:
-    # Compilation and the first (warm-up) step are not timed; extrapolate the rest over all steps.
+    # Compilation and the first (warm-up) step of a session are not timed; extrapolate the rest over all steps.
     step_time = step_time * iterations / timed_steps if timed_steps else float("nan")
     return FitResult(
         loss_history=history.detach().cpu().numpy(),

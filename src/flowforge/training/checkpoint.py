@@ -1,0 +1,198 @@
+"""Training states: the file a loop writes so that a run can be resumed, and its checks when read back.
+
+A training state holds everything a loop needs to continue a run to the state an uninterrupted run
+reaches (model, optimizer, schedule, random number generators, position, history, best-so-far; each
+loop adds its own entries). It is written by :func:`save_state` through :func:`atomic_path` with
+``durable=True``: to a temporary file beside its destination, flushed to the disk with ``fsync``, moved
+into place with :func:`os.replace`, and the folder synced too, so that after a crash or a power cut the
+file is either the previous state or the new one, never a mix. It is read by :func:`load_state` with
+``torch.load(weights_only=True)``: only tensors, numbers, strings and containers of them, so a
+training state cannot carry code. Anything else that is stored (NumPy arrays, random-generator states)
+is stored as tensors.
+
+:func:`atomic_path` is also the writer of every file the command writes (:mod:`flowforge.plot`
+re-exports it): this is the lowest layer that writes files.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+FORMAT = "flowforge training state"
+"""The value of ``"format"`` in every training state."""
+VERSION = 1
+"""The layout of the training state; a file of a later version is refused."""
+LOOPS = ("fit", "fit_data", "fit_vae")
+"""The loops that write training states, as recorded in ``"loop"``."""
+
+StatePath = str | os.PathLike
+
+
+@contextmanager
+def atomic_path(path: StatePath, durable: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; move it into place only if the block succeeds.
+
+    The temporary file is named ``.NAME.PID.RANDOM.partial`` and removed if the block fails (a full
+    disk, an interruption), so ``path`` is either its old self or complete. An :class:`OSError` that
+    names the temporary file, or no file, is raised again naming ``path``. With ``durable`` the
+    file's data are flushed to the disk (``fsync``) before the move and the folder after it, so the
+    new file also survives a crash of the machine.
+    """
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial")
+    try:
+        yield temporary
+        if durable:
+            _sync(temporary, os.O_RDWR if os.name == "nt" else os.O_RDONLY)
+        os.replace(temporary, path)
+    except OSError as error:
+        if error.filename is None or Path(error.filename) == temporary:
+            raise OSError(error.errno, error.strerror or str(error), str(path)) from error
+        raise
+    finally:
+        if os.path.lexists(temporary):
+            os.remove(temporary)
+    if durable:
+        _sync_folder(path.parent)
+
+
+def _sync(path: Path, flags: int) -> None:
+    descriptor = os.open(path, flags)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _sync_folder(folder: Path) -> None:
+    """fsync a folder, so that a rename in it is on the disk; not possible (nor needed) on Windows."""
+    if os.name != "nt":
+        _sync(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+
+
+def save_state(path: StatePath, loop: str, state: Mapping[str, Any]) -> None:
+    """Write the training state ``state`` of ``loop`` to ``path``, atomically and durably."""
+    with atomic_path(path, durable=True) as temporary, open(temporary, "wb") as handle:
+        # Through a Python file, so that a full disk is an OSError (torch's own writer raises RuntimeError).
+        torch.save({"format": FORMAT, "version": VERSION, "loop": loop, **state}, handle)
+
+
+def load_state(path: StatePath, loop: str, model: nn.Module) -> dict[str, Any]:
+    """The training state in ``path``, checked to be one of ``loop`` for ``model`` (the same state dict
+    keys, shapes and dtypes); a :class:`ValueError` naming what was expected otherwise. Tensors are on
+    the CPU."""
+    resume = f"resume file {str(path)!r}"
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError as error:
+        raise ValueError(f"cannot read the {resume}: {error.strerror or error}") from None
+    except Exception as error:  # a file torch cannot parse raises many types; its message may mislead
+        raise ValueError(
+            f"the {resume} is not a flowforge training state (torch cannot read it: {type(error).__name__}); "
+            f"expected a file written by {loop}(checkpoint=...)"
+        ) from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise ValueError(
+            f"the {resume} is not a flowforge training state; expected a file written by {loop}(checkpoint=...)"
+        )
+    if not isinstance(state.get("version"), int) or state["version"] > VERSION:
+        raise ValueError(
+            f"the {resume} has training-state version {state.get('version')!r}; this flowforge reads version "
+            f"{VERSION} and earlier"
+        )
+    if state.get("loop") != loop:
+        raise ValueError(
+            f"the {resume} was written by {state.get('loop')}, not by {loop}; resume it with {state.get('loop')}"
+        )
+    check_model(state["model"], model, resume)
+    return state
+
+
+def check_model(saved: Mapping[str, Any], model: nn.Module, source: str) -> None:
+    """ValueError unless the state dict ``saved`` has the keys, shapes and dtypes of ``model``'s."""
+    own = model.state_dict()
+    missing, unexpected = sorted(set(own) - set(saved)), sorted(set(saved) - set(own))
+    if missing or unexpected:
+        parts = [f"lacks {_names(missing)}" if missing else "", f"has {_names(unexpected)}" if unexpected else ""]
+        raise ValueError(
+            f"the {source} is of another model: it {' and '.join(p for p in parts if p)} (compared with the model "
+            "given); build the model the run was started with"
+        )
+    for key, value in own.items():
+        other = saved[key]
+        if not isinstance(value, torch.Tensor):
+            continue
+        if not isinstance(other, torch.Tensor) or other.shape != value.shape or other.dtype != value.dtype:
+            described = (
+                f"{tuple(other.shape)} {other.dtype}" if isinstance(other, torch.Tensor) else type(other).__name__
+            )
+            raise ValueError(
+                f"the {source} is of another model: {key!r} is {described} in it but {tuple(value.shape)} "
+                f"{value.dtype} in the model given; build the model the run was started with"
+            )
+
+
+def _names(keys: Sequence[str]) -> str:
+    shown = ", ".join(repr(key) for key in keys[:3])
+    return shown + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+
+
+def check_settings(state: Mapping[str, Any], settings: Mapping[str, Any], path: StatePath) -> None:
+    """ValueError unless the run that wrote ``state`` had these ``settings`` (what changes its course)."""
+    saved = state.get("settings", {})
+    for key, value in settings.items():
+        if key in saved and saved[key] != value:
+            raise ValueError(
+                f"the resume file {str(path)!r} was written by a run with {key}={saved[key]!r}, but this call has "
+                f"{key}={value!r}; resume with the settings the run was started with"
+            )
+
+
+def rng_states(device: torch.device) -> dict[str, Any]:
+    """The states of torch's global generators: the CPU's, and every CUDA device's when on CUDA."""
+    states: dict[str, Any] = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: Mapping[str, Any]) -> None:
+    """Restore what :func:`rng_states` returned (CUDA states only where there are as many devices)."""
+    torch.set_rng_state(states["cpu"])
+    cuda = states.get("cuda")
+    if cuda and torch.cuda.is_available() and torch.cuda.device_count() == len(cuda):
+        torch.cuda.set_rng_state_all(cuda)
+
+
+def generator_state(generator: torch.Generator | None) -> torch.Tensor | None:
+    return None if generator is None else generator.get_state()
+
+
+def restored_generator(state: torch.Tensor | None) -> torch.Generator | None:
+    """A CPU generator in the saved ``state`` (None when the run had none)."""
+    return None if state is None else torch.Generator().set_state(state)
+
+
+def callback_states(functions: Sequence[Any]) -> list[Any]:
+    """``state_dict()`` of each callback function that has one (None for the others)."""
+    return [function.state_dict() if hasattr(function, "state_dict") else None for function in functions]
+
+
+def load_callback_states(functions: Sequence[Any], states: Sequence[Any], path: StatePath) -> None:
+    """``load_state_dict`` the saved states into the callback functions that have it."""
+    if len(states) != len(functions):
+        raise ValueError(
+            f"the resume file {str(path)!r} was written with {len(states)} callbacks, but this call has "
+            f"{len(functions)}; pass the callbacks the run was started with"
+        )
+    for function, state in zip(functions, states, strict=True):
+        if state is not None and hasattr(function, "load_state_dict"):
+            function.load_state_dict(state)
