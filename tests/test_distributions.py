@@ -263,3 +263,25 @@ def test_reverse_kl_teaches_the_resampled_base_its_acceptance():
     with torch.no_grad():
         after = kl()
     assert after < 0.5 * before, (before, after)
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: nf.distributions.CircularGaussianMixture(2.5), "n_modes must be a positive int, got 2.5"),
+        (lambda: nf.distributions.CircularGaussianMixture(True), "n_modes must be a positive int"),
+        (lambda: nf.distributions.RingMixture(0), "n_rings must be a positive int"),
+        (lambda: nf.distributions.TwoModes(loc=math.nan), "loc must be a finite number"),
+        (lambda: nf.distributions.TwoModes(scale=math.inf), "scale must be a finite positive number"),
+        (lambda: nf.distributions.Sinusoidal(period=math.nan), "period must be a finite positive number"),
+        (lambda: nf.distributions.Smiley(scale=-1.0), "scale must be a finite positive number"),
+        (lambda: nf.distributions.GaussianMixture40(n_modes=4.0), "n_modes must be a positive int"),
+        (lambda: nf.distributions.GaussianMixture40(scale=math.nan), "scale must be a finite positive number"),
+        (lambda: nf.distributions.GaussianMixture40(seed=-1), "seed must be an int"),
+        (lambda: nf.distributions.ManyWell(4.0), "even dim"),
+    ],
+)
+def test_targets_refuse_parameters_that_would_give_a_wrong_density(make, message):
+    # n_modes=2.5 used to build a "normalised" mixture whose density integrated to 1.5
+    with pytest.raises(ValueError, match=message):
+        make()

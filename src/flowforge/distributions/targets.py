@@ -21,6 +21,25 @@ from ..utils.protocols import LogDensity
 LOG_2 = math.log(2.0)
 
 
+def _finite(owner: str, name: str, value: float, positive: bool = False) -> float:
+    """``value`` as a float if it is a finite real number (and positive, with ``positive``), else ValueError."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if isinstance(value, bool) or not math.isfinite(number) or (positive and number <= 0):
+        kind = "a finite positive number" if positive else "a finite number"
+        raise ValueError(f"{owner} {name} must be {kind}, got {value!r}")
+    return number
+
+
+def _count(owner: str, name: str, value: int) -> int:
+    """``value`` if it is an int ≥ 1 (bools excluded; a float such as 2.5 is refused, not rounded)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{owner} {name} must be a positive int, got {value!r}")
+    return value
+
+
 class Target(nn.Module):
     """Base class of the 2-D targets.
 
@@ -74,11 +93,10 @@ class TwoModes(Target):
     """
 
     def __init__(self, loc: float = 2.0, scale: float = 0.1):
-        if scale <= 0:
-            raise ValueError(f"TwoModes scale must be positive, got {scale}")
+        loc, scale = _finite("TwoModes", "loc", loc), _finite("TwoModes", "scale", scale, positive=True)
         half = abs(loc) + 12 * scale
         super().__init__(((-half, half), (-half, half)), LOG_2)
-        self.loc, self.scale = float(loc), float(scale)
+        self.loc, self.scale = loc, scale
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         self.check_input(z)
@@ -117,9 +135,7 @@ class CircularGaussianMixture(Target):
     normalized = True
 
     def __init__(self, n_modes: int = 8):
-        if n_modes < 1:
-            raise ValueError(f"CircularGaussianMixture needs n_modes >= 1, got {n_modes}")
-        self.n_modes = int(n_modes)
+        self.n_modes = n_modes = _count("CircularGaussianMixture", "n_modes", n_modes)
         self.scale = 2 / 3 * math.sin(math.pi / n_modes) if n_modes > 1 else 0.5
         half = 2 + 8 * self.scale
         super().__init__(
@@ -150,9 +166,7 @@ class RingMixture(Target):
     radii: torch.Tensor
 
     def __init__(self, n_rings: int = 2):
-        if n_rings < 1:
-            raise ValueError(f"RingMixture needs n_rings >= 1, got {n_rings}")
-        self.n_rings = int(n_rings)
+        self.n_rings = n_rings = _count("RingMixture", "n_rings", n_rings)
         self.scale = 1 / 4 / n_rings
         half = 2 + 8 * self.scale
         super().__init__(((-half, half), (-half, half)), math.log(n_rings))
@@ -173,9 +187,8 @@ class Sinusoidal(Target):
     """
 
     def __init__(self, scale: float = 0.4, period: float = 4.0):
-        if scale <= 0 or period <= 0:
-            raise ValueError(f"Sinusoidal needs positive scale and period, got {scale}, {period}")
-        self.scale, self.period = float(scale), float(period)
+        self.scale = scale = _finite("Sinusoidal", "scale", scale, positive=True)
+        self.period = _finite("Sinusoidal", "period", period, positive=True)
         envelope = 20 * scale * 40**0.25
         super().__init__(((-envelope, envelope), (-min(envelope, 1 + 8 * scale), min(envelope, 1 + 8 * scale))), 0.0)
 
@@ -190,9 +203,7 @@ class Smiley(Target):
     r"""A smile: ``log p̃ = −½((‖z‖ − 2)/(2σ))² − ½((|z₂ + 0.8| − 1.2)/(2σ))²`` (σ = ``scale``)."""
 
     def __init__(self, scale: float = 0.1):
-        if scale <= 0:
-            raise ValueError(f"Smiley scale must be positive, got {scale}")
-        self.scale = float(scale)
+        self.scale = scale = _finite("Smiley", "scale", scale, positive=True)
         half = 2 + 12 * scale
         super().__init__(((-half, half), (-half, half)), 0.0)
 
@@ -292,9 +303,12 @@ class GaussianMixture40(Target):
     normalized = True
 
     def __init__(self, n_modes: int = 40, loc_scaling: float = 40.0, scale: float | None = None, seed: int = 0):
-        if n_modes < 1 or loc_scaling <= 0 or (scale is not None and scale <= 0):
-            raise ValueError(f"GaussianMixture40 needs n_modes >= 1 and positive sizes, got {n_modes}, {loc_scaling}")
-        self.n_modes, self.scale = int(n_modes), float(F.softplus(torch.tensor(1.0)) if scale is None else scale)
+        self.n_modes = n_modes = _count("GaussianMixture40", "n_modes", n_modes)
+        loc_scaling = _finite("GaussianMixture40", "loc_scaling", loc_scaling, positive=True)
+        softplus_one = float(F.softplus(torch.tensor(1.0)))
+        self.scale = softplus_one if scale is None else _finite("GaussianMixture40", "scale", scale, positive=True)
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+            raise ValueError(f"GaussianMixture40 seed must be an int from 0 to 2**63 - 1, got {seed!r}")
         half = loc_scaling + 6 * self.scale
         super().__init__(((-half, half), (-half, half)), -math.log(2 * math.pi * self.scale**2))
         generator = torch.Generator().manual_seed(seed)
@@ -326,8 +340,8 @@ class ManyWell(Target):
     """
 
     def __init__(self, dim: int = 32):
-        if dim < 2 or dim % 2:
-            raise ValueError(f"ManyWell needs an even dim >= 2, got {dim}")
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 2 or dim % 2:
+            raise ValueError(f"ManyWell needs an even dim >= 2 (an int), got {dim!r}")
         super().__init__(((-3.0, 3.0), (-4.5, 4.5)), 0.0)
         self.n_dims = int(dim)
         grid = torch.linspace(-6.0, 6.0, 200_001, dtype=torch.float64)
