@@ -1,6 +1,7 @@
 """The one model API: every model takes ``context=None`` in every method, with the same signatures."""
 
 import inspect
+import math
 
 import pytest
 import torch
@@ -165,3 +166,18 @@ def test_one_set_of_signatures_across_models():
         }
         assert len(signatures) == 1, (method, signatures)
         assert "context" in [name for name, _, _ in next(iter(signatures))]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("preset", ["planar", "radial", "realnvp", "maf", "iaf", "nsf"])
+def test_log_prob_far_from_the_data_is_minus_infinity_not_nan(preset, dtype):
+    torch.manual_seed(0)
+    model = nf.presets.PRESETS[preset](2, 2).to(dtype).eval()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.1 * torch.randn_like(parameter))
+    huge = [1e30, torch.finfo(dtype).max / 2, 1e300 if dtype == torch.float64 else 1e38, math.inf]
+    x = torch.tensor([[v, 0.5] for v in huge] + [[-v, v] for v in huge], dtype=dtype)
+    log_q = model.log_prob(x)
+    assert not torch.isnan(log_q).any() and (log_q < 0).all(), log_q
+    assert torch.isnan(model.log_prob(torch.tensor([[math.nan, 0.0]], dtype=dtype))).all()

@@ -56,6 +56,18 @@ def _check_flows(owner: str, flows: Iterable[object]) -> list[Flow]:
     return flows  # type: ignore[return-value]
 
 
+def _underflow(log_q: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``log_q`` with −inf for the rows of ``x`` without a NaN whose log-density came out NaN.
+
+    Far from the data, the layers' arithmetic overflows (``inf − inf`` in a conditioner net, ``inf/inf``
+    in a radial layer) although the density there is merely below what the dtype can hold; a row
+    outside the support of a bounded layer (a logit of 1.5) has density 0 as well. Both are −inf,
+    as a density that underflows is; only a NaN in the input gives NaN.
+    """
+    given = ~torch.isnan(x).flatten(1).any(1)
+    return torch.where(torch.isnan(log_q) & given, torch.full_like(log_q, -math.inf), log_q)
+
+
 class _FlowModel(nn.Module, Generic[Latent]):
     """What :class:`NormalizingFlow` and :class:`MultiscaleFlow` share: the losses, sampling with a
     temperature, saving and loading. Subclasses implement the two maps and :meth:`draw`."""
@@ -214,7 +226,7 @@ class NormalizingFlow(_FlowModel[torch.Tensor]):
         """``log q(x)`` (or ``log q(x | c)``) for a batch ``x``, shape ``(batch,)``."""
         base_context, layer_context = self._contexts(self.q0, context, x.shape[0], x, False)
         z, log_det = pull_back(self._layers, x, layer_context)
-        return self._base_log_prob(z, base_context) + log_det
+        return _underflow(self._base_log_prob(z, base_context) + log_det, x)
 
     def draw(self, num_samples: int = 1, context: Context = None) -> Draw:
         base_context, layer_context = self._contexts(self.q0, context, num_samples, self._like(), True)
@@ -352,7 +364,7 @@ class MultiscaleFlow(_FlowModel[list[torch.Tensor]]):
         latents, log_det = self._pull(x, layer_context)
         for level, z in enumerate(latents):
             log_det = log_det + self._base_log_prob(level, z, base_context)
-        return log_det
+        return _underflow(log_det, x)
 
     def draw(self, num_samples: int = 1, context: Context = None) -> Draw:
         if not all(base.reparameterized for base in self._bases()):
