@@ -91,3 +91,45 @@ def test_standardization_gives_densities_and_samples_in_data_units():
     torch.testing.assert_close(samples.mean(0), mean, rtol=0.01, atol=0.2)
     with pytest.raises(ValueError, match=r"feature\(s\) \[1\] are constant"):
         nf.flows.Standardization.from_data(torch.tensor([[1.0, 2.0], [3.0, 2.0]]))
+
+
+def test_numpy_files_that_cannot_be_tables(tmp_path):
+    np.save(tmp_path / "complex.npy", np.ones((4, 2)) + 1j)
+    np.savez(tmp_path / "objects.npz", a=np.array([1, "x", None], dtype=object))
+    with open(tmp_path / "huge.npy", "wb") as handle:  # a header claiming 16 TB over 64 bytes of data
+        np.lib.format.write_array_header_1_0(handle, {"descr": "<f8", "fortran_order": False, "shape": (10**12, 2)})
+        handle.write(bytes(64))
+    (tmp_path / "empty.npy").write_bytes(b"")
+    cases = {
+        "complex.npy": "holds complex numbers",
+        "objects.npz": "holds Python objects",
+        "huge.npy": r"its header claims an array of shape \(1000000000000, 2\).*holds 64 bytes of data",
+        "empty.npy": "cannot read as a NumPy file",
+    }
+    for name, message in cases.items():
+        with pytest.raises(DataError, match=message):
+            load_table(tmp_path / name)
+    np.save(tmp_path / "big.npy", np.zeros((100, 2)))
+    with pytest.raises(DataError, match="over the limit of 1 KiB"):
+        load_table(tmp_path / "big.npy", max_bytes=1024)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("a,b\n1.0,2.0\n3.5,caf\xe9\n".encode("latin-1"), r"not UTF-8 text \(byte 0xe9 at offset 19\)"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "holds binary data"),
+        (b"", "no data rows"),
+    ],
+)
+def test_text_files_that_cannot_be_read(tmp_path, content, message):
+    path = tmp_path / "table.csv"
+    path.write_bytes(content)
+    with pytest.raises(DataError, match=message):
+        load_table(path)
+
+
+def test_utf8_with_a_byte_order_mark_is_read(tmp_path):
+    path = tmp_path / "bom.csv"
+    path.write_bytes("\ufeffhöhe,b\n1,2\n3,4\n".encode())
+    assert load_table(path)[1] == ["höhe", "b"]

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import csv
+import io
 import math
 import os
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -129,9 +131,41 @@ class DataError(ValueError):
     """A data file that cannot be used, with the place (row, column) and the reason."""
 
 
-def _parse_csv(path: Path, delimiter: str) -> tuple[list[str] | None, list[list[str]]]:
-    with open(path, newline="") as handle:
-        rows = [row for row in csv.reader(handle, delimiter=delimiter) if row and any(cell.strip() for cell in row)]
+def _size(count: int) -> str:
+    """A number of bytes for a message: ``123 bytes``, ``1.5 GiB``."""
+    for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if count >= scale:
+            return f"{count / scale:.3g} {unit}"
+    return f"{count} bytes"
+
+
+def _read_text(path: Path, max_bytes: int | None) -> str:
+    """The text of a .csv/.txt file: UTF-8 (with or without a byte-order mark), no NUL bytes."""
+    size = path.stat().st_size
+    if max_bytes is not None and size > max_bytes:
+        raise DataError(
+            f"{path}: a text table of {_size(size)} is over the limit of {_size(max_bytes)}; save it with numpy.save "
+            "as .npy (read without parsing)"
+        )
+    raw = path.read_bytes()
+    if b"\0" in raw:
+        raise DataError(f"{path}: holds binary data (NUL bytes); expected comma-separated numbers as UTF-8 text")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise DataError(
+            f"{path}: not UTF-8 text (byte 0x{raw[error.start]:02x} at offset {error.start}); expected a UTF-8 "
+            ".csv/.txt file (re-save it as UTF-8)"
+        ) from None
+
+
+def _parse_csv(path: Path, delimiter: str, max_bytes: int | None) -> tuple[list[str] | None, list[list[str]]]:
+    text = _read_text(path, max_bytes)
+    try:
+        reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+        rows = [row for row in reader if row and any(cell.strip() for cell in row)]
+    except csv.Error as error:
+        raise DataError(f"{path}: not a readable CSV file ({error})") from None
     if not rows:
         raise DataError(f"{path}: no data rows")
 
@@ -157,15 +191,101 @@ def _check_values(values: np.ndarray, names: list[str], path: Path, first_row: i
         raise DataError(f"{path}: row {row + first_row}, column {names[column]!r}: {what}")
 
 
+def _array_header(handle: Any, where: str) -> tuple[tuple[int, ...], np.dtype]:
+    """The shape and dtype in the header of a ``.npy`` stream, read without its data."""
+    try:
+        version = np.lib.format.read_magic(handle)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read(handle)
+    except (ValueError, EOFError) as error:
+        raise DataError(f"{where}: cannot read as a NumPy file ({error})") from None
+    return shape, dtype
+
+
+def _check_array_size(
+    where: str, shape: tuple[int, ...], dtype: np.dtype, available: int, max_bytes: int | None
+) -> None:
+    """Refuse an array header that asks for more bytes than the file holds (or than ``max_bytes``),
+    before anything is allocated, and arrays of Python objects (which would need unpickling)."""
+    if dtype.hasobject:
+        raise DataError(f"{where}: holds Python objects (dtype {dtype}); expected an array of numbers")
+    needed = math.prod(shape) * dtype.itemsize
+    if needed > available:
+        raise DataError(
+            f"{where}: its header claims an array of shape {shape} and dtype {dtype} ({_size(needed)}), but the file "
+            f"holds {_size(available)} of data; the file is damaged or not what it claims"
+        )
+    if max_bytes is not None and needed > max_bytes:
+        raise DataError(f"{where}: an array of {_size(needed)} is over the limit of {_size(max_bytes)}")
+
+
+def load_array(path: str | os.PathLike[str], key: str | None = None, max_bytes: int | None = None) -> np.ndarray:
+    """The array of numbers in a ``.npy`` file, or in a ``.npz`` file the one named ``key`` (which
+    may be left out when it holds one).
+
+    Nothing is unpickled, and the header is checked before the data are read: an array larger than
+    the file (or than ``max_bytes``) or of Python objects is refused without allocating it. Arrays
+    that are not real numbers (strings, booleans, dates, complex numbers) raise :class:`DataError`.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npy":
+            with open(path, "rb") as handle:
+                shape, dtype = _array_header(handle, str(path))
+                _check_array_size(str(path), shape, dtype, os.fstat(handle.fileno()).st_size - handle.tell(), max_bytes)
+            values = np.load(path, allow_pickle=False)
+        elif suffix == ".npz":
+            values = _load_npz_member(path, key, max_bytes)
+        else:
+            raise DataError(f"{path}: unsupported file type {suffix!r}; expected .npy or .npz")
+    except DataError:
+        raise
+    except OSError as error:
+        raise DataError(f"{path}: cannot read ({error.strerror or error})") from None
+    except (ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise DataError(f"{path}: cannot read as a NumPy file ({error})") from None
+    if np.issubdtype(values.dtype, np.complexfloating):
+        raise DataError(f"{path}: holds complex numbers (dtype {values.dtype}); expected real numbers")
+    if not np.issubdtype(values.dtype, np.number):
+        raise DataError(f"{path}: expected a numeric array, got dtype {values.dtype}")
+    return values
+
+
+def _load_npz_member(path: Path, key: str | None, max_bytes: int | None) -> np.ndarray:
+    with zipfile.ZipFile(path) as archive:
+        members = {name.removesuffix(".npy"): name for name in archive.namelist()}  # NumPy's own naming
+        available = list(members)
+        if key is None and len(available) != 1:
+            raise DataError(f"{path}: holds arrays {available}; name one with key")
+        if key is not None and key not in available:
+            raise DataError(f"{path}: no array {key!r}; it holds {available}")
+        name = key if key is not None else available[0]
+        info = archive.getinfo(members[name])
+        where = f"{path}, array {name!r}"
+        with archive.open(info) as member:
+            shape, dtype = _array_header(member, where)
+            _check_array_size(where, shape, dtype, info.file_size - member.tell(), max_bytes)
+    with np.load(path, allow_pickle=False) as arrays:
+        return arrays[name]
+
+
 def load_table(
-    path: str | os.PathLike[str], columns: list[str | int] | None = None, key: str | None = None, delimiter: str = ","
+    path: str | os.PathLike[str],
+    columns: list[str | int] | None = None,
+    key: str | None = None,
+    delimiter: str = ",",
+    max_bytes: int | None = None,
 ) -> tuple[torch.Tensor, list[str]]:
-    """Read a numeric table from ``.csv``/``.txt`` (header detected: a first row that is not all
-    numbers), ``.npy`` or ``.npz`` (``key`` names the array when there are several).
+    """Read a numeric table from ``.csv``/``.txt`` (UTF-8; header detected: a first row that is not
+    all numbers), ``.npy`` or ``.npz`` (``key`` names the array when there are several; read by
+    :func:`load_array`).
 
     ``columns`` selects columns by name or index. Returns a float64 tensor ``(rows, columns)`` and
     the column names. Missing, non-numeric or infinite values raise :class:`DataError` naming the
-    row (1-based, as in the file) and the column.
+    row (1-based, as in the file) and the column; so do files that cannot be read (not UTF-8 or
+    binary text, damaged arrays, complex numbers, ``max_bytes`` exceeded by a text file's size or an
+    array's data).
     """
     path = Path(path)
     if not path.is_file():
@@ -173,7 +293,10 @@ def load_table(
     suffix = path.suffix.lower()
     first_row = 1
     if suffix in (".csv", ".txt"):
-        header, rows = _parse_csv(path, delimiter)
+        try:
+            header, rows = _parse_csv(path, delimiter, max_bytes)
+        except OSError as error:
+            raise DataError(f"{path}: cannot read ({error.strerror or error})") from None
         width = len(header) if header else len(rows[0])
         names = header or [f"x{i + 1}" for i in range(width)]
         first_row = 2 if header else 1
@@ -192,20 +315,7 @@ def load_table(
                         f"{path}: row {index + first_row}, column {names[column]!r}: {text!r} is not a number"
                     ) from None
     elif suffix in (".npy", ".npz"):
-        try:
-            loaded = np.load(path, allow_pickle=False)
-        except (ValueError, OSError) as error:
-            raise DataError(f"{path}: cannot read as a NumPy file ({error})") from None
-        if suffix == ".npz":
-            available = list(loaded.keys())
-            if key is None and len(available) != 1:
-                raise DataError(f"{path}: holds arrays {available}; name one with key")
-            if key is not None and key not in available:
-                raise DataError(f"{path}: no array {key!r}; it holds {available}")
-            loaded = loaded[key or available[0]]
-        if not np.issubdtype(loaded.dtype, np.number):
-            raise DataError(f"{path}: expected a numeric array, got dtype {loaded.dtype}")
-        values = np.asarray(loaded, dtype=np.float64)
+        values = np.asarray(load_array(path, key, max_bytes), dtype=np.float64)
         if values.ndim == 1:
             values = values[:, None]
         if values.ndim != 2:
