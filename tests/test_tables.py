@@ -133,3 +133,16 @@ def test_utf8_with_a_byte_order_mark_is_read(tmp_path):
     path = tmp_path / "bom.csv"
     path.write_bytes("\ufeffhöhe,b\n1,2\n3,4\n".encode())
     assert load_table(path)[1] == ["höhe", "b"]
+
+
+def test_whitening_keeps_float64_statistics_for_float32_layers():
+    # data 1e9 from the origin with a spread of 1: float32 cannot hold them apart, float64 can
+    data = 1e9 + torch.randn(500, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    whitening = nf.flows.Whitening.from_data(data)
+    assert whitening.mean.dtype == torch.float64
+    z, log_det = whitening.inverse(data)
+    assert z.dtype == torch.float64 and abs(float(z.std()) - 1) < 0.01 and log_det.dtype == torch.float64
+    x, _ = whitening.forward(z.float())  # a float32 input comes back float32, computed in float64
+    assert x.dtype == torch.float32
+    back, _ = whitening.forward(z)
+    torch.testing.assert_close(back, data)

@@ -102,6 +102,11 @@ class Whitening(Flow):
     Gaussian fitted to the data and the layers before it learn what that Gaussian misses. ``μ`` and
     ``L`` are buffers (saved with the model, not trained). Both directions cheap (a triangular
     solve for the inverse).
+
+    The map is computed in the wider of the input's dtype and the buffers', and returned in the
+    input's: statistics kept in float64 (:meth:`from_data` of float64 data) keep their precision
+    for float64 inputs in a model that otherwise runs in float32, which is what data far from the
+    origin (an offset of 1e6 with a spread of 1) need.
     """
 
     mean: torch.Tensor
@@ -131,14 +136,21 @@ class Whitening(Flow):
             raise ValueError("the data's covariance is singular (constant or collinear columns)")
         return cls(data.mean(0), cholesky.to(data.dtype))
 
+    def _statistics(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The mean and factor in the wider of ``like``'s dtype and the buffers'."""
+        dtype = torch.promote_types(like.dtype, self.mean.dtype)
+        return self.mean.to(dtype), self.cholesky.to(dtype)
+
     def _log_det(self, like: torch.Tensor) -> torch.Tensor:
-        return torch.log(torch.diagonal(self.cholesky)).sum().expand(like.shape[0])
+        return torch.log(torch.diagonal(self.cholesky)).sum().to(like.dtype).expand(like.shape[0])
 
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         check_event_shape(self, z, self.shape)
-        return self.mean + z @ self.cholesky.T, self._log_det(z)
+        mean, cholesky = self._statistics(z)
+        return (mean + z.to(mean.dtype) @ cholesky.T).to(z.dtype), self._log_det(z)
 
     def inverse(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         check_event_shape(self, x, self.shape)
-        z = torch.linalg.solve_triangular(self.cholesky, (x - self.mean).T, upper=False).T
-        return z, -self._log_det(x)
+        mean, cholesky = self._statistics(x)
+        z = torch.linalg.solve_triangular(cholesky, (x.to(mean.dtype) - mean).T, upper=False).T
+        return z.to(x.dtype), -self._log_det(x)
