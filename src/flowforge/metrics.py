@@ -8,9 +8,10 @@ on the CPU. The training loops (:mod:`flowforge.training`) validate with these f
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Callable
-from typing import cast
+from collections.abc import Callable, Mapping
+from typing import Any, cast
 
 import torch
 
@@ -36,7 +37,9 @@ __all__ = [
     "evaluate_in_chunks",
     "gaussian_nll",
     "grid_kl",
+    "grid_kl_problems",
     "grid_points",
+    "importance_problems",
     "importance_log_weights",
     "log_likelihood_per_row",
     "log_normalizer",
@@ -51,12 +54,23 @@ __all__ = [
 @torch.no_grad()
 def importance_log_weights(model: NormalizingFlow, num_samples: int = 100_000, chunk: int = 2**16) -> torch.Tensor:
     """``log p̃(x) − log q(x)`` for ``num_samples`` draws ``x ~ q`` (needs ``model.p``)."""
+    return _importance_draws(model, num_samples, chunk)[0]
+
+
+def _importance_draws(
+    model: NormalizingFlow, num_samples: int, chunk: int = 2**16, box: torch.Tensor | None = None
+) -> tuple[torch.Tensor, int]:
+    """The log-weights of :func:`importance_log_weights`, and how many of the draws lie outside ``box``
+    (rows ``(low, high)``, one per coordinate; 0 without a box)."""
     target = require_target(model)
-    parts = []
+    parts, outside = [], 0
     for start in range(0, num_samples, chunk):
         x, log_q = model.sample(min(chunk, num_samples - start))
         parts.append(target_log_prob(target, x, None) - log_q)
-    return torch.cat(parts)
+        if box is not None:
+            low, high = box.to(x)[:, 0], box.to(x)[:, 1]
+            outside += int((~((x >= low) & (x <= high)).all(1)).sum())
+    return torch.cat(parts), outside
 
 
 def grid_points(bounds: Bounds, size: int, like: torch.Tensor) -> tuple[torch.Tensor, float]:
@@ -100,7 +114,7 @@ def grid_kl(model: NormalizingFlow, bounds: Bounds | None = None, grid_size: int
         bounds = ((float(x0), float(x1)), (float(y0), float(y1)))
     if grid_size < 4 or grid_size % 2:
         raise ValueError(f"grid_size must be an even int >= 4, got {grid_size}")
-    like = next(model.parameters())
+    like = next(itertools.chain(model.parameters(), model.buffers()))  # a model may have only buffers
     fine = _grid_kl(model, target, bounds, grid_size, like)
     coarse = _grid_kl(model, target, bounds, grid_size // 2, like)
     return {
@@ -112,24 +126,94 @@ def grid_kl(model: NormalizingFlow, bounds: Bounds | None = None, grid_size: int
     }
 
 
+MASS_OUTSIDE_LIMIT = 0.01
+"""The grid KL is not valid when more than this share of the flow's mass lies outside the box (or the
+grid counts this much more than all of it, which means the grid does not resolve the flow)."""
+GRID_ERROR_LIMIT = (0.25, 0.01)
+"""``(relative, absolute)``: the grid KL is not valid when its Richardson error estimate exceeds both
+this share of the KL and this many nats."""
+MIN_EFFECTIVE_SAMPLES = 10.0
+"""The log Z estimate is not valid when the importance weights rest on fewer effective samples
+(``ESS × num_samples``): its standard error then says nothing."""
+
+
+def grid_kl_problems(grid: Mapping[str, float], samples_outside: float | None = None) -> list[str]:
+    """Why the grid KL of :func:`grid_kl` is not a valid estimate, by its own diagnostics (empty when it
+    is): a value or error that is not finite; a mass of the flow on the grid further from 1 than
+    :data:`MASS_OUTSIDE_LIMIT`, because the flow lies outside the box (which the box integral misses) or
+    the grid does not resolve it (``samples_outside``, the share of flow samples outside the box, tells
+    the two apart); or a grid error above :data:`GRID_ERROR_LIMIT`."""
+    kl, error, outside = grid["kl"], grid["kl_grid_error"], grid["q_mass_outside"]
+    if not (math.isfinite(kl) and math.isfinite(error) and math.isfinite(outside)):
+        return ["the flow's or the target's log-density is not finite on the grid"]
+    problems = []
+    if samples_outside is not None and samples_outside > MASS_OUTSIDE_LIMIT:
+        problems.append(f"{samples_outside:.0%} of the flow's samples lie outside the target's box")
+    elif abs(outside) > MASS_OUTSIDE_LIMIT:
+        cause = "the grid does not resolve the flow" if samples_outside is not None else (
+            "the flow lies outside the target's box or the grid does not resolve it"
+        )  # fmt: skip
+        problems.append(f"the grid holds {1 - outside:.3g} of the flow's mass, not 1: {cause}")
+    relative, absolute = GRID_ERROR_LIMIT
+    if error > relative * abs(kl) and error > absolute:
+        problems.append(f"the grid error {error:.2g} is large beside the value {kl:.4g}; use a finer grid")
+    return problems
+
+
+def importance_problems(log_weights: torch.Tensor) -> list[str]:
+    """Why the ESS and log Z estimates from ``log_weights`` are not valid (empty when they are):
+    log-weights that are NaN or +inf, none above −inf, or fewer than :data:`MIN_EFFECTIVE_SAMPLES`
+    effective samples."""
+    count = log_weights.shape[0]
+    invalid = int((torch.isnan(log_weights) | (log_weights == torch.inf)).sum())
+    if invalid:
+        return [f"{invalid} of {count} log-weights are NaN or +inf (the flow's or the target's log-density)"]
+    if not bool(torch.isfinite(log_weights).any()):
+        return [f"the target's density is zero at all {count} flow samples"]
+    effective = float(effective_sample_size(log_weights)) * count
+    if effective < MIN_EFFECTIVE_SAMPLES:
+        return [f"the importance weights rest on {effective:.1f} effective samples of {count}"]
+    return []
+
+
 @torch.no_grad()
-def summary(model: NormalizingFlow, num_samples: int = 100_000, grid_size: int | None = 400) -> dict[str, float]:
-    """ESS, log Z estimate (with standard error) and, for 2-D targets, the grid KL and a
-    Monte-Carlo KL(q‖p) that uses the grid's ``log Z`` (a cross-check that sees all of q)."""
-    log_w = importance_log_weights(model, num_samples)
-    log_z, log_z_se = log_normalizer(log_w)
-    result = {
-        "ess": float(effective_sample_size(log_w)),
-        "log_z_estimate": float(log_z),
-        "log_z_standard_error": float(log_z_se),
-        "num_samples": num_samples,
-    }
+def summary(model: NormalizingFlow, num_samples: int = 100_000, grid_size: int | None = 400) -> dict[str, Any]:
+    """ESS, log Z estimate (with standard error) and, for 2-D targets, the grid KL, a
+    Monte-Carlo KL(q‖p) that uses the grid's ``log Z`` (a cross-check that sees all of q) and
+    ``q_samples_outside``, the share of the flow's samples outside the target's box.
+
+    Each estimate comes with its validity by its own diagnostics: ``log_z_valid``
+    (:func:`importance_problems`; the ESS and log Z are NaN when the log-weights are), ``kl_valid``
+    (:func:`grid_kl_problems`) and ``warnings``, the reasons, one string each, prefixed by the
+    estimate they concern.
+    """
     target = model.p
-    if grid_size and getattr(target, "n_dims", None) == 2 and hasattr(target, "bounds"):
-        grid = grid_kl(model, grid_size=grid_size)
+    with_grid = bool(grid_size) and getattr(target, "n_dims", None) == 2 and hasattr(target, "bounds")
+    box = cast(torch.Tensor, target.bounds) if with_grid else None  # type: ignore[union-attr]
+    log_w, outside = _importance_draws(model, num_samples, box=box)
+    problems = importance_problems(log_w)
+    ess = log_z = log_z_se = math.nan
+    usable = bool(torch.isfinite(log_w).any()) and not bool((torch.isnan(log_w) | (log_w == torch.inf)).any())
+    if usable:  # fewer effective samples than MIN_EFFECTIVE_SAMPLES still give numbers, flagged not valid
+        ess = float(effective_sample_size(log_w))
+        log_z, log_z_se = (float(value) for value in log_normalizer(log_w))
+    result: dict[str, Any] = {
+        "ess": ess,
+        "log_z_estimate": log_z,
+        "log_z_standard_error": log_z_se,
+        "num_samples": num_samples,
+        "log_z_valid": not problems,
+        "warnings": [f"log Z: {problem}" for problem in problems],
+    }
+    if with_grid:
+        grid = grid_kl(model, grid_size=cast(int, grid_size))
         result.update(grid)
         result["kl_monte_carlo"] = float(grid["log_z_grid"] - log_w.mean())
         result["kl_monte_carlo_standard_error"] = float(log_w.std() / math.sqrt(log_w.shape[0]))
+        result["q_samples_outside"] = outside / num_samples
+        kl_problems = grid_kl_problems(grid, outside / num_samples)
+        result["kl_valid"] = not kl_problems
+        result["warnings"] += [f"KL on grid: {problem}" for problem in kl_problems]
     return result
 
 
