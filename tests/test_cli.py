@@ -137,7 +137,7 @@ def test_targets_lists_every_target(capsys):
         (["fit", "--range", "3,-3", "--out", "{tmp}/a"], "LOW < HIGH"),
         (["fit", "--target-param", "loc=2"], "the following arguments are required: --out"),
         (["fit", "--target-param", "depth=2", "--out", "{tmp}/a"], "target 'two-modes' takes parameters loc, scale"),
-        (["fit", "--target-param", "scale=-1", "--out", "{tmp}/a"], "TwoModes scale must be positive"),
+        (["fit", "--target-param", "scale=-1", "--out", "{tmp}/a"], "TwoModes scale must be a finite positive number"),
         (["fit", "--out", "{tmp}/file.txt/run"], "cannot write to run folder"),
         (["fit", "--device", "cuda:7", "--out", "{tmp}/a"], "CUDA is not available"),
         (["sample", "{tmp}/missing", "-n", "5", "-o", "{tmp}/x.npy"], "is not a run folder"),
@@ -231,3 +231,17 @@ def test_compare_puts_target_mcmc_and_flow_depths_side_by_side(tmp_path):
 def test_compare_rejects_bad_depths(tmp_path, capsys):
     assert main(["compare", "--depths", "2,x", "--out", str(tmp_path / "c")]) == 2
     assert "--depths must be positive integers" in capsys.readouterr().err
+
+
+def test_compare_reports_a_depth_whose_training_diverged(tmp_path, capsys):
+    argv = ["compare", "--depths", "1", "--iterations", "20", "--samples-per-step", "8", "--kernel", "mh",
+            "--chains", "4", "--mcmc-samples", "10", "--frame-samples", "64", "--grid-size", "8", "--kl-grid", "8",
+            "--no-progress", "--compile", "off", "--lr", "1e9", "--out", str(tmp_path / "run")]  # fmt: skip
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert (
+        captured.err.startswith("flowforge: error: training stopped (K = 1: loss became nan")
+        and "Traceback" not in captured.err
+    )
+    numbers = json.loads((tmp_path / "run" / "metrics.json").read_text())["flows"]["1"]
+    assert numbers["diverged"] and numbers["kl_valid"] is False and numbers["warnings"]

@@ -41,6 +41,27 @@ def test_samples_are_in_the_data_units(tmp_path):
     np.testing.assert_allclose(samples.std(0), table.std(0), rtol=0.25)
 
 
+def test_data_far_from_the_origin_fit_as_well_as_data_at_it(tmp_path, capsys):
+    # float32 holds 1e9 + N(0, 1) as a few multiples of 64: the whitening must happen in float64 (three
+    # columns: no density picture, which is slow)
+    rng = np.random.default_rng(0)
+    table = rng.standard_normal((400, 3)) @ np.array([[1.0, 0.5, 0.0], [0.0, 0.7, 0.2], [0.0, 0.0, 0.5]])
+    numbers = {}
+    for offset in (0.0, 1e9):
+        np.save(tmp_path / "table.npy", table + offset)
+        out = tmp_path / f"run{offset:g}"
+        assert run("fit", "--data", tmp_path / "table.npy", *QUICK, "--epochs", "2", "--out", out) == 0
+        numbers[offset] = json.loads((out / "metrics.json").read_text())
+        assert run("sample", out, "-n", "200", "-o", tmp_path / f"s{offset:g}.npy", "--log-prob", "--seed", "0") == 0
+    assert "singular" not in capsys.readouterr().err
+    near, far = numbers[0.0], numbers[1e9]
+    assert far["test_nll"] == pytest.approx(near["test_nll"], abs=1e-3)
+    assert far["gaussian_test_nll"] == pytest.approx(near["gaussian_test_nll"], abs=1e-6)
+    samples_near, samples_far = np.load(tmp_path / "s0.npy"), np.load(tmp_path / "s1e+09.npy")
+    np.testing.assert_allclose(samples_far[:, :3] - 1e9, samples_near[:, :3], atol=1e-5)
+    np.testing.assert_allclose(samples_far[:, 3], samples_near[:, 3], atol=1e-3)  # log q in the data's units
+
+
 def test_conditional_table_run_and_sampling_at_a_context(tmp_path):
     rng = np.random.default_rng(0)
     mu = rng.uniform(-2, 2, 3000)

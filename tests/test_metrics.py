@@ -62,6 +62,8 @@ def test_grid_kl_problems_say_why_a_grid_kl_is_not_valid():
     assert outside == ["100% of the flow's samples lie outside the target's box"]
     unresolved = metrics.grid_kl_problems({**good, "kl": 0.0, "q_mass_outside": 1.0}, samples_outside=0.0)
     assert unresolved == ["the grid holds 0 of the flow's mass, not 1: the grid does not resolve the flow"]
+    coarse = metrics.grid_kl_problems({**good, "q_mass_outside": -0.2})
+    assert coarse == ["the grid holds 1.2 of the flow's mass, not 1: the grid does not resolve the flow"]
     assert "the grid error 0.1 is large" in metrics.grid_kl_problems({**good, "kl_grid_error": 0.1})[0]
     assert "not finite" in metrics.grid_kl_problems({**good, "kl": math.nan})[0]
 

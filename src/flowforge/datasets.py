@@ -288,6 +288,8 @@ def load_table(
     array's data).
     """
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder; expected a .csv, .txt, .npy or .npz file")
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     suffix = path.suffix.lower()

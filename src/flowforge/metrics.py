@@ -150,7 +150,8 @@ def grid_kl_problems(grid: Mapping[str, float], samples_outside: float | None = 
     if samples_outside is not None and samples_outside > MASS_OUTSIDE_LIMIT:
         problems.append(f"{samples_outside:.0%} of the flow's samples lie outside the target's box")
     elif abs(outside) > MASS_OUTSIDE_LIMIT:
-        cause = "the grid does not resolve the flow" if samples_outside is not None else (
+        unresolved = samples_outside is not None or outside < 0  # more than all of the mass: too coarse a grid
+        cause = "the grid does not resolve the flow" if unresolved else (
             "the flow lies outside the target's box or the grid does not resolve it"
         )  # fmt: skip
         problems.append(f"the grid holds {1 - outside:.3g} of the flow's mass, not 1: {cause}")

@@ -22,13 +22,33 @@ import torch
 
 from .. import metrics, plot
 from ..datasets import DIGITS_LEVELS, REAL_TABLES, TOY_DATA, DataError, load_digits, load_real_table, load_table, split
-from ..metrics import mean_nll, nll_per_row
+from ..metrics import nll_per_row
 from ..training import DataFitResult, TrainingDiverged, fit_data
 from ..version import __version__
 from . import runs
 from .errors import CLIError
-from .models import TABLE_FLOWS, build_data_model
-from .validators import box, device, fractions, pictures, positive_float, positive_int
+from .models import MAX_LEVELS, TABLE_FLOWS, build_data_model, check_data_config, data_log_prob, split_whitening
+from .validators import (
+    batch_size,
+    box,
+    device,
+    fractions,
+    integer,
+    net_width,
+    pictures,
+    positive_float,
+    positive_int,
+    sample_memory,
+)
+
+MAX_TEXT_BYTES = 2**28
+"""The largest .csv/.txt table read: parsing holds its cells as Python strings, about ten times the file's size."""
+MAX_ARRAY_BYTES = 2**32
+"""The largest .npy/.npz array read (it is then copied once as float64)."""
+MAX_TOY_ROWS = 10**7
+"""The most rows drawn from a toy set: they are generated in memory at once."""
+toy_rows = integer(1, MAX_TOY_ROWS, "a toy set is generated in memory at once")
+glow_levels = integer(1, MAX_LEVELS, "each level halves the images' side")
 
 IMAGE_SETS = ("digits",)
 IMAGE_FLOWS = ("glow",)
@@ -47,13 +67,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--context", metavar="COLS", help="columns to condition on (a conditional flow)")
     group.add_argument("--key", help="array name inside an .npz file")
     group.add_argument("--class-cond", action="store_true", help="images: condition on the class labels")
-    group.add_argument("--num-data", type=positive_int, default=20_000, help="rows drawn from a toy set")
+    group.add_argument("--num-data", type=toy_rows, default=20_000, help="rows drawn from a toy set")
     group.add_argument("--split", type=fractions, default=(0.8, 0.1, 0.1), metavar="TRAIN,VAL,TEST")
     group.add_argument("--epochs", type=positive_int, default=200)
-    group.add_argument("--batch-size", type=positive_int, default=None, help="default 256 (images: 64)")
+    group.add_argument("--batch-size", type=batch_size, default=None, help="default 256 (images: 64)")
     group.add_argument("--patience", type=positive_int, default=20, help="epochs without validation gain")
-    group.add_argument("--hidden", type=positive_int, default=64, help="hidden units (channels for glow)")
-    group.add_argument("--scales", type=positive_int, default=2, help="glow: number of levels")
+    group.add_argument("--hidden", type=net_width, default=64, help="hidden units (channels for glow)")
+    group.add_argument("--scales", type=glow_levels, default=2, help="glow: number of levels")
     group.add_argument("--clip-grad", type=positive_float, default=10.0, help="gradient-norm clipping")
     group.add_argument("--num-samples", type=positive_int, default=None, help="samples to write (default: test rows)")
 
@@ -65,13 +85,20 @@ def _selection(spec: str | None, names: list[str], what: str) -> list[int] | Non
     for item in (part.strip() for part in spec.split(",")):
         if item in names:
             chosen.append(names.index(item))
-        elif item.lstrip("-").isdigit() and -len(names) <= int(item) < len(names):
-            chosen.append(int(item) % len(names))
+        elif (index := _column_index(item)) is not None and -len(names) <= index < len(names):
+            chosen.append(index % len(names))
         else:
             raise CLIError(f"{what}: no column {item!r}; columns are {', '.join(names)}")
     if len(set(chosen)) != len(chosen):
         raise CLIError(f"{what}: a column is named twice in {spec!r}")
     return chosen
+
+
+def _column_index(item: str) -> int | None:
+    try:
+        return int(item)
+    except ValueError:
+        return None
 
 
 def bundled(load: Callable[..., Any], *args: str) -> Any:
@@ -85,6 +112,8 @@ def bundled(load: Callable[..., Any], *args: str) -> Any:
 def load_source(args: argparse.Namespace) -> dict:
     """Read the data a run asks for: ``{"kind": "table"|"images", "data", "context", "names", ...}``."""
     source = args.data
+    if args.key is not None and Path(source).suffix.lower() != ".npz":
+        raise CLIError(f"--key names an array inside an .npz file; --data {source!r} is not one")
     if source in IMAGE_SETS:
         if args.columns or args.context:
             raise CLIError("--columns and --context apply to tables; for digits use --class-cond")
@@ -102,7 +131,8 @@ def load_source(args: argparse.Namespace) -> dict:
             if not path.suffix and not path.exists():
                 known = ", ".join([*TOY_DATA, *REAL_TABLES, *IMAGE_SETS])
                 raise CLIError(f"--data {source!r} is neither a file nor a known data set ({known})")
-            table, names = load_table(path, key=args.key)
+            limit = MAX_TEXT_BYTES if path.suffix.lower() in (".csv", ".txt") else MAX_ARRAY_BYTES
+            table, names = load_table(path, key=args.key, max_bytes=limit)
     except DataError as error:
         raise CLIError(str(error)) from None
     context_index = _selection(args.context, names, "--context") or []
@@ -186,6 +216,11 @@ def run(args: argparse.Namespace) -> Path:
         "device": str(chosen),
         "flowforge_version": __version__,
     }
+    check_data_config({**config, "kind": source["kind"]})  # the run folder adds the kind when it writes config.json
+    if not images:
+        sample_memory(
+            args.num_samples or len(test), len(config["names"]) + len(config["context_names"]), "--num-samples"
+        )
     statistics: dict[str, torch.Tensor] = {}
     if not images:
         _check_statistics(train, source["names"], "data")
@@ -209,13 +244,27 @@ def run(args: argparse.Namespace) -> Path:
     return run_folder.path
 
 
+def _whitened(whitening, data: torch.Tensor) -> torch.Tensor:
+    """Rows of a table in the whitened units the flow trains in, mapped in float64 (on the model's device)."""
+    return whitening.inverse(data.double().to(whitening.mean.device))[0]
+
+
 def _fit(args: argparse.Namespace, config: dict, parts, contexts, statistics: dict, chosen, out: Path) -> None:
-    """Fit the model, evaluate it, and write the run's files to ``out``."""
+    """Fit the model, evaluate it, and write the run's files to ``out``.
+
+    A table model trains in whitened units (:func:`~flowforge.cli.models.split_whitening`): the data
+    are whitened in float64 and only then cast to the model's dtype. Its NLLs are in the data's units:
+    the whitening's log-determinant is added to what the whitened flow reports."""
     (train, validation, test), (train_c, validation_c, test_c) = parts, contexts
     model = build_data_model(config, None if config["kind"] == "images" else train).to(chosen)
+    flow, whitening = split_whitening(model)
+    shift = 0.0 if whitening is None else float(torch.log(torch.diagonal(whitening.cholesky)).sum())
+    fitted = (
+        (train, validation) if whitening is None else (_whitened(whitening, train), _whitened(whitening, validation))
+    )
     try:
         result = fit_data(
-            model, train, validation, train_context=train_c, validation_context=validation_c,
+            flow, *fitted, train_context=train_c, validation_context=validation_c,
             levels=config["levels"], epochs=args.epochs, batch_size=config["batch_size"], lr=args.lr,
             weight_decay=args.weight_decay, clip_grad_norm=args.clip_grad, patience=args.patience,
             seed=args.seed, device=chosen, progress=not args.no_progress,
@@ -225,10 +274,9 @@ def _fit(args: argparse.Namespace, config: dict, parts, contexts, statistics: di
         result, diverged = cast(DataFitResult, error.result), str(error)
     model.eval()
     runs.save_checkpoint(out, config, model, context=statistics)
-    plot.save_epoch_curves(
-        out / "loss.png", {"training": result.train_nll, "validation": result.validation_nll}, "NLL (nats per row)"
-    )
-    numbers = _data_metrics(model, config, result, train, validation, test, validation_c, test_c)
+    curves = {"training": result.train_nll + shift, "validation": result.validation_nll + shift}
+    plot.save_epoch_curves(out / "loss.png", curves, "NLL (nats per row)")
+    numbers = _data_metrics(model, config, result, shift, (train, validation, test), validation_c, test_c)
     numbers["diverged"] = diverged
     _write_samples(out, model, config, train, test, test_c, args.num_samples or len(test), statistics)
     runs.write_json(out / runs.METRICS, numbers)
@@ -244,14 +292,26 @@ def _fit(args: argparse.Namespace, config: dict, parts, contexts, statistics: di
         raise CLIError(f"training stopped: {diverged} (the checkpoint of the best state is in {out})")
 
 
-def _data_metrics(model, config, result, train, validation, test, validation_c, test_c) -> dict:
+def _nll_per_row(model, data: torch.Tensor, context: torch.Tensor | None, levels: int | None) -> torch.Tensor:
+    """``−log q`` of every row in the data's units (:func:`~flowforge.cli.models.data_log_prob` for tables)."""
+    if levels is not None:
+        return nll_per_row(model, data, context=context, levels=levels)
+    parts = [
+        (data[i : i + 4096], None if context is None else context[i : i + 4096]) for i in range(0, len(data), 4096)
+    ]
+    with torch.no_grad():
+        return -torch.cat([data_log_prob(model, rows, rows_context).cpu() for rows, rows_context in parts])
+
+
+def _data_metrics(model, config, result, shift: float, parts, validation_c, test_c) -> dict:
+    train, validation, test = parts
     levels = config["levels"]
-    test_nll = nll_per_row(model, test, context=test_c, levels=levels)
+    test_nll = _nll_per_row(model, test, test_c, levels)
     numbers = {
         "test_nll": float(test_nll.mean()),
         "test_nll_standard_error": float(test_nll.std() / math.sqrt(len(test_nll))),
-        "validation_nll": mean_nll(model, validation, context=validation_c, levels=levels),
-        "train_nll_last_epoch": float(result.train_nll[-1]) if len(result.train_nll) else None,
+        "validation_nll": float(_nll_per_row(model, validation, validation_c, levels).mean()),
+        "train_nll_last_epoch": float(result.train_nll[-1]) + shift if len(result.train_nll) else None,
         "epochs": len(result.train_nll),
         "best_epoch": result.best_epoch + 1,
         "stopped_early": result.stopped_early,
@@ -276,7 +336,8 @@ def draw_samples(
 ) -> torch.Tensor:
     """``count`` samples in the data's units (integer grey levels for images); ``context`` is one row per
     sample (standardised) or, for class-conditional images, labels."""
-    like = next(model.parameters())
+    flow, whitening = split_whitening(model)
+    like = next(flow.parameters())
     chunks = []
     for start in range(0, count, 4096):
         size = min(4096, count - start)
@@ -286,7 +347,9 @@ def draw_samples(
             levels = config["levels"]  # the dequantised value (k + u)/levels belongs to level k
             chunks.append((x.double() * levels).floor().clamp(0, levels - 1).cpu())
         else:
-            x, _ = model.sample(size) if rows is None else model.sample(size, rows.to(like))
+            x, _ = flow.sample(size) if rows is None else flow.sample(size, rows.to(like))
+            if whitening is not None:  # into the data's units in float64
+                x, _ = whitening.forward(x.double())
             chunks.append(x.double().cpu())
     return torch.cat(chunks)
 
@@ -318,8 +381,8 @@ def _write_samples(out: Path, model, config, train, test, test_c, count, statist
         low, high = np.percentile(test.numpy(), [0.5, 99.5], axis=0)
         margin = 0.1 * (high - low)
         bounds = box(list(zip(low - margin, high + margin, strict=True)))
-        like = next(model.parameters())
-        density = plot.density_on_grid(model.log_prob, bounds, 100, like)
+        grid_like = torch.empty(0, dtype=torch.float64, device=next(model.parameters()).device)
+        density = plot.density_on_grid(lambda points: data_log_prob(model, points), bounds, 100, grid_like)
         sample_counts = plot.histogram2d(draw_samples(model, config, 100_000, None), bounds, 100)
         plot.save_comparison(
             out / "comparison.png",

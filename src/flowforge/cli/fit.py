@@ -4,11 +4,19 @@ A target run folder (kind ``"target"``) gets ``config.json``, ``model.pt`` (conf
 ``metrics.json`` (grid KL, ESS, log Z, speed), ``target.png``, ``initial.png``, ``learned.png``,
 ``comparison.png``, ``training.gif`` and ``loss.png``. ``fit --data`` hands over to
 :mod:`flowforge.cli.data`; ``demo`` is ``fit`` with the seed's defaults and a default folder.
+
+Honest numbers: when the grid KL or the log Z estimate is not valid by its own diagnostics
+(:func:`flowforge.metrics.summary`: the flow's mass off the grid, a large grid error, too few
+effective samples, non-finite values), the printed line says "not valid" and why instead of the
+number, and ``metrics.json`` holds ``kl_valid``, ``log_z_valid`` and ``warnings``. The exit status
+is still 0, since the run and its files are complete: scripts read the flags. A run whose training
+diverged ends with exit status 2 after writing its files.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -25,16 +33,25 @@ from . import data, runs
 from .errors import CLIError
 from .models import BASES, build_target_model
 from .validators import (
+    batch_size,
     box,
     build_target,
     device,
+    draw_count,
+    estimate_draw_count,
+    iteration_count,
+    kl_grid_size,
+    layer_count,
     non_negative_float,
     non_negative_int,
+    picture_grid_size,
+    picture_resolution,
     pictures,
     positive_float,
-    positive_int,
+    seed_value,
     target_defaults,
     target_params,
+    unit_interval,
     value_range,
 )
 
@@ -68,7 +85,7 @@ def add_arguments(parser: argparse.ArgumentParser, demo: bool = False) -> None:
     )
     parser.add_argument(
         "--layers",
-        type=positive_int,
+        type=layer_count,
         default=None,
         help="number of flow layers (default 16 for a target, 6 for data; glow: steps per level, default 4)",
     )
@@ -84,24 +101,24 @@ def add_arguments(parser: argparse.ArgumentParser, demo: bool = False) -> None:
         choices=("reverse-kl", "forward-kl"),
         help="reverse KL to the density, or forward KL to exact target samples",
     )
-    parser.add_argument("--iterations", type=positive_int, default=20000)
+    parser.add_argument("--iterations", type=iteration_count, default=20000)
     parser.add_argument(
         "--anneal",
         type=non_negative_int,
         default=10000,
         help="annealing iterations, 0 for none: beta = min(1, beta0 + it/anneal)",
     )
-    parser.add_argument("--beta0", type=non_negative_float, default=0.01, help="initial annealing beta")
-    parser.add_argument("--samples-per-step", type=positive_int, default=40)
+    parser.add_argument("--beta0", type=unit_interval, default=0.01, help="initial annealing beta, from 0 to 1")
+    parser.add_argument("--samples-per-step", type=batch_size, default=40)
     parser.add_argument("--lr", type=positive_float, default=1e-3)
     parser.add_argument("--weight-decay", type=non_negative_float, default=1e-4)
     parser.add_argument(
         "--frame-every", type=non_negative_int, default=200, help="iterations between animation frames, 0 for none"
     )
     parser.add_argument(
-        "--frame-samples", type=positive_int, default=2**20, help="flow samples per picture (default 2^20)"
+        "--frame-samples", type=draw_count, default=2**20, help="flow samples per picture (default 2^20)"
     )
-    parser.add_argument("--grid-size", type=positive_int, default=200, help="bins per axis in pictures")
+    parser.add_argument("--grid-size", type=picture_grid_size, default=200, help="bins per axis in pictures")
     parser.add_argument(
         "--range",
         type=value_range,
@@ -109,9 +126,13 @@ def add_arguments(parser: argparse.ArgumentParser, demo: bool = False) -> None:
         metavar="LOW,HIGH",
         help="plot range on both axes (default: the target's box)",
     )
-    parser.add_argument("--eval-samples", type=positive_int, default=100_000, help="samples for ESS and log Z")
-    parser.add_argument("--kl-grid", type=positive_int, default=400, help="grid points per axis for the exact KL")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--eval-samples", type=estimate_draw_count, default=100_000, help="samples for ESS and log Z (at least 2)"
+    )
+    parser.add_argument(
+        "--kl-grid", type=kl_grid_size, default=400, help="grid points per axis for the exact KL (even, at least 4)"
+    )
+    parser.add_argument("--seed", type=seed_value, default=0)
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     parser.add_argument(
         "--compile",
@@ -140,7 +161,9 @@ def run(args: argparse.Namespace) -> None:
             f"{', '.join(sorted(PRESETS))}"
         )
     params = target_params(args.target, args.target_param)
-    build_target(TARGETS, args.target, params)
+    target = build_target(TARGETS, args.target, params)
+    picture_resolution(box([args.range, args.range] if args.range else target.bounds.tolist()), args.grid_size,
+                       "--range" if args.range else f"the box of target {args.target!r}")  # fmt: skip
     chosen = device(args.device)
     pictures()
     with runs.open_run(args.out, "target", overwrite=args.overwrite) as run_folder:
@@ -246,13 +269,32 @@ def _fit_target(args: argparse.Namespace, out: Path, config: dict, chosen: torch
         "diverged": diverged,
     }
     runs.write_json(out / runs.METRICS, numbers)
-    print(
-        f"KL(q||p) on grid = {numbers['kl']:.4f} ± {numbers['kl_grid_error']:.1e} nats, ESS = {numbers['ess']:.3f}, "
-        f"log Z ≈ {numbers['log_z_estimate']:.4f} ± {numbers['log_z_standard_error']:.4f}, "
-        f"{numbers['iterations_per_second']:.0f} it/s, {fit_wall_time:.1f} s -> {out}"
-    )
+    print(f"{headline(numbers)}, {numbers['iterations_per_second']:.0f} it/s, {fit_wall_time:.1f} s -> {out}")
     if diverged:
         raise CLIError(f"training stopped: {diverged} (pictures and checkpoint of the last good state are in {out})")
+
+
+def _reasons(numbers: dict, prefix: str) -> str:
+    return "; ".join(w.removeprefix(prefix) for w in numbers["warnings"] if w.startswith(prefix))
+
+
+def headline(numbers: dict) -> str:
+    """The numbers of a target fit in one line: the grid KL, ESS and log Z, each either with its error or,
+    when its own diagnostics say it is not valid (:func:`flowforge.metrics.summary`), as not valid and why."""
+    parts = []
+    if "kl" in numbers:
+        if numbers["kl_valid"]:
+            parts.append(f"KL(q||p) on grid = {numbers['kl']:.4f} ± {numbers['kl_grid_error']:.1e} nats")
+        else:
+            monte_carlo = numbers["kl_monte_carlo"]
+            cross_check = f"; Monte-Carlo KL = {monte_carlo:.3g}" if not math.isnan(monte_carlo) else ""
+            parts.append(f"KL(q||p) on grid not valid ({_reasons(numbers, 'KL on grid: ')}{cross_check})")
+    parts.append(f"ESS = {numbers['ess']:.3f}" if math.isfinite(numbers["ess"]) else "ESS not valid")
+    if numbers["log_z_valid"]:
+        parts.append(f"log Z ≈ {numbers['log_z_estimate']:.4f} ± {numbers['log_z_standard_error']:.4f}")
+    else:
+        parts.append(f"log Z not valid ({_reasons(numbers, 'log Z: ')})")
+    return ", ".join(parts)
 
 
 def run_targets(args: argparse.Namespace) -> None:

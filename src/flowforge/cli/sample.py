@@ -20,7 +20,10 @@ import torch
 from . import runs
 from .data import draw_samples
 from .errors import CLIError
-from .validators import non_negative_int, positive_int
+from .models import data_log_prob
+from .validators import MAX_SAMPLE_BYTES, integer, non_negative_int, sample_memory, seed_value
+
+sample_count = integer(1, MAX_SAMPLE_BYTES // 8, "2^28: one value takes 8 bytes, and the samples are held in memory")
 
 CHUNK = 2**18
 """Rows per batch when sampling a target run."""
@@ -29,10 +32,10 @@ CHUNK = 2**18
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``sample``."""
     parser.add_argument("run", metavar="RUN", help="run folder written by fit or demo")
-    parser.add_argument("-n", "--num-samples", type=positive_int, required=True)
+    parser.add_argument("-n", "--num-samples", type=sample_count, required=True, help="how many (1e6 works too)")
     parser.add_argument("-o", "--output", required=True, metavar="FILE", help=".npy or .csv, not a file of the run")
     parser.add_argument("--overwrite", action="store_true", help="replace -o if it exists")
-    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--seed", type=seed_value, default=None)
     parser.add_argument("--log-prob", action="store_true", help="append log q(x) as the last column")
     parser.add_argument("--context", metavar="VALUES", help="conditional runs: the context values, comma-separated")
     parser.add_argument("--label", type=non_negative_int, help="class-conditional image runs: the class")
@@ -84,12 +87,12 @@ def _samples_and_header(args: argparse.Namespace, run: runs.Run) -> tuple[np.nda
     if config["kind"] == "images" and (args.log_prob or Path(args.output).suffix.lower() != ".npy"):
         raise CLIError("image samples are written as .npy grey levels, without --log-prob")
     samples = draw_samples(model, config, args.num_samples, context)
-    if args.log_prob:
-        like = next(model.parameters())
-        log_q = (
-            model.log_prob(samples.to(like)) if context is None else model.log_prob(samples.to(like), context.to(like))
-        )
-        samples = torch.cat([samples, log_q.double().cpu()[:, None]], 1)
+    if args.log_prob:  # in the data's units, through the whitening in float64
+        log_q = torch.cat(
+            [data_log_prob(model, samples[i : i + CHUNK], None if context is None else context[i : i + CHUNK]).cpu()
+             for i in range(0, len(samples), CHUNK)]
+        )  # fmt: skip
+        samples = torch.cat([samples, log_q[:, None]], 1)
     return samples.numpy(), config["names"]  # None for images, which are written as .npy only
 
 
@@ -100,6 +103,12 @@ def run(args: argparse.Namespace) -> None:
         raise CLIError(f"output must end in .npy or .csv, got {args.output!r}")
     runs.check_output(args.output, args.run, args.overwrite)
     loaded = runs.load_run(args.run)
+    config = loaded.config
+    columns = (
+        int(np.prod(config["shape"])) if config["kind"] == "images"
+        else len(config["names"]) if config["kind"] != "target" else loaded.model.p.n_dims
+    )  # fmt: skip
+    sample_memory(args.num_samples, columns + args.log_prob, "-n")
     if args.seed is not None:
         torch.manual_seed(args.seed)
     samples, names = _samples_and_header(args, loaded)

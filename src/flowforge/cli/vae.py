@@ -18,16 +18,42 @@ import numpy as np
 import torch
 
 from .. import plot
-from ..datasets import binarize, load_digits, split
+from ..datasets import DataError, binarize, load_array, load_digits, split
 from ..metrics import elbo_per_row, log_likelihood_per_row
 from ..presets import VAE, VAE_POSTERIORS
 from ..training import TrainingDiverged, VAEFitResult, fit_vae
 from ..vae import LIKELIHOODS
 from ..version import __version__
 from . import runs
-from .data import bundled
+from .data import MAX_ARRAY_BYTES, bundled
 from .errors import CLIError
-from .validators import device, fractions, non_negative_int, pictures, positive_float, positive_int
+from .validators import (
+    batch_size,
+    device,
+    fractions,
+    integer,
+    layer_count,
+    net_width,
+    non_negative_int,
+    parameter_budget,
+    pictures,
+    positive_float,
+    positive_int,
+    seed_value,
+)
+
+MAX_IMPORTANCE_SAMPLES = 10**5
+"""The most importance samples per test row: their log-weights are held for 256 rows at a time."""
+importance_samples = integer(1, MAX_IMPORTANCE_SAMPLES, "each test row keeps that many log-weights in memory")
+
+
+def _parameter_estimate(args: argparse.Namespace, data_size: int) -> int:
+    """About how many parameters the VAE has (a lower bound): the encoder and decoder, and the
+    posterior's conditioner nets (IAF and RealNVP), which take the encoder's features as context."""
+    networks = 2 * args.hidden * (2 * data_size + args.hidden + 2 * args.latent)
+    nets = args.posterior in ("iaf", "realnvp")
+    flow = args.layers * args.flow_hidden * (2 * args.flow_hidden + args.hidden + args.latent) if nets else 0
+    return networks + flow + args.layers * args.latent
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,23 +63,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the bundled 8x8 digits (intensities in [0, 1]) or an array (rows, ...) saved with numpy",
     )  # fmt: skip
     parser.add_argument("--posterior", choices=VAE_POSTERIORS, default="planar")
-    parser.add_argument("--layers", type=positive_int, default=8, help="flow layers of the posterior")
-    parser.add_argument("--latent", type=positive_int, default=8, help="size of z")
-    parser.add_argument("--hidden", type=positive_int, default=256, help="width of the encoder and decoder")
-    parser.add_argument("--flow-hidden", type=positive_int, default=64, help="width of the IAF / RealNVP nets")
+    parser.add_argument("--layers", type=layer_count, default=8, help="flow layers of the posterior")
+    parser.add_argument("--latent", type=net_width, default=8, help="size of z")
+    parser.add_argument("--hidden", type=net_width, default=256, help="width of the encoder and decoder")
+    parser.add_argument("--flow-hidden", type=net_width, default=64, help="width of the IAF / RealNVP nets")
     parser.add_argument("--likelihood", choices=LIKELIHOODS, default="bernoulli")
     parser.add_argument(
         "--binarize", choices=("dynamic", "none"), default="dynamic",
         help="Bernoulli: binarise training intensities afresh each batch (evaluation data once)",
     )  # fmt: skip
     parser.add_argument("--epochs", type=positive_int, default=1000)
-    parser.add_argument("--batch-size", type=positive_int, default=100)
+    parser.add_argument("--batch-size", type=batch_size, default=100)
     parser.add_argument("--lr", type=positive_float, default=1e-3)
     parser.add_argument("--warmup", type=non_negative_int, default=100, help="epochs of KL warm-up (0 to 1)")
     parser.add_argument("--patience", type=positive_int, default=100, help="epochs without validation gain")
-    parser.add_argument("--is-samples", type=positive_int, default=1000, help="importance samples for log p(x)")
+    parser.add_argument("--is-samples", type=importance_samples, default=1000, help="importance samples for log p(x)")
     parser.add_argument("--split", type=fractions, default=(0.8, 0.1, 0.1), metavar="TRAIN,VALIDATION,TEST")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed_value, default=0)
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
     parser.add_argument("--no-progress", action="store_true")
     runs.add_out_arguments(parser)
@@ -67,16 +93,18 @@ def _load(args: argparse.Namespace) -> torch.Tensor:
     if path.suffix != ".npy":
         raise CLIError(f"--data must be 'digits' or a .npy file, got {args.data!r}")
     try:
-        values = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as error:
-        raise CLIError(f"cannot read {args.data!r}: {error}") from None
+        values = load_array(path, max_bytes=MAX_ARRAY_BYTES)
+    except DataError as error:
+        raise CLIError(str(error)) from None
     if values.ndim < 2 or values.shape[0] < 3 or not np.issubdtype(values.dtype, np.number):
         raise CLIError(
             f"{args.data!r} must hold a numeric array (rows, ...) of at least 3 rows, got shape {values.shape}"
         )
-    data = torch.from_numpy(values.astype(np.float32))
-    if not torch.isfinite(data).all():
+    if not np.isfinite(values).all():
         raise CLIError(f"{args.data!r} holds non-finite values")
+    if np.abs(values).max() > np.finfo(np.float32).max:
+        raise CLIError(f"{args.data!r} holds values beyond float32's range (±3.4e38), which the VAE trains in")
+    data = torch.from_numpy(values.astype(np.float32))
     if args.likelihood == "bernoulli" and not ((data >= 0) & (data <= 1)).all():
         raise CLIError(f"a Bernoulli VAE needs values in [0, 1] in {args.data!r}; use --likelihood gaussian")
     return data
@@ -108,6 +136,7 @@ def run(args: argparse.Namespace) -> dict:
         raise CLIError(str(error)) from None
     if len(validation) == 0 or len(test) == 0:
         raise CLIError(f"{len(data)} rows leave no validation or test rows with --split {args.split}")
+    parameter_budget(_parameter_estimate(args, data[0].numel()), "the VAE")
     dynamic = args.likelihood == "bernoulli" and args.binarize == "dynamic"
     if dynamic:  # evaluation data are binarised once, with a seed of their own
         generator = torch.Generator().manual_seed(args.seed + 1)
