@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import uuid
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,6 +33,20 @@ VERSION = 1
 """The layout of the training state; a file of a later version is refused."""
 LOOPS = ("fit", "fit_data", "fit_vae")
 """The loops that write training states, as recorded in ``"loop"``."""
+_EPOCH_ENTRIES = (
+    "complete", "settings", "model", "optimizer", "scheduler", "generator", "rng", "epoch", "batch", "order",
+    "total", "count", "step", "train", "validation", "best_epoch", "stopped_early", "wall_time", "best_value",
+    "best_model",
+)  # fmt: skip
+ENTRIES = {
+    "fit": (
+        "complete", "iterations", "done", "settings", "model", "optimizer", "step", "decided", "loss_history",
+        "good_model", "good_optimizer", "good_until", "timing", "rng", "callbacks",
+    ),
+    "fit_data": _EPOCH_ENTRIES,
+    "fit_vae": _EPOCH_ENTRIES,
+}  # fmt: skip
+"""The entries each loop's training state holds (besides ``"format"``, ``"version"`` and ``"loop"``)."""
 
 StatePath = str | os.PathLike
 
@@ -91,7 +106,9 @@ def load_state(path: StatePath, loop: str, model: nn.Module) -> dict[str, Any]:
     the CPU."""
     resume = f"resume file {str(path)!r}"
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about what it finds in a damaged file; it is refused anyway
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except OSError as error:
         raise ValueError(f"cannot read the {resume}: {error.strerror or error}") from None
     except Exception as error:  # a file torch cannot parse raises many types; its message may mislead
@@ -112,20 +129,28 @@ def load_state(path: StatePath, loop: str, model: nn.Module) -> dict[str, Any]:
         raise ValueError(
             f"the {resume} was written by {state.get('loop')}, not by {loop}; resume it with {state.get('loop')}"
         )
-    check_model(state["model"], model, resume)
+    missing = [entry for entry in ENTRIES[loop] if entry not in state]
+    if missing:
+        raise ValueError(f"the {resume} is damaged: it lacks {_names(missing)}; resume from another training state")
+    try:
+        check_model(state["model"], model)
+    except ValueError as error:
+        raise ValueError(
+            f"the {resume} is of another model: {error}; build the model as the run that wrote it did"
+        ) from None
     return state
 
 
-def check_model(saved: Mapping[str, Any], model: nn.Module, source: str) -> None:
-    """ValueError unless the state dict ``saved`` has the keys, shapes and dtypes of ``model``'s."""
+def check_model(saved: Any, model: nn.Module) -> None:
+    """ValueError (what differs, one line) unless the state dict ``saved`` has the keys, shapes and
+    dtypes of ``model``'s."""
+    if not isinstance(saved, Mapping):
+        raise ValueError(f"its state dict is a {type(saved).__name__}, not a mapping of names to tensors")
     own = model.state_dict()
     missing, unexpected = sorted(set(own) - set(saved)), sorted(set(saved) - set(own))
     if missing or unexpected:
         parts = [f"lacks {_names(missing)}" if missing else "", f"has {_names(unexpected)}" if unexpected else ""]
-        raise ValueError(
-            f"the {source} is of another model: it {' and '.join(p for p in parts if p)} (compared with the model "
-            "given); build the model the run was started with"
-        )
+        raise ValueError(f"it {' and '.join(p for p in parts if p)} (compared with the model)")
     for key, value in own.items():
         other = saved[key]
         if not isinstance(value, torch.Tensor):
@@ -134,10 +159,7 @@ def check_model(saved: Mapping[str, Any], model: nn.Module, source: str) -> None
             described = (
                 f"{tuple(other.shape)} {other.dtype}" if isinstance(other, torch.Tensor) else type(other).__name__
             )
-            raise ValueError(
-                f"the {source} is of another model: {key!r} is {described} in it but {tuple(value.shape)} "
-                f"{value.dtype} in the model given; build the model the run was started with"
-            )
+            raise ValueError(f"{key!r} is {described} in it but {tuple(value.shape)} {value.dtype} in the model")
 
 
 def _names(keys: Sequence[str]) -> str:

@@ -184,7 +184,8 @@ def run_epochs(
                     at.order = torch.randperm(rows, generator=generator).to(device)
                     at.total, at.count = torch.zeros((), dtype=parameters[0].dtype, device=device), 0
                 assert at.order is not None and at.total is not None
-                for batch_index in at.order.split(batch_size)[at.batch :]:
+                batches = at.order.split(batch_size)
+                for batch_index in batches[at.batch :]:
                     at.step += 1
                     optimizer.zero_grad(set_to_none=True)
                     loss = batch_loss(batch_index, at.step)
@@ -197,7 +198,7 @@ def run_epochs(
                     at.total += loss.detach() * batch_index.shape[0]
                     at.count += batch_index.shape[0]
                     at.batch += 1
-                    if signals.pending is not None:
+                    if signals.pending is not None and at.batch < len(batches):  # else after the epoch's end
                         raise run.interrupted(signals.act())
                 postfix = run.end_epoch(patience)
                 bar.set_postfix(postfix, refresh=False)

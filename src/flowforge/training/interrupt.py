@@ -4,7 +4,8 @@ While a loop runs in the main thread, :class:`DeferredSignals` holds these signa
 letting them stop the process in the middle of a step: the loop looks at :attr:`DeferredSignals.pending`
 at every step or batch boundary, writes its checkpoint, leaves the model in a usable state and raises
 :class:`~flowforge.training.TrainingInterrupted`. A second Ctrl-C (SIGINT) while one is held back
-raises :class:`KeyboardInterrupt` at once, for a user who will not wait for the boundary. A signal
+raises :class:`SignalInterrupt` (a :class:`KeyboardInterrupt`) at once, for a user who will not
+wait for the boundary. A signal
 that is ignored when the loop starts (``nohup`` ignores SIGHUP, a background job SIGINT) stays ignored,
 and a signal held back but not acted on (the loop ended with an error first) is delivered again, to
 the handler it was meant for, when the loop ends. Outside the main thread nothing is changed (Python
@@ -20,7 +21,8 @@ run by the garbage collector (matplotlib makes many), an exception cannot propag
 "Exception ignored in ..." and goes on, and the interruption is lost (a Ctrl-C during the pictures
 of ``flowforge fit`` was swallowed about once in six tries, and the command went on to exit 0).
 While a block is active, ``sys.unraisablehook`` sees such a dropped interruption and sends the signal
-again from a helper thread, so that it arrives when the main thread is back in ordinary code.
+again from a helper thread, a moment later, so that it arrives when the main thread is back in
+ordinary code (should it land in a finaliser again, it is sent again).
 """
 
 from __future__ import annotations
@@ -39,12 +41,28 @@ INTERRUPT_SIGNALS: tuple[signal.Signals, ...] = tuple(
 platform has."""
 
 
+RESEND_DELAY_SECONDS = 0.02
+"""How long after Python dropped an interruption it is sent again: time for the main thread to leave
+the finaliser (and the hook) it was dropped in."""
+
+
 def signal_name(number: int) -> str:
     """``"SIGTERM"`` for 15, and so on (``"signal N"`` for a number this platform does not name)."""
     try:
         return signal.Signals(number).name
     except ValueError:
         return f"signal {number}"
+
+
+class SignalInterrupt(KeyboardInterrupt):
+    """The :class:`KeyboardInterrupt` the handlers of this module raise, with the signal's number."""
+
+    def __init__(self, signal_number: int) -> None:
+        super().__init__(signal_name(signal_number))
+        self.signal_number = signal_number
+
+    def __reduce__(self) -> tuple:
+        return type(self), (self.signal_number,)
 
 
 def _send_again(number: int) -> None:
@@ -81,7 +99,10 @@ class _Handlers:
     def _unraisable(self, unraisable: Any) -> None:
         kind = unraisable.exc_type
         if self.raised is not None and kind is not None and issubclass(kind, KeyboardInterrupt):
-            threading.Thread(target=_send_again, args=(self.raised,), name="flowforge-signal", daemon=True).start()
+            # After a pause: sent at once, it could arrive while this hook still runs, and be dropped again.
+            resend = threading.Timer(RESEND_DELAY_SECONDS, _send_again, args=(self.raised,))
+            resend.daemon = True
+            resend.start()
             return
         (self._previous_hook or sys.__unraisablehook__)(unraisable)
 
@@ -95,9 +116,9 @@ class _Handlers:
 
 
 class InterruptingSignals:
-    """A ``with`` block during which SIGINT, SIGTERM and SIGHUP raise :class:`KeyboardInterrupt` at once
-    (those not ignored), each recorded in :attr:`received`; the previous handlers are restored when it
-    ends."""
+    """A ``with`` block during which SIGINT, SIGTERM and SIGHUP raise :class:`SignalInterrupt` (a
+    :class:`KeyboardInterrupt`) at once (those not ignored), each recorded in :attr:`received`; the
+    previous handlers are restored when it ends."""
 
     def __init__(self) -> None:
         self.received: list[int] = []
@@ -106,7 +127,7 @@ class InterruptingSignals:
     def _raise(self, number: int, frame: FrameType | None) -> None:
         self.received.append(number)
         self._handlers.raised = number
-        raise KeyboardInterrupt
+        raise SignalInterrupt(number)
 
     def __enter__(self) -> InterruptingSignals:
         self._handlers.install()
@@ -134,7 +155,7 @@ class DeferredSignals:
             self.pending = number
         elif number == signal.SIGINT:
             self._handlers.raised = number
-            raise KeyboardInterrupt
+            raise SignalInterrupt(number)
 
     def act(self) -> int:
         """The pending signal's number, now taken care of by the caller (it will not be delivered again)."""

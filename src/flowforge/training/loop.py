@@ -223,7 +223,7 @@ def fit(
     SIGINT, SIGTERM and SIGHUP (while ``fit`` runs in the main thread) stop the run at the next step
     boundary: the checkpoint is written, the model keeps the current weights (the last good ones if
     the loss became non-finite since the last check), and :class:`TrainingInterrupted` is raised with
-    the result so far. A second Ctrl-C stops at once, with a plain :class:`KeyboardInterrupt`.
+    the result so far. A second Ctrl-C stops at once, with a :class:`KeyboardInterrupt`.
     """
     compile_mode = _validate(iterations, samples_per_step, compile, lr)
     positive_int("check_every", check_every)
