@@ -3,6 +3,7 @@ their kind recorded, and run folders of the previous version (no "kind") still r
 Run folders never destroy anything: an existing folder needs --overwrite, which deletes only a run's
 files; no input is written over; a lock keeps a second process out; config.json records the status."""
 
+import errno
 import importlib
 import inspect
 import io
@@ -10,7 +11,10 @@ import json
 import os
 import pkgutil
 import re
+import select
+import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -31,6 +35,7 @@ from flowforge.cli.runs import (
     LOCK,
     RUN_FILES,
     STALE_LOCK_SECONDS,
+    TRAINING_STATE,
     atomic_path,
     load_run,
     open_run,
@@ -38,6 +43,7 @@ from flowforge.cli.runs import (
     run_kind,
     write_json,
 )
+from flowforge.training import FitResult, TrainingInterrupted
 
 CLI_MODULES = [
     importlib.import_module(f"flowforge.cli.{info.name}")
@@ -536,3 +542,196 @@ def test_sample_never_writes_over_its_run_or_an_existing_file(run_folders, tmp_p
     assert mine.read_text() == "keep me\n"
     assert main(["sample", str(table), "-n", "5", "-o", str(mine), "--overwrite"]) == 0
     assert np.loadtxt(mine, delimiter=",", skiprows=1).shape == (5, 2)
+
+
+def test_json_is_strict(tmp_path):
+    path = tmp_path / "metrics.json"
+    values = {"kl": float("nan"), "bounds": [float("inf"), -np.inf, 1.5], "ess": np.float32(0.5), "n": np.int64(3)}
+    write_json(path, {**values, "array": np.array([1.0, np.nan])})
+
+    def refuse(constant):
+        raise ValueError(f"not JSON: {constant}")
+
+    assert json.loads(path.read_text(), parse_constant=refuse) == {
+        "kl": None, "bounds": [None, None, 1.5], "ess": 0.5, "n": 3, "array": [1.0, None]
+    }  # fmt: skip
+
+
+def _stopped_run(folder, status="interrupted", kind="target", state=True):
+    """A run folder as a run of ``kind`` stopped with ``status`` leaves it."""
+    folder.mkdir()
+    write_json(folder / CONFIG, {"kind": kind, "seed": 1, "flowforge_version": "x", "status": status})
+    (folder / "loss.png").write_bytes(b"picture")
+    if state:
+        (folder / TRAINING_STATE).write_bytes(b"state")
+    return _files(folder)
+
+
+def test_resume_reopens_a_stopped_run_and_keeps_its_files(tmp_path):
+    assert TRAINING_STATE in RUN_FILES, "--overwrite deletes the training state too"
+    for status in ("interrupted", "failed", "running"):  # running: its process is gone (no live lock)
+        folder = tmp_path / status
+        before = _stopped_run(folder, status)
+        _write_lock(folder, pid=os.getpid())  # stale: an earlier process with our id
+        with open_run(folder, "target", resume=True) as run:
+            assert run.resumed and run.config == {"kind": "target", "seed": 1, "flowforge_version": "x"}
+            assert run.training_state == folder / TRAINING_STATE and _config(folder)["status"] == "running"
+            assert json.loads((folder / LOCK).read_text())["pid"] == os.getpid()
+        assert _config(folder)["status"] == "complete" and LOCK not in os.listdir(folder)
+        assert {name: data for name, data in _files(folder).items() if name != CONFIG} == {
+            name: data for name, data in before.items() if name != CONFIG
+        }
+
+
+def test_resume_refuses_a_run_it_cannot_continue(tmp_path, capsys):
+    _stopped_run(tmp_path / "complete", "complete")
+    _stopped_run(tmp_path / "stateless", state=False)
+    _stopped_run(tmp_path / "table", kind="table")
+    _stopped_run(tmp_path / "busy")
+    _write_lock(tmp_path / "busy", pid=os.getppid())  # a live process
+    (tmp_path / "empty").mkdir()
+    cases = {
+        "complete": "is complete; nothing to resume (--overwrite starts it again)",
+        "stateless": f"has no {TRAINING_STATE} to resume from",
+        "table": "holds a table run, not a target run",
+        "busy": f"is in use by process {os.getppid()}",
+        "empty": "is not a run folder: ",
+        "missing": "no such run folder",
+    }
+    for name, message in cases.items():
+        folder = tmp_path / name
+        before = _files(folder) if folder.exists() else None
+        with pytest.raises(CLIError, match=re.escape(message)), open_run(folder, "target", resume=True):
+            pytest.fail("refused before the block")
+        assert (_files(folder) if folder.exists() else None) == before, name
+    with (
+        pytest.raises(CLIError, match="give one"),
+        open_run(tmp_path / "complete", "target", resume=True, overwrite=True),
+    ):
+        pass
+
+
+def _damaged(run_folders, tmp_path, name, damage):
+    folder = tmp_path / name
+    shutil.copytree(run_folders / "target", folder)
+    damage(folder / CHECKPOINT)
+    return folder
+
+
+def _with_state(change):
+    def damage(path):
+        saved = torch.load(path, weights_only=True)
+        change(saved)
+        torch.save(saved, path)
+
+    return damage
+
+
+class _Pickled:
+    """Something only unpickling could read back."""
+
+
+BAD_MODEL_FILES = {
+    "empty": (lambda path: path.write_bytes(b""), "the file is empty"),
+    "garbage": (lambda path: path.write_bytes(b"\x80\x04garbage" * 10), "not a flowforge model file, or a damaged"),
+    "truncated": (lambda path: path.write_bytes(path.read_bytes()[:700]), "not a flowforge model file, or a damaged"),
+    "folder": (lambda path: (path.unlink(), path.mkdir()), "it is a folder, not a model file"),
+    "not a dict": (lambda path: torch.save([1, 2], path), "no run config and weights in it"),
+    "pickled": (lambda path: torch.save({"config": _Pickled()}, path), "not a flowforge model file, or a damaged"),
+    "nan": (
+        _with_state(lambda saved: saved["state_dict"]["flows.0.parameters_uwb"].fill_(float("nan"))),
+        "its weights hold NaN or infinite values (flows.0.parameters_uwb)",
+    ),
+    "other model": (
+        _with_state(lambda saved: saved["state_dict"].pop("flows.1.parameters_uwb")),
+        "its weights do not fit the model its config describes: it lacks 'flows.1.parameters_uwb'",
+    ),
+    "other shape": (
+        _with_state(lambda saved: saved["state_dict"].update({"q0.loc": torch.zeros(3)})),
+        "'q0.loc' is (3,) torch.float32 in it but (1, 2) torch.float32 in the model",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_MODEL_FILES))
+def test_sample_refuses_a_bad_model_file_in_one_line(run_folders, tmp_path, capsys, case):
+    damage, message = BAD_MODEL_FILES[case]
+    folder = _damaged(run_folders, tmp_path, "run", damage)
+    assert main(["sample", str(folder), "-n", "3", "-o", str(tmp_path / "s.npy")]) == 2
+    line = _one_error_line(capsys, f"{folder / CHECKPOINT}", message)
+    assert "weights_only" not in line and not (tmp_path / "s.npy").exists()
+
+
+def test_sample_refuses_a_run_in_progress(run_folders, tmp_path, capsys):
+    folder = tmp_path / "run"
+    shutil.copytree(run_folders / "target", folder)
+    _write_lock(folder, pid=os.getppid())
+    assert main(["sample", str(folder), "-n", "3", "-o", str(tmp_path / "s.npy")]) == 2
+    _one_error_line(capsys, f"the run in {str(folder)!r} is in progress (process {os.getppid()})")
+    _write_lock(folder, pid=os.getpid())  # a lock left by a process that has ended
+    assert main(["sample", str(folder), "-n", "3", "-o", str(tmp_path / "s.npy")]) == 0
+
+
+@pytest.mark.parametrize("name", [n for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n)])
+def test_a_signal_stops_a_command_with_one_line_and_its_status(tmp_path, capsys, monkeypatch, name):
+    number = getattr(signal, name)
+
+    def signalled(*args, **kwargs):
+        os.kill(os.getpid(), number)
+        for _ in range(1000):
+            select.select([], [], [], 0.001)
+        raise AssertionError(f"{name} did not stop the command")
+
+    monkeypatch.setattr(sampling, "sample_chain", signalled)
+    out = tmp_path / "run"
+    assert main([*MCMC, "--out", str(out)]) == 128 + number
+    assert capsys.readouterr().err == f"flowforge: interrupted by {name}\n"
+    assert _config(out)["status"] == "interrupted" and LOCK not in os.listdir(out)
+
+
+def test_an_interrupted_fit_says_where_its_checkpoint_is(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "my run"
+
+    def interrupted(*args, **kwargs):
+        result = FitResult(np.zeros(3), 3, 0.0, 0.0, False)
+        raise TrainingInterrupted(signal.SIGTERM, result, out / TRAINING_STATE)
+
+    monkeypatch.setattr(sampling, "sample_chain", interrupted)
+    assert main([*MCMC, "--out", str(out)]) == 143
+    shown = shlex.quote(str(out))
+    assert capsys.readouterr().err == (
+        f"flowforge: interrupted by SIGTERM, checkpoint saved in {shown}; continue with "
+        f"`flowforge fit --resume {shown}`\n"
+    )
+
+
+class _SignalInFinaliser:
+    def __del__(self):
+        signal.raise_signal(signal.SIGINT)  # the KeyboardInterrupt raised here cannot leave a finaliser
+
+
+def test_ctrl_c_dropped_in_a_finaliser_still_stops_the_command(tmp_path, capsys, monkeypatch):
+    def dropped(*args, **kwargs):
+        _SignalInFinaliser()  # as a garbage-collected matplotlib object's weak-reference callback
+        for _ in range(2000):
+            select.select([], [], [], 0.005)
+        raise AssertionError("the interruption was lost")
+
+    monkeypatch.setattr(sampling, "sample_chain", dropped)
+    out = tmp_path / "run"
+    assert main([*MCMC, "--out", str(out)]) == 130
+    assert capsys.readouterr().err == "flowforge: interrupted by SIGINT\n"
+    assert _config(out)["status"] == "interrupted"
+
+
+def test_a_full_disk_is_one_line_and_leaves_no_half_written_file(tmp_path, capsys, monkeypatch):
+    def disk_full(path, *args, **kwargs):
+        with atomic_path(path) as temporary, open(temporary, "wb") as handle:
+            handle.write(b"half a picture")
+            raise OSError(errno.ENOSPC, "No space left on device")  # what a write on a full disk raises
+
+    monkeypatch.setattr(sampling.plot, "save_comparison", disk_full)
+    out = tmp_path / "run"
+    assert main([*MCMC, "--out", str(out)]) == 2
+    _one_error_line(capsys, f"cannot write {out / 'comparison.png'}: No space left on device")
+    assert _config(out)["status"] == "failed" and not [p for p in os.listdir(out) if p.startswith(".")]

@@ -9,14 +9,25 @@ one set of argument checks (:mod:`~flowforge.cli.validators`) and one writer and
 (:mod:`~flowforge.cli.runs`), which records each run's kind in its ``config.json``.
 
 Errors a user can cause (unknown names, bad numbers, unwritable folders, missing runs) end in one
-``flowforge: error: ...`` line and exit status 2, without a traceback.
+``flowforge: error: ...`` line and exit status 2, without a traceback; so does a file the command
+cannot write (a full disk, a read-only folder), which is never left half-written.
+
+SIGINT, SIGTERM and SIGHUP stop the command (one ignored when it starts, as under ``nohup``, stays
+ignored): inside a training loop at the next step or batch boundary, with the loop's checkpoint
+written; elsewhere at once. Either way the run folder is marked ``"interrupted"``, one line says
+which signal stopped the command (and where its checkpoint is, and how to resume), and the exit
+status is 128 + the signal's number: 130 (SIGINT), 143 (SIGTERM), 129 (SIGHUP).
 """
 
 from __future__ import annotations
 
 import argparse
+import shlex
+import signal
 import sys
+from pathlib import Path
 
+from ..training.interrupt import InterruptingSignals, signal_name
 from ..version import __version__
 from . import fit, sample, sampling, vae
 from .errors import CLIError, Parser
@@ -61,15 +72,50 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command ``argv`` (default: the process's arguments); 0 on success, 2 on a user error, 130 on Ctrl-C."""
+    """Run the command ``argv`` (default: the process's arguments); 0 on success, 2 on a user error or a
+    file that cannot be written, 128 + the signal's number when SIGINT (130), SIGTERM (143) or SIGHUP
+    (129) stopped it."""
     parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-        args.handler(args)
-    except CLIError as error:
-        print(f"flowforge: error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("flowforge: interrupted", file=sys.stderr)
-        return 130
+    command = None
+    with InterruptingSignals() as signals:
+        try:
+            args = parser.parse_args(argv)
+            command = args.command
+            args.handler(args)
+        except CLIError as error:
+            return _error(str(error))
+        except KeyboardInterrupt as error:
+            number = getattr(error, "signal_number", None) or (signals.received[-1] if signals.received else None)
+            return _interrupted(number, getattr(error, "checkpoint", None), command)
+        except OSError as error:
+            return _error(_cannot_write(error))
+        if signals.received:  # an interruption that some code caught and dropped: still report it
+            return _interrupted(signals.received[-1], None, command)
     return 0
+
+
+def _error(message: str) -> int:
+    print(f"flowforge: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _interrupted(number: int | None, checkpoint: Path | None, command: str | None) -> int:
+    """Report an interruption by signal ``number`` (None: a KeyboardInterrupt raised by code); returns the
+    exit status, 128 + the signal's number."""
+    line = "flowforge: interrupted" + (f" by {signal_name(number)}" if number is not None else "")
+    if checkpoint is not None:
+        run = shlex.quote(str(Path(checkpoint).parent))
+        line += f", checkpoint saved in {run}; continue with `flowforge {_resuming(command)} --resume {run}`"
+    print(line, file=sys.stderr)
+    return 128 + (number if number is not None else signal.SIGINT)
+
+
+def _resuming(command: str | None) -> str:
+    """The command that resumes a run of ``command``: ``vae`` for a VAE, else ``fit`` (a demo is a fit)."""
+    return "vae" if command == "vae" else "fit"
+
+
+def _cannot_write(error: OSError) -> str:
+    """One line for a file operation that failed (a full disk, a read-only or missing folder)."""
+    reason = error.strerror or str(error) or type(error).__name__
+    return f"cannot write {error.filename}: {reason}" if error.filename is not None else f"cannot write: {reason}"

@@ -31,23 +31,36 @@ A run never destroys anything that is not its own:
 - **No mixed folders.** ``config.json`` is written first with ``"status": "running"`` and rewritten
   when the run ends with ``"complete"``, ``"failed"`` (and the ``"error"``) or ``"interrupted"``; the
   checkpoint's copy of the config has no status.
+- **Resuming continues the same run.** ``open_run(..., resume=True)`` reopens a folder whose run was
+  interrupted, failed, or is marked running but no process holds its lock (killed), and that has a
+  training state (:data:`TRAINING_STATE`, written by the training loop); it keeps every file, takes
+  the lock and hands back the run's config. A complete run, a run of another kind, a folder without a
+  training state and a folder in use are refused.
+- **Sampling reads only finished files.** :func:`load_run` refuses a folder that a live process has
+  locked (its run is in progress: the model file may be missing, or that of an earlier session), and
+  a model file that is empty, truncated, not a flowforge model, a folder, of another model than its
+  config describes, or with non-finite weights; each in one line.
 
 Runs written before the field ``"kind"`` existed are read by :func:`load_run`, which infers their kind
 once, by the rule that version used (:func:`run_kind`). Every file goes through
-:func:`~flowforge.plot.atomic_path` (the one the pictures use too): it is written beside its
-destination under a hidden temporary name and moved into place with :func:`os.replace` only when
-complete, so an interrupted run never leaves a half-written file.
+:func:`~flowforge.training.checkpoint.atomic_path` (the one the pictures and the training states use
+too): it is written beside its destination under a hidden temporary name and moved into place with
+:func:`os.replace` only when complete, so an interrupted run or a full disk never leaves a
+half-written file; ``config.json`` and ``model.pt`` are also synced to the disk (``fsync``).
+``metrics.json`` and ``config.json`` are strict JSON (:func:`write_json`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import socket
 import time
 import uuid
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -56,21 +69,24 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from ..plot import atomic_path
+from ..training.checkpoint import atomic_path, check_model
 from .errors import CLIError
 from .models import build_data_model, build_target_model
 
 CONFIG = "config.json"
 CHECKPOINT = "model.pt"
+"""The model file: the run's config and the model's state dict, what ``sample`` reads."""
+TRAINING_STATE = "checkpoint.pt"
+"""The training state a run resumes from (``checkpoint=`` of the training loops)."""
 METRICS = "metrics.json"
 LOCK = ".flowforge.lock"
 """The lock file of a run folder in use."""
 STALE_LOCK_SECONDS = 10.0
 """A lock file without a readable record is taken to be half-written by a live process until it is this old."""
 RUN_FILES = frozenset(
-    {CONFIG, CHECKPOINT, METRICS, "samples.csv", "samples.npy", "target.png", "initial.png", "learned.png",
-     "comparison.png", "training.gif", "loss.png", "pairs.png", "samples.png", "samples-t0.7.png", "data.png",
-     "reconstructions.png"}
+    {CONFIG, CHECKPOINT, TRAINING_STATE, METRICS, "samples.csv", "samples.npy", "target.png", "initial.png",
+     "learned.png", "comparison.png", "training.gif", "loss.png", "pairs.png", "samples.png", "samples-t0.7.png",
+     "data.png", "reconstructions.png"}
 )  # fmt: skip
 """Every file a run of any kind writes in its folder: what ``--overwrite`` deletes, and no input may be one."""
 KINDS = ("target", "table", "images", "vae", "mcmc", "compare")
@@ -79,6 +95,8 @@ SAMPLED_KINDS = ("target", "table", "images")
 """The kinds whose model ``flowforge sample`` draws from."""
 RUNNING, COMPLETE, FAILED, INTERRUPTED = "running", "complete", "failed", "interrupted"
 """The values of ``"status"`` in ``config.json``."""
+RESUMABLE = (INTERRUPTED, FAILED, RUNNING)
+"""The statuses of a run that ``open_run(..., resume=True)`` continues (``"running"``: its process is gone)."""
 _PARTIAL = re.compile(r"\.(?P<name>.+)\.\d+\.[0-9a-f]{8}\.partial")  # atomic_path's temporary names
 
 
@@ -291,11 +309,17 @@ def _release_lock(lock: Path, text: str) -> None:
 
 
 class RunFolder:
-    """A run folder opened by :func:`open_run`: its ``path``, ``kind``, and the ``config`` it records."""
+    """A run folder opened by :func:`open_run`: its ``path``, ``kind``, and the ``config`` it records
+    (without its status; on resume, the config the run was started with)."""
 
-    def __init__(self, path: Path, kind: str) -> None:
-        self.path, self.kind = path, kind
+    def __init__(self, path: Path, kind: str, resumed: bool = False) -> None:
+        self.path, self.kind, self.resumed = path, kind, resumed
         self.config: dict | None = None
+
+    @property
+    def training_state(self) -> Path:
+        """The run's training state: ``checkpoint=`` of the training loop, and ``resume=`` when resumed."""
+        return self.path / TRAINING_STATE
 
     def write_config(self, config: dict) -> dict:
         """Write ``config.json``: ``config`` with ``"kind"`` and ``"status": "running"``; returns it with
@@ -317,18 +341,29 @@ def open_run(
     *,
     overwrite: bool = False,
     inputs: Mapping[str, str | os.PathLike] | None = None,
+    resume: bool = False,
 ) -> Iterator[RunFolder]:
     """Open the run folder ``folder`` for a run of ``kind``: check the ``inputs`` (``{option: path}``),
     create and lock the folder, refuse it unless empty (or with ``overwrite``, delete its run's files),
-    and when the block ends record its status in ``config.json`` and remove the lock."""
+    and when the block ends record its status in ``config.json`` and remove the lock.
+
+    With ``resume`` the folder must hold a run of ``kind`` that can be resumed (:data:`RESUMABLE`, with
+    its :data:`TRAINING_STATE`): its files are kept, its status is set to ``"running"`` again, and the
+    :class:`RunFolder`'s ``config`` is the run's (``resumed`` is True)."""
     if kind not in KINDS:
         raise ValueError(f"unknown run kind {kind!r}; expected one of {', '.join(KINDS)}")
+    if resume and overwrite:
+        raise CLIError("--resume continues the run in a folder and --overwrite starts a new one there; give one")
     check_inputs(folder, inputs or {})
-    path = prepare_out(folder)
+    path = _existing_run(folder) if resume else prepare_out(folder)
     lock, text = _acquire_lock(path)
     try:
-        _clear(path, overwrite)
-        run = RunFolder(path, kind)
+        run = RunFolder(path, kind, resumed=resume)
+        if resume:
+            run.config = _resumable(path, kind)
+            run.finish(RUNNING)
+        else:
+            _clear(path, overwrite)
         try:
             yield run
         except KeyboardInterrupt:
@@ -344,16 +379,81 @@ def open_run(
         _release_lock(lock, text)
 
 
+def _existing_run(folder: str | os.PathLike) -> Path:
+    path = Path(folder)
+    if not path.is_dir():
+        raise CLIError(f"--resume {str(folder)!r}: no such run folder")
+    return path
+
+
+def _resumable(path: Path, kind: str) -> dict:
+    """The config (without status) of the run in ``path``, which this process has locked, if it can be
+    resumed as a run of ``kind``; else a :class:`CLIError` saying why not."""
+    config = read_run_config(path)
+    shown = str(path)
+    if config["kind"] != kind:
+        raise CLIError(
+            f"{shown!r} holds a {config['kind']} run, not a {kind} run; resume it with the command that wrote it"
+        )
+    status = config.get("status")
+    if status == COMPLETE:
+        raise CLIError(f"the run in {shown!r} is complete; nothing to resume (--overwrite starts it again)")
+    if status not in RESUMABLE:
+        raise CLIError(f"the run in {shown!r} has status {status!r}; only a run {', '.join(RESUMABLE)} can be resumed")
+    if not (path / TRAINING_STATE).is_file():
+        raise CLIError(
+            f"the run in {shown!r} has no {TRAINING_STATE} to resume from (it stopped before its first "
+            "checkpoint); start it again with --overwrite"
+        )
+    return {key: value for key, value in config.items() if key not in ("status", "error")}
+
+
+def read_run_config(folder: str | os.PathLike) -> dict:
+    """The ``config.json`` of the run in ``folder``, with its ``"kind"`` (inferred for older runs) and
+    ``"status"``; a :class:`CLIError` when it is missing, unreadable or not a flowforge run's."""
+    path = Path(folder) / CONFIG
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CLIError(f"{str(folder)!r} is not a run folder: {path} not found") from None
+    except OSError as error:
+        raise CLIError(f"cannot read {path}: {error.strerror or error}") from None
+    except (UnicodeDecodeError, ValueError):
+        raise CLIError(f"cannot read {path}: it is not JSON") from None
+    if not isinstance(config, dict) or not (config.get("kind") in KINDS or "flowforge_version" in config):
+        raise CLIError(f"{path} is not the config of a flowforge run")
+    return {**config, "kind": run_kind(config)}
+
+
 def write_json(path: str | os.PathLike, data: dict) -> None:
-    """``data`` as indented JSON with sorted keys, written atomically."""
-    with atomic_path(path) as temporary:
-        temporary.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    """``data`` as indented JSON with sorted keys, written atomically and synced to the disk.
+
+    Strict JSON, which every parser reads: NaN and ±inf, which JSON has no numbers for, are written as
+    ``null`` (a value that could not be computed), and NumPy numbers and arrays as JSON numbers and lists.
+    """
+    text = json.dumps(_strict(data), indent=2, sort_keys=True, allow_nan=False)
+    with atomic_path(path, durable=True) as temporary:
+        temporary.write_text(text + "\n", encoding="utf-8")
+
+
+def _strict(value: Any) -> Any:
+    """``value`` with non-finite floats as None and NumPy values as Python ones, in dicts, lists and tuples."""
+    if isinstance(value, dict):
+        return {key: _strict(item) for key, item in value.items()}
+    if isinstance(value, list | tuple | np.ndarray):
+        return [_strict(item) for item in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def save_checkpoint(out: Path, config: dict, model: torch.nn.Module, **extra: Any) -> None:
-    """Write ``out/model.pt``: the run's config, the model's state dict and ``extra`` entries."""
-    with atomic_path(out / CHECKPOINT) as temporary:
-        torch.save({"config": config, "state_dict": model.state_dict(), **extra}, temporary)
+    """Write ``out/model.pt``: the run's config, the model's state dict and ``extra`` entries (atomically,
+    synced to the disk; through a Python file, so that a full disk is an :class:`OSError`)."""
+    with atomic_path(out / CHECKPOINT, durable=True) as temporary, open(temporary, "wb") as handle:
+        torch.save({"config": config, "state_dict": model.state_dict(), **extra}, handle)
 
 
 def save_npy(path: str | os.PathLike, values: np.ndarray) -> None:
@@ -377,18 +477,95 @@ def run_kind(config: dict) -> str:
 
 
 def load_run(path: str | os.PathLike) -> Run:
-    """The run in folder ``path``, ready to sample; a missing, unreadable or unsampleable run is a :class:`CLIError`."""
-    checkpoint_path = Path(path) / CHECKPOINT
-    if not checkpoint_path.is_file():
-        raise CLIError(f"{str(path)!r} is not a run folder: {checkpoint_path} not found")
+    """The run in folder ``path``, ready to sample; a missing, unreadable or unsampleable run is a :class:`CLIError`.
+
+    A run in progress (its folder locked by a live process) is refused: its model file may be missing,
+    or that of an earlier session of a resumed run. The model file is read with ``weights_only=True``;
+    one that is empty, truncated, not a flowforge model file, a folder, of another model than its
+    config describes, or that holds NaN or infinite weights is refused in one line.
+    """
+    folder = Path(path)
+    model_path = folder / CHECKPOINT
+    if model_path.is_dir():
+        raise CLIError(f"cannot load {model_path}: it is a folder, not a model file")
+    if not model_path.is_file():
+        raise CLIError(f"{str(path)!r} is not a run folder: {model_path} not found")
+    _refuse_in_progress(folder)
+    checkpoint = _read_model_file(model_path)
+    config = {**checkpoint["config"], "kind": run_kind(checkpoint["config"])}
+    kind = config["kind"]
+    if kind not in SAMPLED_KINDS:
+        raise CLIError(f"{str(path)!r} is a {kind} run; sample draws from runs of fit and demo")
     try:
-        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
-        config = {**checkpoint["config"], "kind": run_kind(checkpoint["config"])}
-        kind = config["kind"]
-        if kind not in SAMPLED_KINDS:
-            raise CLIError(f"{str(path)!r} is a {kind} run; sample draws from runs of fit and demo")
         model = build_target_model(config) if kind == "target" else build_data_model(config)
-        model.load_state_dict(checkpoint["state_dict"])
-    except (RuntimeError, KeyError, TypeError, ValueError, OSError) as error:
-        raise CLIError(f"cannot load {checkpoint_path}: {error}") from None
-    return Run(model.eval(), config, checkpoint.get("context", {}))
+    except (RuntimeError, KeyError, TypeError, ValueError, OverflowError) as error:
+        raise CLIError(f"cannot load {model_path}: {_first_line(error)}") from None
+    state = checkpoint["state_dict"]
+    try:
+        check_model(state, model)
+    except ValueError as error:
+        raise CLIError(
+            f"cannot load {model_path}: its weights do not fit the model its config describes: {error}"
+        ) from None
+    broken = [key for key, value in state.items() if value.is_floating_point() and not torch.isfinite(value).all()]
+    if broken:
+        raise CLIError(
+            f"cannot load {model_path}: its weights hold NaN or infinite values ({', '.join(broken[:3])}"
+            f"{', ...' if len(broken) > 3 else ''}); refit the run"
+        )
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, KeyError, TypeError, ValueError) as error:
+        raise CLIError(f"cannot load {model_path}: {_first_line(error)}") from None
+    statistics = checkpoint.get("context", {})
+    return Run(model.eval(), config, statistics if isinstance(statistics, dict) else {})
+
+
+def _refuse_in_progress(folder: Path) -> None:
+    """A :class:`CLIError` when a live process holds the lock of ``folder`` (a run is writing it)."""
+    lock = folder / LOCK
+    try:
+        _, record = _lock_holder(lock)
+        stale = _is_stale(lock, record)
+    except OSError:  # no lock (or one just released)
+        return
+    if not stale:
+        who = "a process whose lock is being written" if record is None else f"process {record['pid']}"
+        raise CLIError(
+            f"the run in {str(folder)!r} is in progress ({who}); sample it when that run has ended (if no run is "
+            f"using the folder, delete {str(lock)!r})"
+        )
+
+
+def _read_model_file(model_path: Path) -> dict:
+    """The model file's ``{"config", "state_dict", ...}``, read with ``weights_only=True``; a
+    :class:`CLIError` (one line, never torch's advice to unpickle) when it is not one."""
+    try:
+        if model_path.stat().st_size == 0:
+            raise CLIError(f"cannot load {model_path}: the file is empty (its run did not finish writing it)")
+        with warnings.catch_warnings():  # torch warns about what it finds in a damaged file; it is refused anyway
+            warnings.simplefilter("ignore")
+            checkpoint = torch.load(model_path, map_location="cpu", weights_only=True)
+    except OSError as error:
+        raise CLIError(f"cannot read {model_path}: {error.strerror or error}") from None
+    except CLIError:
+        raise
+    except Exception as error:  # torch raises many types on a damaged file; its message may advise unpickling
+        raise CLIError(
+            f"cannot load {model_path}: not a flowforge model file, or a damaged one (torch cannot read it: "
+            f"{type(error).__name__})"
+        ) from None
+    state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
+    if (
+        not isinstance(checkpoint, dict)
+        or not isinstance(checkpoint.get("config"), dict)
+        or not isinstance(state, dict)
+        or not all(isinstance(value, torch.Tensor) for value in state.values())
+    ):
+        raise CLIError(f"cannot load {model_path}: not a flowforge model file (no run config and weights in it)")
+    return checkpoint
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
