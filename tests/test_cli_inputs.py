@@ -16,6 +16,7 @@ import torch
 
 from flowforge.cli import build_parser, main
 from flowforge.cli.fit import headline
+from flowforge.cli.models import build_target_model
 
 TINY = ["--layers", "1", "--iterations", "2", "--anneal", "1", "--frame-every", "0", "--frame-samples", "64",
         "--eval-samples", "64", "--kl-grid", "8", "--grid-size", "8", "--no-progress", "--device", "cpu"]  # fmt: skip
@@ -175,8 +176,12 @@ TABLE_CONFIG = {"kind": "table", "names": ["a", "b"], "context_names": [], "flow
         ({**TABLE_CONFIG, "hidden": 10**9}, "hidden=1000000000"),
         ({**TABLE_CONFIG, "hidden": 60000, "layers": 1000}, "parameters"),
         ({**TABLE_CONFIG, "names": "ab"}, "no valid names"),
-        ({**TABLE_CONFIG, "kind": "images", "shape": [1, 8, 8], "scales": 9}, "scales=9"),
-        ({**TABLE_CONFIG, "kind": "images", "shape": [1, 10**6, 10**6], "scales": 2}, "at most 2\\^20 pixels"),
+        ({**TABLE_CONFIG, "kind": "images", "levels": 17, "shape": [1, 8, 8], "scales": 9}, "scales=9"),
+        ({**TABLE_CONFIG, "kind": "images", "shape": [1, 8, 8], "scales": 2, "levels": None}, "levels=None"),
+        (
+            {**TABLE_CONFIG, "kind": "images", "levels": 17, "shape": [1, 10**6, 10**6], "scales": 2},
+            "at most 2\\^20 pixels",
+        ),
     ],
 )
 def test_a_crafted_checkpoint_config_is_refused_before_the_model_is_built(tmp_path, capsys, config, message):
@@ -184,6 +189,16 @@ def test_a_crafted_checkpoint_config_is_refused_before_the_model_is_built(tmp_pa
     line = run_bad(["sample", str(run), "-n", "10", "-o", str(tmp_path / "s.npy")], capsys)
     assert __import__("re").search(message, line), line
     assert not (tmp_path / "s.npy").exists()
+
+
+def test_a_checkpoint_whose_samples_are_not_finite_writes_nothing(tmp_path, capsys):
+    model = build_target_model(TARGET_CONFIG)
+    state = model.state_dict()
+    state["q0.log_scale"] = torch.full_like(state["q0.log_scale"], 1e30)  # finite, but exp() of it is not
+    (tmp_path / "run").mkdir()
+    torch.save({"config": TARGET_CONFIG, "state_dict": state}, tmp_path / "run" / "model.pt")
+    line = run_bad(["sample", str(tmp_path / "run"), "-n", "10", "-o", str(tmp_path / "s.npy")], capsys)
+    assert "gives non-finite samples or log-densities (10 of 10 rows" in line and not (tmp_path / "s.npy").exists()
 
 
 def test_headline_says_which_numbers_are_not_valid_and_why():

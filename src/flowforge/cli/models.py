@@ -106,6 +106,7 @@ def check_data_config(config: dict) -> None:
     depth, hidden = _size(config, "layers", MAX_LAYERS), _size(config, "hidden", MAX_WIDTH)
     if config.get("kind") == "images":
         shape, levels = config.get("shape"), _size(config, "scales", MAX_LEVELS)
+        _size(config, "levels", 2**16, low=2)  # grey levels of the images
         if not (isinstance(shape, list) and len(shape) == 3 and all(isinstance(v, int) and v >= 1 for v in shape)):
             raise CLIError(f"the run's config has shape={shape!r}; expected [channels, height, width]")
         channels, height, width = shape

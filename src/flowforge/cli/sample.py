@@ -112,6 +112,13 @@ def run(args: argparse.Namespace) -> None:
     if args.seed is not None:
         torch.manual_seed(args.seed)
     samples, names = _samples_and_header(args, loaded)
+    values = samples[:, :-1] if args.log_prob else samples
+    broken = int((~np.isfinite(values.reshape(len(values), -1))).any(1).sum())
+    if broken or (args.log_prob and np.isnan(samples[:, -1]).any()):
+        raise CLIError(
+            f"the model of {args.run!r} gives non-finite samples or log-densities ({broken} of {len(samples)} rows "
+            "with non-finite values): its weights are damaged or beyond what float32 holds; nothing was written"
+        )
     output = Path(args.output)
     if not output.parent.is_dir():
         raise CLIError(f"cannot write {args.output!r}: folder {str(output.parent)!r} does not exist")

@@ -96,9 +96,9 @@ def _load(args: argparse.Namespace) -> torch.Tensor:
         values = load_array(path, max_bytes=MAX_ARRAY_BYTES)
     except DataError as error:
         raise CLIError(str(error)) from None
-    if values.ndim < 2 or values.shape[0] < 3 or not np.issubdtype(values.dtype, np.number):
+    if values.ndim < 2 or values.shape[0] < 3 or values.size == 0 or not np.issubdtype(values.dtype, np.number):
         raise CLIError(
-            f"{args.data!r} must hold a numeric array (rows, ...) of at least 3 rows, got shape {values.shape}"
+            f"{args.data!r} must hold a numeric array (rows, ...) of at least 3 non-empty rows, got {values.shape}"
         )
     if not np.isfinite(values).all():
         raise CLIError(f"{args.data!r} holds non-finite values")
