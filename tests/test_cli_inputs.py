@@ -43,6 +43,7 @@ def _write_inputs(folder):
     (folder / "nan.csv").write_text("1,2\n3,nan\n6,7\n")
     (folder / "good.csv").write_text("x,y,z\n" + "".join(f"{i % 11},{i * i % 7},{i % 5}\n" for i in range(60)))
     (folder / "field.csv").write_text("a,b\n1," + "9" * 200_000 + "\n")
+    (folder / "1e300.csv").write_text("".join(f"{1e300 * (i % 7 + 1)},{i}\n" for i in range(50)))
     np.save(folder / "vae-complex.npy", np.ones((20, 4)) + 1j)
 
 
@@ -58,6 +59,7 @@ CASES = {
     "empty .npy": (["fit", "--data", "{in}/empty.npy", *DATA], "empty.npy: cannot read as a NumPy file"),
     "ragged .csv": (["fit", "--data", "{in}/ragged.csv", *DATA], "row 2 has 3 fields, expected 2"),
     "NaN cell": (["fit", "--data", "{in}/nan.csv", *DATA], "row 2, column 'x2': missing value"),
+    "values of 1e300": (["fit", "--data", "{in}/1e300.csv", *DATA], r"too large for their covariance in float64"),
     "huge CSV field": (["fit", "--data", "{in}/field.csv", *DATA], "not a readable CSV file"),
     "a folder as data": (["fit", "--data", "{in}", *DATA], "in: is a folder; expected a .csv"),
     "--key on a .csv": (["fit", "--data", "{in}/good.csv", "--key", "a", *DATA], "--key names an array inside an .npz"),
@@ -103,6 +105,7 @@ CASES = {
     "--batch-size 1e7": (["fit", "--data", "two-moons", *DATA, "--batch-size", "1e7"], "argument --batch-size"),
     "mcmc --thin": (["mcmc", *MCMC, "--thin", "1e8"], "sequential density evaluations"),
     "mcmc --samples": (["mcmc", *MCMC, "--samples", "1e9"], "sequential density evaluations"),
+    "mcmc --step-size 1e-300": (["mcmc", *MCMC, "--step-size", "1e-300"], "from 1e-30 to 1e30"),
     "mcmc --chains": (["mcmc", *MCMC, "--chains", "1e9"], "argument --chains"),
     "mcmc chains x samples": (["mcmc", *MCMC, "--chains", "1000000", "--samples", "1000", "--kernel", "mh"], "GiB"),
     "compare --depths": (["compare", "--depths", "1000000000"], "--depths must be positive integers"),

@@ -168,6 +168,13 @@ def _check_statistics(data: torch.Tensor, names: list[str], what: str) -> tuple[
     constant = [names[i] for i in torch.nonzero(std == 0).flatten().tolist()]
     if constant:
         raise CLIError(f"{what} column(s) {constant} are constant in the training split; drop them")
+    overflow = [names[i] for i in torch.nonzero(~torch.isfinite(std * std)).flatten().tolist()]
+    if overflow:
+        largest = float(data.abs().max())
+        raise CLIError(
+            f"{what} column(s) {overflow} are too large for their covariance in float64 (values up to {largest:.3g}); "
+            "rescale them"
+        )
     return data.mean(0), std
 
 

@@ -40,6 +40,7 @@ from .validators import (
     kl_grid_size,
     leapfrog_count,
     non_negative_int,
+    number,
     picture_grid_size,
     pictures,
     positive_float,
@@ -48,6 +49,8 @@ from .validators import (
     seed_value,
 )
 from .validators import target_params as parse_target_params
+
+step_size = number(float, "a number from 1e-30 to 1e30 (the chains run in float32)", lambda v: 1e-30 <= v <= 1e30)
 
 
 def add_mcmc_arguments(parser: argparse.ArgumentParser) -> None:
@@ -59,7 +62,7 @@ def add_mcmc_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--samples", type=positive_int, default=1000, help="states kept per chain")
     parser.add_argument("--burn-in", type=non_negative_int, default=500, help="steps first, tuning the step size")
     parser.add_argument("--thin", type=positive_int, default=1, help="keep every N-th state")
-    parser.add_argument("--step-size", type=positive_float, default=0.1, help="initial step size")
+    parser.add_argument("--step-size", type=step_size, default=0.1, help="initial step size")
     parser.add_argument("--leapfrog-steps", type=leapfrog_count, default=10, help="HMC: leapfrog steps per move")
     parser.add_argument("--seed", type=seed_value, default=0)
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
