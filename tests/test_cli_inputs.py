@@ -194,6 +194,16 @@ def test_a_crafted_checkpoint_config_is_refused_before_the_model_is_built(tmp_pa
     assert not (tmp_path / "s.npy").exists()
 
 
+@pytest.mark.parametrize("option", [["--label", "3"], ["--context", "1"]])
+def test_sample_refuses_a_context_or_label_for_a_target_run(tmp_path, capsys, option):
+    run = tmp_path / "run"
+    run.mkdir()
+    state = build_target_model(TARGET_CONFIG).state_dict()
+    torch.save({"config": TARGET_CONFIG, "state_dict": state}, run / "model.pt")
+    line = run_bad(["sample", str(run), "-n", "10", "-o", str(tmp_path / "s.npy"), *option], capsys)
+    assert "--context and --label apply to conditional data runs" in line
+
+
 def test_a_checkpoint_whose_samples_are_not_finite_writes_nothing(tmp_path, capsys):
     model = build_target_model(TARGET_CONFIG)
     state = model.state_dict()

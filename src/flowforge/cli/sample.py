@@ -78,6 +78,8 @@ def _data_run_context(args: argparse.Namespace, config: dict, statistics: dict) 
 def _samples_and_header(args: argparse.Namespace, run: runs.Run) -> tuple[np.ndarray, list[str] | None]:
     model, config = run.model, run.config
     if config["kind"] == "target":
+        if args.context is not None or args.label is not None:
+            raise CLIError("--context and --label apply to conditional data runs; this run fits a target density")
         chunks = []
         for start in range(0, args.num_samples, CHUNK):
             x, log_q = model.sample(min(CHUNK, args.num_samples - start))
