@@ -48,7 +48,7 @@ def base(tmp_path_factory):
     return tmp_path_factory.mktemp("fuzz-cli")
 
 
-@fuzz_settings(16)
+@fuzz_settings(14)
 @given(case=fit_cases())
 def test_fit_and_demo_options(base, case):
     check(case, base)

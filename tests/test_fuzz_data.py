@@ -20,7 +20,7 @@ def base(tmp_path_factory):
     return tmp_path_factory.mktemp("fuzz-data")
 
 
-@fuzz_settings(25)
+@fuzz_settings(22)
 @given(case=data_file_cases())
 def test_fit_reads_any_data_file(base, case):
     check(case, base)

@@ -124,7 +124,7 @@ def test_sample_arguments(base, runs, data):
     check(data.draw(argument_cases(runs)), base)
 
 
-@fuzz_settings(40)
+@fuzz_settings(35)
 @given(data=st.data())
 def test_sample_reads_any_checkpoint(base, runs, data):
     check(data.draw(checkpoint_cases(runs)), base)
