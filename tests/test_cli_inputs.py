@@ -65,6 +65,11 @@ CASES = {
     "--key on a .csv": (["fit", "--data", "{in}/good.csv", "--key", "a", *DATA], "--key names an array inside an .npz"),
     "unicode column": (["fit", "--data", "{in}/good.csv", "--columns", "²", *DATA], "--columns: no column '²'"),
     "too many rows to write": (["fit", "--data", "{in}/good.csv", "--num-samples", "1e9", *DATA], "GiB in memory"),
+    "data option on a target fit": (["fit", *TINY, "--epochs", "5"], "--epochs applies only to data fits"),
+    "target options on a data fit": (
+        ["fit", "--data", "{in}/good.csv", *DATA, "--iterations", "5", "--kl-grid", "10"],
+        "--iterations, --kl-grid apply only to target fits",
+    ),  # fmt: skip
     "Glow levels for 8x8": (["fit", "--data", "digits", "--scales", "4", *DATA], "multiples of 16"),
     "vae complex data": (["vae", "--data", "{in}/vae-complex.npy", *VAE], "holds complex numbers"),
     # target parameters

@@ -143,7 +143,29 @@ def add_arguments(parser: argparse.ArgumentParser, demo: bool = False) -> None:
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     runs.add_out_arguments(parser, DEMO_OUT if demo else None)
     if not demo:
+        before = len(parser._actions)
         data.add_arguments(parser)
+        data_only = {a.dest: (a.option_strings[0], a.default) for a in parser._actions[before:] if a.dest != "data"}
+        target_only = {
+            a.dest: (a.option_strings[0], a.default) for a in parser._actions if a.dest in TARGET_ONLY_OPTIONS
+        }
+        parser.set_defaults(options_that_apply={"target": target_only, "data": data_only})
+
+
+TARGET_ONLY_OPTIONS = (
+    "target", "target_param", "base", "loss", "iterations", "anneal", "beta0", "samples_per_step", "frame_every",
+    "frame_samples", "grid_size", "range", "eval_samples", "kl_grid", "compile",
+)  # fmt: skip
+"""The options of ``fit`` that only a fit to a target density reads."""
+
+
+def _refuse_options_that_do_not_apply(args: argparse.Namespace, kind: str, other: str) -> None:
+    """Refuse options of ``fit`` set away from their defaults that only the ``other`` kind of fit reads
+    (a data fit ignored ``--iterations``, a target fit ``--epochs``)."""
+    given = [flag for dest, (flag, default) in args.options_that_apply[other].items() if getattr(args, dest) != default]
+    if given:
+        verb = "applies" if len(given) == 1 else "apply"
+        raise CLIError(f"{', '.join(given)} {verb} only to {other} fits, and this is a {kind} fit")
 
 
 def run(args: argparse.Namespace) -> None:
@@ -151,8 +173,11 @@ def run(args: argparse.Namespace) -> None:
     if getattr(args, "data", None) is not None:
         if args.base != "gaussian":
             raise CLIError("--base applies to fits to a target density; data fits use the model's own base")
+        _refuse_options_that_do_not_apply(args, "data", "target")
         data.run(args)
         return
+    if hasattr(args, "options_that_apply"):  # fit (demo takes no data options)
+        _refuse_options_that_do_not_apply(args, "target", "data")
     args.flow = args.flow or "planar"
     args.layers = args.layers or 16
     if args.flow in IMAGE_PRESETS:
