@@ -374,3 +374,30 @@ def test_an_interruption_dropped_inside_a_finaliser_is_raised_again():
 def test_a_signal_is_told_by_name_in_the_interruption():
     error = training.TrainingInterrupted(signal.SIGTERM, training.FitResult(np.zeros(0), 0, 0.0, 0.0, False), None)
     assert str(error) == "training interrupted by SIGTERM" and isinstance(error, KeyboardInterrupt)
+
+
+@pytest.mark.parametrize("every", [1, None], ids=["every-epoch", "by-time"])
+def test_a_data_fit_killed_after_an_epochs_checkpoint_resumes_from_it(tmp_path, monkeypatch, every):
+    monkeypatch.setattr(training.epochs, "CHECKPOINT_SECONDS", 0.0)  # by time: after every epoch here
+    train, validation = nf.datasets.two_moons(200, seed=0), nf.datasets.two_moons(50, seed=1)
+    kw = {"epochs": 4, "batch_size": 64, "seed": 3, "progress": False, "device": "cpu", "checkpoint_every": every}
+    model = _realnvp()
+    expected = training.fit_data(model, train, validation, **kw)
+    count = [0]
+
+    def crash(optimizer, args, kwargs):
+        count[0] += 1
+        if count[0] == 10:  # the second batch of the third epoch (4 batches an epoch)
+            raise RuntimeError("killed")
+
+    handle = register_optimizer_step_post_hook(crash)
+    try:
+        with pytest.raises(RuntimeError, match="killed"):
+            training.fit_data(_realnvp(), train, validation, checkpoint=tmp_path / "s.pt", **kw)
+    finally:
+        handle.remove()
+    assert torch.load(tmp_path / "s.pt", weights_only=True)["epoch"] == 2
+    resumed_model = _realnvp()
+    resumed = training.fit_data(resumed_model, train, validation, resume=tmp_path / "s.pt", **kw)
+    np.testing.assert_array_equal(resumed.validation_nll, expected.validation_nll)
+    assert _same_weights(resumed_model, model)

@@ -54,6 +54,10 @@ from .common import (
 )
 from .interrupt import DeferredSignals
 
+CHECKPOINT_SECONDS = 30.0
+"""With ``checkpoint_every=None`` (the default) the epoch loop writes its training state after an epoch
+when this long has passed since the last write: a save (model, best weights, optimizer moments,
+fsynced) can take longer than a small model's epoch, and at most this much work is lost to a crash."""
 SCHEDULES = (None, "cosine", "plateau")
 """Learning-rate schedules of :func:`fit_data`: none, cosine annealing to 0, halving on a plateau."""
 
@@ -112,8 +116,9 @@ class Checkpointing:
     settings: dict[str, Any]
     """what changes the run's course, recorded in the state and checked on resume"""
     path: StatePath | None = None
-    every: int = 1
-    """epochs between checkpoints"""
+    every: int | None = None
+    """epochs between checkpoints; None: after the epoch that ends :data:`CHECKPOINT_SECONDS` or more
+    after the last write"""
     resumed: dict[str, Any] | None = None
     """the training state to continue from (read by :func:`~flowforge.training.checkpoint.load_state`)"""
 
@@ -160,7 +165,8 @@ def run_epochs(
     validation score has not improved for ``patience`` epochs after the judge's warm-up. Without
     ``validate`` the last weights are kept. Returns ``make_result`` of the history.
 
-    With ``checkpointing`` the training state is written every ``checkpointing.every`` epochs, when
+    With ``checkpointing`` the training state is written every ``checkpointing.every`` epochs (by
+    default after an epoch :data:`CHECKPOINT_SECONDS` or more after the last write), when
     the run ends, and at an interruption (after the batch during which SIGINT, SIGTERM or SIGHUP came,
     mid-epoch), and a run resumes from ``checkpointing.resumed`` (mid-epoch too, with the epoch's order
     and running totals). An interruption leaves the current weights in the checkpoint and the best
@@ -205,7 +211,7 @@ def run_epochs(
                 bar.update(1)
                 if run.history.stopped_early:
                     break
-                if checkpointing.path is not None and at.epoch % checkpointing.every == 0 and at.epoch < epochs:
+                if run.checkpoint_due() and at.epoch < epochs:
                     run.save()
                 if signals.pending is not None:
                     raise run.interrupted(signals.act())
@@ -239,7 +245,7 @@ class _EpochRun:
         self.at = _Position()
         self.best_state = copy.deepcopy(model.state_dict())
         self.best_value = -math.inf if judge.higher_is_better else math.inf
-        self.start = time.perf_counter()
+        self.start = self.saved_at = time.perf_counter()
 
     @property
     def checkpoint_path(self) -> Path | None:
@@ -308,9 +314,19 @@ class _EpochRun:
             "best_model": self.best_state,
         }
 
+    def checkpoint_due(self) -> bool:
+        """Whether the epoch just ended is one to write the training state after."""
+        every = self.checkpointing.every
+        if self.checkpointing.path is None:
+            return False
+        if every is None:
+            return time.perf_counter() - self.saved_at >= CHECKPOINT_SECONDS
+        return self.at.epoch % every == 0
+
     def save(self, complete: bool = False) -> None:
         assert self.checkpointing.path is not None
         save_state(self.checkpointing.path, self.checkpointing.loop, self.state(complete))
+        self.saved_at = time.perf_counter()
 
     def restore(self, saved: dict[str, Any]) -> None:
         """Continue from the training state ``saved`` (the generator is the caller's, made from it)."""
@@ -379,13 +395,14 @@ def _checkpointing(
     model: nn.Module,
     settings: dict[str, Any],
     checkpoint: StatePath | None,
-    checkpoint_every: int,
+    checkpoint_every: int | None,
     resume: StatePath | None,
     seed: int | None,
 ) -> tuple[Checkpointing, torch.Generator | None]:
     """The loop's checkpointing (with the training state in ``resume``, checked against ``model`` and
     ``settings``) and its generator: the resumed run's, else a new one from ``seed``."""
-    positive_int("checkpoint_every", checkpoint_every)
+    if checkpoint_every is not None:
+        positive_int("checkpoint_every", checkpoint_every)
     if resume is None:
         return Checkpointing(loop, settings, checkpoint, checkpoint_every), _seeded(seed)
     saved = load_state(resume, loop, model)
@@ -412,7 +429,7 @@ def fit_data(
     device: str | torch.device | None = None,
     progress: bool = True,
     checkpoint: StatePath | None = None,
-    checkpoint_every: int = 1,
+    checkpoint_every: int | None = None,
     resume: StatePath | None = None,
 ) -> DataFitResult:
     """Maximum likelihood (forward KL) on a data set until convergence.
@@ -430,8 +447,9 @@ def fit_data(
     dequantised afresh in every batch by :func:`~flowforge.datasets.dequantize`, and the reported NLLs
     are those of the discrete data (see :func:`~flowforge.metrics.mean_nll`).
 
-    ``checkpoint``, ``checkpoint_every`` (epochs) and ``resume`` write and continue a training state as
-    in :func:`~flowforge.training.fit` (see :func:`run_epochs`): a resumed run ends in the state of an
+    ``checkpoint``, ``checkpoint_every`` (epochs; by default after an epoch that ends
+    :data:`CHECKPOINT_SECONDS` or more after the last write) and ``resume`` write and continue a
+    training state as in :func:`~flowforge.training.fit` (see :func:`run_epochs`): a resumed run ends in the state of an
     uninterrupted one, bit for bit on the CPU, also when it was interrupted mid-epoch; the data must be
     the same, and the settings that change the run's course (rows, ``levels``, ``epochs``,
     ``batch_size``, ``lr``, ``weight_decay``, ``schedule``, ``clip_grad_norm``, ``patience``, whether
@@ -518,7 +536,7 @@ def fit_vae(
     device: str | torch.device | None = None,
     progress: bool = True,
     checkpoint: StatePath | None = None,
-    checkpoint_every: int = 1,
+    checkpoint_every: int | None = None,
     resume: StatePath | None = None,
 ) -> VAEFitResult:
     """Train a :class:`~flowforge.vae.FlowVAE` by maximising the ELBO.

@@ -212,8 +212,9 @@ def fit(
             was), optimizer, random generators, compile decision, last good state, loss history and
             callbacks' states are restored, and the run goes on from the step it reached, to the state
             an uninterrupted run reaches: bit for bit on the CPU with the eager step. With a compiled
-            step it resumes compiled (the ``"auto"`` decision is kept, not taken again) and differs from
-            the uninterrupted run only by the rounding of the compiled kernels it recompiles. The
+            step it resumes compiled (the ``"auto"`` decision is kept, not taken again); the fused step
+            was measured bit-identical too on the CPU (resumed in a new process), and in general differs
+            from the uninterrupted run at most by the rounding of the kernels it recompiles. The
             settings that change the run's course (loss, samples per step, lr, weight decay, the
             optimizer's type, ``check_every``, ``compile``) must be those of the run; ``iterations`` may
             be larger, to go on further. A state whose run is complete is restored and its result
