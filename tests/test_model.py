@@ -181,3 +181,6 @@ def test_log_prob_far_from_the_data_is_minus_infinity_not_nan(preset, dtype):
     log_q = model.log_prob(x)
     assert not torch.isnan(log_q).any() and (log_q < 0).all(), log_q
     assert torch.isnan(model.log_prob(torch.tensor([[math.nan, 0.0]], dtype=dtype))).all()
+    with torch.no_grad():  # NaN weights stay visible as NaN for ordinary inputs
+        next(model.parameters()).fill_(math.nan)
+    assert torch.isnan(model.log_prob(torch.tensor([[0.5, 0.5]], dtype=dtype))).all()

@@ -57,15 +57,19 @@ def _check_flows(owner: str, flows: Iterable[object]) -> list[Flow]:
 
 
 def _underflow(log_q: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """``log_q`` with −inf for the rows of ``x`` without a NaN whose log-density came out NaN.
+    """``log_q`` with −inf for the rows of ``x`` that hold a value beyond the square root of the
+    dtype's largest number (1.8e19 in float32, 1.3e154 in float64, and ±inf) and whose log-density
+    came out NaN.
 
-    Far from the data, the layers' arithmetic overflows (``inf − inf`` in a conditioner net, ``inf/inf``
-    in a radial layer) although the density there is merely below what the dtype can hold; a row
-    outside the support of a bounded layer (a logit of 1.5) has density 0 as well. Both are −inf,
-    as a density that underflows is; only a NaN in the input gives NaN.
+    That far out the layers' arithmetic overflows (``inf − inf`` in a conditioner net, ``inf/inf`` in
+    a radial layer) although the density there is merely below what the dtype can hold, which is −inf.
+    A NaN anywhere else (a NaN input, NaN weights, a layer's bug) stays NaN, so it is still seen.
     """
-    given = ~torch.isnan(x).flatten(1).any(1)
-    return torch.where(torch.isnan(log_q) & given, torch.full_like(log_q, -math.inf), log_q)
+    far = x.abs().flatten(1).amax(1) > math.sqrt(torch.finfo(x.dtype).max) if x.is_floating_point() else None
+    if far is None:
+        return log_q
+    far = far & ~torch.isnan(x).flatten(1).any(1)
+    return torch.where(torch.isnan(log_q) & far, torch.full_like(log_q, -math.inf), log_q)
 
 
 class _FlowModel(nn.Module, Generic[Latent]):

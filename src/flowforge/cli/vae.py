@@ -98,7 +98,7 @@ def _load(args: argparse.Namespace) -> torch.Tensor:
         raise CLIError(str(error)) from None
     if values.ndim < 2 or values.shape[0] < 3 or values.size == 0 or not np.issubdtype(values.dtype, np.number):
         raise CLIError(
-            f"{args.data!r} must hold a numeric array (rows, ...) of at least 3 non-empty rows, got {values.shape}"
+            f"{args.data!r} must hold a numeric array (rows, ...) of at least 3 rows, none empty, got {values.shape}"
         )
     if not np.isfinite(values).all():
         raise CLIError(f"{args.data!r} holds non-finite values")
