@@ -48,6 +48,9 @@ def _write_inputs(folder):
 
 
 CASES = {
+    # `--target=--`: argparse hands the command an empty list instead of a name
+    "--target=-- (fit)": (["fit", "--target=--"], r"--target expects a target name .*got \[\]"),
+    "--target=-- (compare)": (["compare", "--target=--"], r"--target expects a target name"),
     # files
     "complex .npy": (["fit", "--data", "{in}/complex.npy", *DATA], "holds complex numbers"),
     "object .npz": (["fit", "--data", "{in}/objects.npz", *DATA], "holds Python objects"),

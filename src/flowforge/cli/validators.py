@@ -193,6 +193,8 @@ def target_defaults(name: str) -> dict[str, Any]:
 
 def target_params(name: str, pairs: list[str]) -> dict[str, float]:
     """``--target-param KEY=VALUE`` pairs as numbers, each checked by :func:`target_param`."""
+    if not isinstance(name, str) or name not in ALL_TARGETS:  # `--target=--`: argparse hands over a list
+        raise CLIError(f"--target expects a target name (see `flowforge targets`), got {name!r}")
     allowed = target_defaults(name)
     params: dict[str, float] = {}
     for pair in pairs:
