@@ -7,6 +7,7 @@ traceback, a hang, a machine running out of memory, or a silently wrong result (
 
 import json
 import math
+import os
 import zipfile
 from io import BytesIO
 
@@ -248,3 +249,11 @@ def test_a_fit_that_leaves_the_box_reports_its_kl_as_not_valid(tmp_path, capsys)
     numbers = json.loads((out / "metrics.json").read_text())
     assert numbers["kl_valid"] is False and numbers["log_z_valid"] is False
     assert any(warning.startswith("KL on grid: ") for warning in numbers["warnings"])
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+def test_a_named_pipe_as_vae_data_is_refused_without_waiting_for_a_writer(tmp_path, capsys):
+    pipe = tmp_path / "data.npy"
+    os.mkfifo(pipe)  # opening it for reading would block until a writer came
+    line = run_bad(["vae", "--data", str(pipe), "--out", str(tmp_path / "run")], capsys)
+    assert "not a regular file" in line

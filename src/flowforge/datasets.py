@@ -229,6 +229,8 @@ def load_array(path: str | os.PathLike[str], key: str | None = None, max_bytes: 
     """
     path = Path(path)
     suffix = path.suffix.lower()
+    if path.exists() and not path.is_file():  # a folder, or a FIFO whose open would wait for a writer
+        raise DataError(f"{path}: not a regular file; expected a .npy or .npz file")
     try:
         if suffix == ".npy":
             with open(path, "rb") as handle:
