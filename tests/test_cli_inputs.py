@@ -257,3 +257,20 @@ def test_a_named_pipe_as_vae_data_is_refused_without_waiting_for_a_writer(tmp_pa
     os.mkfifo(pipe)  # opening it for reading would block until a writer came
     line = run_bad(["vae", "--data", str(pipe), "--out", str(tmp_path / "run")], capsys)
     assert "not a regular file" in line
+
+
+@pytest.mark.parametrize(
+    "statistics",
+    [{"context_mean": torch.zeros(1, dtype=torch.float64)}, {}, {"context_mean": torch.zeros(1), "context_std": -1}],
+)
+def test_sample_refuses_a_conditional_run_without_its_context_statistics(tmp_path, capsys, statistics):
+    from flowforge.cli.models import build_data_model
+
+    config = {**TABLE_CONFIG, "context_names": ["c"]}
+    run = tmp_path / "run"
+    run.mkdir()
+    state = build_data_model(config).state_dict()
+    torch.save({"config": config, "state_dict": state, "context": statistics}, run / "model.pt")
+    line = run_bad(["sample", str(run), "-n", "3", "-o", str(tmp_path / "s.npy"), "--context", "0.5"], capsys)
+    assert "needs its context_" in line
+    assert not (tmp_path / "s.npy").exists()

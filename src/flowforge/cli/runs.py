@@ -518,7 +518,33 @@ def load_run(path: str | os.PathLike) -> Run:
     except (RuntimeError, KeyError, TypeError, ValueError) as error:
         raise CLIError(f"cannot load {model_path}: {_first_line(error)}") from None
     statistics = checkpoint.get("context", {})
-    return Run(model.eval(), config, statistics if isinstance(statistics, dict) else {})
+    statistics = statistics if isinstance(statistics, dict) else {}
+    _check_context_statistics(model_path, config, statistics)
+    return Run(model.eval(), config, statistics)
+
+
+def _check_context_statistics(model_path: Path, config: dict, statistics: dict) -> None:
+    """A conditional table run's model file must hold finite ``context_mean`` and positive ``context_std``
+    with one value per context column, and every data run's config its column ``names`` (images: None)."""
+    if config["kind"] == "target":
+        return
+    if "names" not in config:
+        raise CLIError(f"cannot load {model_path}: its config has no 'names' entry; refit the run")
+    columns = len(config.get("context_names") or [])
+    if config["kind"] != "table" or not columns:
+        return
+    for key in ("context_mean", "context_std"):
+        value = statistics.get(key)
+        if (
+            not isinstance(value, torch.Tensor)
+            or value.shape != (columns,)
+            or not torch.isfinite(value).all()
+            or (key == "context_std" and not (value > 0).all())
+        ):
+            raise CLIError(
+                f"cannot load {model_path}: a run conditional on {columns} column(s) needs its {key} "
+                f"(finite, one value per context column{', positive' if key == 'context_std' else ''}); refit the run"
+            )
 
 
 def _refuse_in_progress(folder: Path) -> None:
