@@ -55,3 +55,12 @@ def test_sample_histogram_draws_in_chunks_without_autograd():
     model = nf.presets.PlanarFlow(2, 2)
     counts = plot.sample_histogram(model, 1000, ((-50.0, 50.0), (-50.0, 50.0)), 10, chunk=300)
     assert counts.shape == (10, 10) and counts.sum() == 1000
+
+
+def test_epoch_curves_of_a_run_with_no_finished_epoch_draw_without_a_warning(tmp_path):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # matplotlib warned "No artists with labels found to put in legend"
+        plot.save_epoch_curves(tmp_path / "loss.png", {"training": np.array([]), "validation": np.array([])})
+    assert (tmp_path / "loss.png").is_file()

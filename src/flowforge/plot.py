@@ -131,7 +131,8 @@ def save_epoch_curves(path: str | os.PathLike, curves: dict[str, np.ndarray], yl
             ax.plot(np.arange(1, len(values) + 1), values, marker=".", label=label)
     ax.set_xlabel("epoch")
     ax.set_ylabel(ylabel)
-    ax.legend()
+    if ax.lines:  # a run that diverged in its first epoch has no curve, and no legend to draw
+        ax.legend()
     _save(figure, path)
 
 
