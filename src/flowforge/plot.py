@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 import torch
@@ -175,14 +175,71 @@ def _save(figure: Figure, path: str | os.PathLike) -> None:
         figure.savefig(temporary, format=Path(path).suffix.lstrip(".") or "png", dpi=100)
 
 
-def histogram_frame(counts: np.ndarray, label: str, scale: int = 2) -> np.ndarray:
-    """An RGB frame (uint8) of a histogram in viridis, upscaled ``scale`` times, labelled."""
-    require()
+def colour_indices(counts: np.ndarray) -> np.ndarray:
+    """The viridis indices (uint8, 0 to 255) of a histogram's cells scaled by its largest count, image
+    rows from the top: the compact form of a frame, which :func:`indexed_frame` renders."""
     normalised = counts.T[::-1] / max(counts.max(), 1)
-    rgb = (matplotlib.colormaps["viridis"](normalised)[..., :3] * 255).astype(np.uint8)
+    return np.minimum(normalised * 256, 255).astype(np.uint8)  # matplotlib's rule for floats in [0, 1]
+
+
+def indexed_frame(indices: np.ndarray, label: str, scale: int = 2) -> np.ndarray:
+    """An RGB frame (uint8) of viridis ``indices`` (:func:`colour_indices`), upscaled ``scale`` times, labelled."""
+    require()
+    rgb = (matplotlib.colormaps["viridis"](indices)[..., :3] * 255).astype(np.uint8)
     image = Image.fromarray(rgb).resize((rgb.shape[1] * scale, rgb.shape[0] * scale), Image.Resampling.NEAREST)
     ImageDraw.Draw(image).text((6, 4), label, fill=(255, 255, 255))
     return np.asarray(image)
+
+
+def histogram_frame(counts: np.ndarray, label: str, scale: int = 2) -> np.ndarray:
+    """An RGB frame (uint8) of a histogram in viridis, upscaled ``scale`` times, labelled."""
+    return indexed_frame(colour_indices(counts), label, scale)
+
+
+class HistogramFrames:
+    """A training callback (``Every(n, frames)``) that keeps a histogram frame of a 2-D model's samples
+    at each call, labelled with the iteration: ``count`` samples in ``bins`` × ``bins`` cells of ``bounds``.
+
+    Frames are kept compactly (:func:`colour_indices`, one byte per cell), and :meth:`state_dict` and
+    :meth:`load_state_dict` save and restore them with the training loop's checkpoint, so a resumed
+    run's animation holds the frames drawn before the interruption. :meth:`rgb` renders them."""
+
+    def __init__(self, count: int, bounds: Bounds, bins: int) -> None:
+        self.count, self.bounds, self.bins = count, bounds, bins
+        self.labels: list[str] = []
+        self.indices: list[np.ndarray] = []
+
+    def add(self, counts: np.ndarray, label: str) -> None:
+        """Keep the frame of the histogram ``counts``."""
+        self.labels.append(label)
+        self.indices.append(colour_indices(counts))
+
+    def __call__(self, iteration: int, model: torch.nn.Module) -> None:
+        drawn = sample_histogram(cast(Sampler, model), self.count, self.bounds, self.bins)
+        self.add(drawn, f"iteration {iteration}")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def rgb(self) -> list[np.ndarray]:
+        """The frames as RGB images, for :func:`save_gif`."""
+        return [indexed_frame(indices, label) for indices, label in zip(self.indices, self.labels, strict=True)]
+
+    def state_dict(self) -> dict:
+        shape = (len(self.indices), self.bins, self.bins)
+        stacked = torch.from_numpy(np.stack(self.indices)) if self.indices else torch.zeros(shape, dtype=torch.uint8)
+        return {"labels": list(self.labels), "indices": stacked}
+
+    def load_state_dict(self, state: dict) -> None:
+        labels, indices = state["labels"], state["indices"]
+        if not isinstance(indices, torch.Tensor) or indices.dtype != torch.uint8 or indices.dim() != 3:
+            raise ValueError("the saved frames are not a (frames, bins, bins) uint8 tensor")
+        if indices.shape[0] != len(labels) or tuple(indices.shape[1:]) != (self.bins, self.bins):
+            raise ValueError(
+                f"the saved frames have shape {tuple(indices.shape)} for {len(labels)} labels; expected "
+                f"(frames, {self.bins}, {self.bins})"
+            )
+        self.labels, self.indices = [str(label) for label in labels], list(indices.numpy())
 
 
 def save_gif(path: str | os.PathLike, frames: Sequence[np.ndarray], seconds_per_frame: float = 0.1) -> None:
