@@ -135,7 +135,7 @@ def test_targets_lists_every_target(capsys):
         (["fit", "--iterations", "ten", "--out", "{tmp}/a"], "expected a positive integer, got 'ten'"),
         (["fit", "--lr", "nan", "--out", "{tmp}/a"], "expected a positive number, got 'nan'"),
         (["fit", "--range", "3,-3", "--out", "{tmp}/a"], "LOW < HIGH"),
-        (["fit", "--target-param", "loc=2"], "the following arguments are required: --out"),
+        (["fit", "--target-param", "loc=2"], "fit needs --out DIR"),
         (["fit", "--target-param", "depth=2", "--out", "{tmp}/a"], "target 'two-modes' takes parameters loc, scale"),
         (["fit", "--target-param", "scale=-1", "--out", "{tmp}/a"], "TwoModes scale must be a finite positive number"),
         (["fit", "--out", "{tmp}/file.txt/run"], "cannot write to run folder"),

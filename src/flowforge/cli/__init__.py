@@ -29,7 +29,7 @@ from pathlib import Path
 
 from ..training.interrupt import InterruptingSignals, signal_name
 from ..version import __version__
-from . import fit, sample, sampling, vae
+from . import fit, runs, sample, sampling, vae
 from .errors import CLIError, Parser
 
 __all__ = ["CLIError", "build_parser", "main"]
@@ -81,6 +81,11 @@ def main(argv: list[str] | None = None) -> int:
         try:
             args = parser.parse_args(argv)
             command = args.command
+            args.argv = list(sys.argv[1:] if argv is None else argv)
+            if getattr(args, "resume", None) is not None:
+                args = runs.resume_arguments(parser, args)
+            elif getattr(args, "out_required", False) and args.out is None:
+                raise CLIError(f"{command} needs --out DIR, the run folder to write (or --resume RUN)")
             args.handler(args)
         except CLIError as error:
             return _error(str(error))

@@ -23,7 +23,7 @@ import torch
 from .. import metrics, plot
 from ..datasets import DIGITS_LEVELS, REAL_TABLES, TOY_DATA, DataError, load_digits, load_real_table, load_table, split
 from ..metrics import nll_per_row
-from ..training import DataFitResult, TrainingDiverged, fit_data
+from ..training import DataFitResult, TrainingDiverged, TrainingInterrupted, fit_data
 from ..version import __version__
 from . import runs
 from .errors import CLIError
@@ -127,7 +127,7 @@ def load_source(args: argparse.Namespace) -> dict:
         elif source in REAL_TABLES:
             table, names = bundled(load_real_table, source)
         else:
-            path = Path(source)
+            path = Path(runs.input_path(args))
             if not path.suffix and not path.exists():
                 known = ", ".join([*TOY_DATA, *REAL_TABLES, *IMAGE_SETS])
                 raise CLIError(f"--data {source!r} is neither a file nor a known data set ({known})")
@@ -156,7 +156,7 @@ def load_source(args: argparse.Namespace) -> dict:
 def _inputs(args: argparse.Namespace) -> dict[str, str]:
     """The input file of a data run, which its run folder must not write over."""
     named = args.data in TOY_DATA or args.data in REAL_TABLES or args.data in IMAGE_SETS
-    return {} if named else {"--data": args.data}
+    return {} if named else {"--data": runs.input_path(args)}
 
 
 def _standardise(context: torch.Tensor | None, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor | None:
@@ -222,6 +222,8 @@ def run(args: argparse.Namespace) -> Path:
         "seed": args.seed,
         "device": str(chosen),
         "flowforge_version": __version__,
+        "invocation": runs.invocation(args),
+        "data_sha256": runs.fingerprint(source["data"], context),
     }
     check_data_config({**config, "kind": source["kind"]})  # the run folder adds the kind when it writes config.json
     if not images:
@@ -237,17 +239,11 @@ def run(args: argparse.Namespace) -> Path:
             train_c, validation_c, test_c = (
                 _standardise(c, context_mean, context_std) for c in (train_c, validation_c, test_c)
             )
-    with runs.open_run(args.out, source["kind"], overwrite=args.overwrite, inputs=_inputs(args)) as run_folder:
-        config = run_folder.write_config(config)
-        _fit(
-            args,
-            config,
-            (train, validation, test),
-            (train_c, validation_c, test_c),
-            statistics,
-            chosen,
-            run_folder.path,
-        )
+    with runs.open_run(
+        args.out, source["kind"], overwrite=args.overwrite, inputs=_inputs(args), resume=runs.resuming(args)
+    ) as run_folder:
+        config = run_folder.start(config)
+        _fit(args, config, (train, validation, test), (train_c, validation_c, test_c), statistics, chosen, run_folder)
     return run_folder.path
 
 
@@ -256,13 +252,16 @@ def _whitened(whitening, data: torch.Tensor) -> torch.Tensor:
     return whitening.inverse(data.double().to(whitening.mean.device))[0]
 
 
-def _fit(args: argparse.Namespace, config: dict, parts, contexts, statistics: dict, chosen, out: Path) -> None:
+def _fit(
+    args: argparse.Namespace, config: dict, parts, contexts, statistics: dict, chosen, run_folder: runs.RunFolder
+) -> None:
     """Fit the model, evaluate it, and write the run's files to ``out``.
 
     A table model trains in whitened units (:func:`~flowforge.cli.models.split_whitening`): the data
     are whitened in float64 and only then cast to the model's dtype. Its NLLs are in the data's units:
     the whitening's log-determinant is added to what the whitened flow reports."""
     (train, validation, test), (train_c, validation_c, test_c) = parts, contexts
+    out, state = run_folder.path, run_folder.training_state
     model = build_data_model(config, None if config["kind"] == "images" else train).to(chosen)
     flow, whitening = split_whitening(model)
     shift = 0.0 if whitening is None else float(torch.log(torch.diagonal(whitening.cholesky)).sum())
@@ -274,11 +273,15 @@ def _fit(args: argparse.Namespace, config: dict, parts, contexts, statistics: di
             flow, *fitted, train_context=train_c, validation_context=validation_c,
             levels=config["levels"], epochs=args.epochs, batch_size=config["batch_size"], lr=args.lr,
             weight_decay=args.weight_decay, clip_grad_norm=args.clip_grad, patience=args.patience,
-            seed=args.seed, device=chosen, progress=not args.no_progress,
+            seed=args.seed, device=chosen, progress=not args.no_progress, checkpoint=state,
+            resume=state if run_folder.resumed else None,
         )  # fmt: skip
         diverged = None
     except TrainingDiverged as error:
         result, diverged = cast(DataFitResult, error.result), str(error)
+    except TrainingInterrupted:
+        runs.save_checkpoint(out, config, model.eval(), context=statistics)  # the best weights so far
+        raise
     model.eval()
     runs.save_checkpoint(out, config, model, context=statistics)
     curves = {"training": result.train_nll + shift, "validation": result.validation_nll + shift}

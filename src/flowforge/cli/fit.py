@@ -2,8 +2,9 @@
 
 A target run folder (kind ``"target"``) gets ``config.json``, ``model.pt`` (config and state dict),
 ``metrics.json`` (grid KL, ESS, log Z, speed), ``target.png``, ``initial.png``, ``learned.png``,
-``comparison.png``, ``training.gif`` and ``loss.png``. ``fit --data`` hands over to
-:mod:`flowforge.cli.data`; ``demo`` is ``fit`` with the seed's defaults and a default folder.
+``comparison.png``, ``training.gif``, ``loss.png`` and the training state ``checkpoint.pt``, from which
+``--resume RUN`` continues an interrupted run (:func:`flowforge.cli.runs.resume_arguments`). ``fit --data``
+hands over to :mod:`flowforge.cli.data`; ``demo`` is ``fit`` with the seed's defaults and a default folder.
 
 Honest numbers: when the grid KL or the log Z estimate is not valid by its own diagnostics
 (:func:`flowforge.metrics.summary`: the flow's mass off the grid, a large grid error, too few
@@ -18,7 +19,6 @@ from __future__ import annotations
 import argparse
 import math
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,7 +27,7 @@ import torch
 from .. import metrics, plot
 from ..distributions.targets import TARGETS
 from ..presets import PRESETS
-from ..training import COMPILE_MODES, Every, FitResult, TrainingDiverged, fit
+from ..training import COMPILE_MODES, Every, FitResult, TrainingDiverged, TrainingInterrupted, fit
 from ..version import __version__
 from . import data, runs
 from .errors import CLIError
@@ -141,7 +141,7 @@ def add_arguments(parser: argparse.ArgumentParser, demo: bool = False) -> None:
         help="compile the training step (auto: when the run would take over 30 s eagerly; on/off force it)",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    runs.add_out_arguments(parser, DEMO_OUT if demo else None)
+    runs.add_out_arguments(parser, DEMO_OUT if demo else None, resumable=True)
     if not demo:
         before = len(parser._actions)
         data.add_arguments(parser)
@@ -191,9 +191,9 @@ def run(args: argparse.Namespace) -> None:
                        "--range" if args.range else f"the box of target {args.target!r}")  # fmt: skip
     chosen = device(args.device)
     pictures()
-    with runs.open_run(args.out, "target", overwrite=args.overwrite) as run_folder:
-        config = run_folder.write_config(_config(args, params, chosen))
-        _fit_target(args, run_folder.path, config, chosen)
+    with runs.open_run(args.out, "target", overwrite=args.overwrite, resume=runs.resuming(args)) as run_folder:
+        config = run_folder.start(_config(args, params, chosen))
+        _fit_target(args, run_folder, config, chosen)
 
 
 def _config(args: argparse.Namespace, params: dict, chosen: torch.device) -> dict:
@@ -220,10 +220,12 @@ def _config(args: argparse.Namespace, params: dict, chosen: torch.device) -> dic
         "device": str(chosen),
         "compile": args.compile,
         "flowforge_version": __version__,
+        "invocation": runs.invocation(args),
     }
 
 
-def _fit_target(args: argparse.Namespace, out: Path, config: dict, chosen: torch.device) -> None:
+def _fit_target(args: argparse.Namespace, run_folder: runs.RunFolder, config: dict, chosen: torch.device) -> None:
+    out = run_folder.path
     torch.manual_seed(args.seed)
     model = build_target_model(config).to(chosen)
     target = model.p
@@ -233,15 +235,9 @@ def _fit_target(args: argparse.Namespace, out: Path, config: dict, chosen: torch
     plot.save_image(out / "target.png", target_density, bounds, f"target: {args.target}")
     initial = plot.sample_histogram(model, args.frame_samples, bounds, args.grid_size)
     plot.save_image(out / "initial.png", initial, bounds, "initial flow (samples)")
-    frames = [plot.histogram_frame(initial, "iteration 0")]
-
-    def record_frame(iteration: int, flow_model) -> None:
-        frames.append(
-            plot.histogram_frame(
-                plot.sample_histogram(flow_model, args.frame_samples, bounds, args.grid_size), f"iteration {iteration}"
-            )
-        )
-
+    frames = plot.HistogramFrames(args.frame_samples, bounds, args.grid_size)
+    frames.add(initial, "iteration 0")
+    state = run_folder.training_state
     start = time.perf_counter()
     try:
         result = fit(
@@ -257,16 +253,21 @@ def _fit_target(args: argparse.Namespace, out: Path, config: dict, chosen: torch
             seed=args.seed,
             device=chosen,
             compile=args.compile,
-            callbacks=[Every(args.frame_every, record_frame)] if args.frame_every else [],
+            callbacks=[Every(args.frame_every, frames)] if args.frame_every else [],
             progress=not args.no_progress,
+            checkpoint=state,
+            resume=state if run_folder.resumed else None,
         )
         diverged = None
     except TrainingDiverged as error:
         if not isinstance(error.result, FitResult):  # training.fit raises it with its FitResult
             raise
         result, diverged = error.result, str(error)
+    except TrainingInterrupted:
+        runs.save_checkpoint(out, config, model)  # the weights so far, which `sample` can draw from
+        raise
     fit_wall_time = time.perf_counter() - start
-    plot.save_gif(out / "training.gif", frames)
+    plot.save_gif(out / "training.gif", frames.rgb())
     plot.save_loss_curve(out / "loss.png", result.loss_history, f"{args.loss} loss")
     runs.save_checkpoint(out, config, model)
     model.eval()

@@ -35,7 +35,10 @@ A run never destroys anything that is not its own:
   interrupted, failed, or is marked running but no process holds its lock (killed), and that has a
   training state (:data:`TRAINING_STATE`, written by the training loop); it keeps every file, takes
   the lock and hands back the run's config. A complete run, a run of another kind, a folder without a
-  training state and a folder in use are refused.
+  training state and a folder in use are refused. The command's ``--resume RUN`` parses the command
+  line the run recorded (:func:`resume_arguments`), and :meth:`RunFolder.start` checks that the
+  config built from it (with the data's SHA-256) is the recorded one; a run refused there is left
+  with the status it had.
 - **Sampling reads only finished files.** :func:`load_run` refuses a folder that a live process has
   locked (its run is in progress: the model file may be missing, or that of an earlier session), and
   a model file that is empty, truncated, not a flowforge model, a folder, of another model than its
@@ -53,6 +56,7 @@ half-written file; ``config.json`` and ``model.pt`` are also synced to the disk 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -64,7 +68,7 @@ import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 import torch
@@ -109,16 +113,96 @@ class Run(NamedTuple):
     statistics: dict
 
 
-def add_out_arguments(parser: argparse.ArgumentParser, default: str | None = None) -> None:
-    """The options ``--out`` (required unless there is a ``default``) and ``--overwrite`` of a command writing a run."""
-    parser.add_argument(
-        "--out", default=default, required=default is None, metavar="DIR", help="run folder to write: new or empty"
-    )
+def add_out_arguments(parser: argparse.ArgumentParser, default: str | None = None, resumable: bool = False) -> None:
+    """The options ``--out`` (required unless there is a ``default``, or ``--resume`` is given) and
+    ``--overwrite`` of a command writing a run, and with ``resumable`` the option ``--resume RUN``."""
+    required = "" if default is not None else " (required" + (" unless --resume is given)" if resumable else ")")
+    parser.add_argument("--out", default=default, metavar="DIR", help=f"run folder to write: new or empty{required}")
     parser.add_argument(
         "--overwrite",
         action="store_true",
         help="--out may hold a previous run: delete the files a run writes before starting (other files are kept)",
     )
+    if resumable:
+        parser.add_argument(
+            "--resume",
+            default=None,
+            metavar="RUN",
+            help="continue the interrupted run in folder RUN from its checkpoint, with the options it was started "
+            "with (only --no-progress may be given beside it)",
+        )
+    parser.set_defaults(out_required=default is None)
+
+
+RESUME_OPTIONS = ("resume", "no_progress")
+"""The options a command resuming a run may be given; every other one is the run's own."""
+
+
+def fingerprint(*arrays: torch.Tensor | np.ndarray | None) -> str:
+    """The SHA-256 of arrays' dtypes, shapes and values (None skipped): what a run records of its data,
+    so that resuming it on data that changed is refused."""
+    digest = hashlib.sha256()
+    for array in arrays:
+        if array is None:
+            continue
+        values = np.ascontiguousarray(array.detach().cpu().numpy() if isinstance(array, torch.Tensor) else array)
+        digest.update(f"{values.dtype.str}{values.shape};".encode())
+        digest.update(values.tobytes())
+    return digest.hexdigest()
+
+
+def resuming(args: argparse.Namespace) -> bool:
+    """Whether the command continues a run (``--resume RUN``)."""
+    return getattr(args, "resume", None) is not None
+
+
+def input_path(args: argparse.Namespace) -> str:
+    """The path of ``--data``: where a resumed run reads it (relative to the folder the run was started
+    in, when found there; :func:`resume_arguments`), else as given."""
+    return getattr(args, "data_path", None) or args.data
+
+
+def invocation(args: argparse.Namespace) -> dict:
+    """What a run records of the command line that started it, so that ``--resume`` can repeat it: the
+    arguments (``argv``, from the command's name on) and the working directory they were given in."""
+    return {"argv": list(getattr(args, "argv", None) or []), "cwd": os.getcwd()}
+
+
+def resume_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
+    """The parsed arguments of a command given ``--resume RUN``: those the run was started with (its
+    config's ``invocation``, parsed again, so that they are checked again), with ``out`` and ``resume``
+    set to RUN. Any other option given now is refused: a resumed run keeps its settings."""
+    defaults = vars(parser.parse_args([args.command, "--resume", args.resume]))
+    given = sorted(
+        "--" + dest.replace("_", "-")
+        for dest, value in vars(args).items()
+        if dest not in (*RESUME_OPTIONS, "argv") and value != defaults.get(dest)
+    )
+    if given:
+        raise CLIError(
+            f"--resume continues a run with the options it was started with; drop {', '.join(given)} (to change "
+            "them, start a new run)"
+        )
+    config = read_run_config(args.resume)
+    recorded = config.get("invocation")
+    argv = recorded.get("argv") if isinstance(recorded, dict) else None
+    if not (isinstance(argv, list) and argv and all(isinstance(item, str) for item in argv)):
+        raise CLIError(
+            f"the run in {args.resume!r} does not record the command that started it (it was written by a "
+            "flowforge without --resume, or by the library); it cannot be resumed by the command"
+        )
+    resumed = parser.parse_args(argv)
+    if resumed.handler is not args.handler:
+        raise CLIError(
+            f"the run in {args.resume!r} was started by `flowforge {resumed.command}`; continue it with "
+            f"`flowforge {resumed.command} --resume {args.resume}`"
+        )
+    data, cwd = getattr(resumed, "data", None), cast(dict, recorded).get("cwd")
+    if isinstance(data, str) and isinstance(cwd, str) and not Path(data).is_absolute() and Path(cwd, data).exists():
+        resumed.data_path = str(Path(cwd, data))  # a relative input is read where the run was started
+    resumed.out, resumed.overwrite, resumed.resume, resumed.argv = args.resume, False, args.resume, argv
+    resumed.no_progress = resumed.no_progress or args.no_progress
+    return resumed
 
 
 def prepare_out(folder: str | os.PathLike) -> Path:
@@ -315,17 +399,39 @@ class RunFolder:
     def __init__(self, path: Path, kind: str, resumed: bool = False) -> None:
         self.path, self.kind, self.resumed = path, kind, resumed
         self.config: dict | None = None
+        self.started = False
+        """Whether :meth:`start` (or :meth:`write_config`) has accepted the run's config."""
 
     @property
     def training_state(self) -> Path:
         """The run's training state: ``checkpoint=`` of the training loop, and ``resume=`` when resumed."""
         return self.path / TRAINING_STATE
 
+    def start(self, config: dict) -> dict:
+        """The config of the run: a new run's ``config`` as :meth:`write_config` records it; for a resumed
+        run, the one it was started with, after checking that ``config`` (built again from its command line
+        and inputs) gives the same settings (the ``invocation``, ``device`` and version may differ)."""
+        if not self.resumed:
+            return self.write_config(config)
+        assert self.config is not None
+        free = ("invocation", "device", "flowforge_version", "kind")
+        changed = sorted(
+            key for key in {*config, *self.config} - set(free) if _strict(config.get(key)) != self.config.get(key)
+        )
+        if changed:
+            raise CLIError(
+                f"the run in {str(self.path)!r} cannot be resumed: its {', '.join(changed)} changed since it started"
+                + (" (its data file was modified)" if "data_sha256" in changed else "")
+            )
+        self.started = True
+        return self.config
+
     def write_config(self, config: dict) -> dict:
         """Write ``config.json``: ``config`` with ``"kind"`` and ``"status": "running"``; returns it with
         the kind and without the status (the copy the checkpoint keeps)."""
         self.config = {**config, "kind": self.kind}
         self.finish(RUNNING)
+        self.started = True
         return self.config
 
     def finish(self, status: str, error: str | None = None) -> None:
@@ -360,12 +466,20 @@ def open_run(
     try:
         run = RunFolder(path, kind, resumed=resume)
         if resume:
-            run.config = _resumable(path, kind)
+            recorded = read_run_config(path)
+            run.config = _resumable(path, kind, recorded)
             run.finish(RUNNING)
         else:
             _clear(path, overwrite)
         try:
             yield run
+        except CLIError as error:
+            with suppress(OSError):
+                if resume and not run.started:  # not resumed after all (its settings or data changed): as it was
+                    run.finish(recorded["status"], recorded.get("error"))
+                else:
+                    run.finish(FAILED, str(error))
+            raise
         except KeyboardInterrupt:
             with suppress(OSError):
                 run.finish(INTERRUPTED)
@@ -386,10 +500,9 @@ def _existing_run(folder: str | os.PathLike) -> Path:
     return path
 
 
-def _resumable(path: Path, kind: str) -> dict:
-    """The config (without status) of the run in ``path``, which this process has locked, if it can be
-    resumed as a run of ``kind``; else a :class:`CLIError` saying why not."""
-    config = read_run_config(path)
+def _resumable(path: Path, kind: str, config: dict) -> dict:
+    """The ``config`` (read from ``path``, which this process has locked) without its status, if its run
+    can be resumed as a run of ``kind``; else a :class:`CLIError` saying why not."""
     shown = str(path)
     if config["kind"] != kind:
         raise CLIError(

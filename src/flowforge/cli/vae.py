@@ -4,7 +4,8 @@ A run folder (kind ``"vae"``) gets ``config.json``, ``model.pt`` (config and sta
 ``metrics.json`` (test ELBO, importance-sampled test log-likelihood and their gap, per data point in
 nats, with standard errors), ``loss.png`` (training loss and validation ELBO by epoch),
 ``samples.png`` (decoder means at prior draws) and ``reconstructions.png`` (test images above their
-reconstructions).
+reconstructions), and the training state ``checkpoint.pt``, from which ``vae --resume RUN``
+continues an interrupted run.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from .. import plot
 from ..datasets import DataError, binarize, load_array, load_digits, split
 from ..metrics import elbo_per_row, log_likelihood_per_row
 from ..presets import VAE, VAE_POSTERIORS
-from ..training import TrainingDiverged, VAEFitResult, fit_vae
+from ..training import TrainingDiverged, TrainingInterrupted, VAEFitResult, fit_vae
 from ..vae import LIKELIHOODS
 from ..version import __version__
 from . import runs
@@ -82,14 +83,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=seed_value, default=0)
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
     parser.add_argument("--no-progress", action="store_true")
-    runs.add_out_arguments(parser)
+    runs.add_out_arguments(parser, resumable=True)
 
 
 def _load(args: argparse.Namespace) -> torch.Tensor:
     if args.data == "digits":
         images, _ = bundled(load_digits)
         return (images / 16.0).float()
-    path = Path(args.data)
+    path = Path(runs.input_path(args))
     if path.suffix != ".npy":
         raise CLIError(f"--data must be 'digits' or a .npy file, got {args.data!r}")
     try:
@@ -112,7 +113,7 @@ def _load(args: argparse.Namespace) -> torch.Tensor:
 
 def _inputs(args: argparse.Namespace) -> dict[str, str]:
     """The input file of the run, which its run folder must not write over."""
-    return {} if args.data == "digits" else {"--data": args.data}
+    return {} if args.data == "digits" else {"--data": runs.input_path(args)}
 
 
 def _as_image_batch(values: torch.Tensor) -> np.ndarray | None:
@@ -146,14 +147,20 @@ def run(args: argparse.Namespace) -> dict:
                                                   "patience", "is_samples", "seed")}  # fmt: skip
     config.update(shape=list(data.shape[1:]), split=list(args.split), device=str(chosen), flowforge_version=__version__)
     config["rows"] = {"train": len(train), "validation": len(validation), "test": len(test)}
-    with runs.open_run(args.out, "vae", overwrite=args.overwrite, inputs=_inputs(args)) as run_folder:
-        config = run_folder.write_config(config)
-        return _train(args, config, (train, validation, test), chosen, run_folder.path)
+    config.update(invocation=runs.invocation(args), data_sha256=runs.fingerprint(data))
+    with runs.open_run(
+        args.out, "vae", overwrite=args.overwrite, inputs=_inputs(args), resume=runs.resuming(args)
+    ) as run_folder:
+        config = run_folder.start(config)
+        return _train(args, config, (train, validation, test), chosen, run_folder)
 
 
-def _train(args: argparse.Namespace, config: dict, parts: tuple, chosen: torch.device, out: Path) -> dict:
-    """Fit, evaluate, and write the run's files to ``out``."""
+def _train(
+    args: argparse.Namespace, config: dict, parts: tuple, chosen: torch.device, run_folder: runs.RunFolder
+) -> dict:
+    """Fit, evaluate, and write the run's files to its folder."""
     train, validation, test = parts
+    out, state = run_folder.path, run_folder.training_state
     dynamic = args.likelihood == "bernoulli" and args.binarize == "dynamic"
     model = VAE(
         tuple(config["shape"]), latent_dim=args.latent, posterior=args.posterior, layers=args.layers,
@@ -164,10 +171,14 @@ def _train(args: argparse.Namespace, config: dict, parts: tuple, chosen: torch.d
         result = fit_vae(
             model, train, validation, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
             warmup_epochs=args.warmup, binarize_train=dynamic, patience=args.patience, seed=args.seed,
-            device=chosen, progress=not args.no_progress,
+            device=chosen, progress=not args.no_progress, checkpoint=state,
+            resume=state if run_folder.resumed else None,
         )  # fmt: skip
     except TrainingDiverged as error:
         result, diverged = cast(VAEFitResult, error.result), str(error)
+    except TrainingInterrupted:
+        runs.save_checkpoint(out, config, model.eval())  # the best weights so far
+        raise
     model.eval()
     runs.save_checkpoint(out, config, model)
     plot.save_epoch_curves(
