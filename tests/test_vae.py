@@ -220,7 +220,7 @@ def test_vae_command_writes_a_complete_run(tmp_path, capsys):
             "--no-progress", "--out", str(out)]  # fmt: skip
     assert cli.main(argv) == 0
     assert {p.name for p in out.iterdir()} == {
-        "config.json", "metrics.json", "model.pt", "loss.png", "samples.png", "reconstructions.png"
+        "config.json", "metrics.json", "model.pt", "checkpoint.pt", "loss.png", "samples.png", "reconstructions.png"
     }  # fmt: skip
     numbers = json.loads((out / "metrics.json").read_text())
     assert numbers["epochs"] == 3 and numbers["test_elbo"] < numbers["test_log_likelihood"] < 0
