@@ -246,3 +246,60 @@ def test_a_fit_killed_from_outside_resumes_to_the_run_it_would_have_been(tmp_pat
     assert _metrics(killed) == _metrics(expected)
     assert _same_weights(_weights(killed), _weights(expected))
     assert (killed / "training.gif").read_bytes() == (expected / "training.gif").read_bytes()
+
+
+def test_a_damaged_or_foreign_training_state_is_refused_and_the_run_left_as_it_was(stopped_table, uninterrupted,
+                                                                                   capsys):  # fmt: skip
+    state = stopped_table / "run" / TRAINING_STATE
+    original = state.read_bytes()
+    target_state = (uninterrupted["target"] / TRAINING_STATE).read_bytes()
+    cases = {
+        b"not a training state": "is not a flowforge training state (torch cannot read it",
+        original[: len(original) // 2]: "is not a flowforge training state (torch cannot read it",
+        target_state: "was written by fit, not by fit_data; resume it with fit",
+    }
+    capsys.readouterr()
+    for content, message in cases.items():
+        state.write_bytes(content)
+        assert main(["fit", "--resume", "run"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("flowforge: error: cannot resume the run: the resume file ") and message in err, err
+        assert err.count("\n") == 1 and _config(stopped_table / "run")["status"] == "interrupted"
+    state.write_bytes(original)
+    assert main(["fit", "--resume", "run", "--device", "cpu", "--no-progress"]) == 0
+
+
+def test_only_what_cannot_change_a_run_may_be_typed_beside_resume(stopped_table, capsys):
+    capsys.readouterr()
+    for typed in (["--compile", "auto"], ["--seed", "0"], ["--flow=realnvp"], ["--epoch", "3"]):  # defaults too
+        assert main(["fit", "--resume", "run", *typed]) == 2
+        flag = typed[0].split("=")[0].replace("--epoch", "--epochs")
+        assert f"drop {flag} (to change them, start a new run)" in capsys.readouterr().err
+    config = _config(stopped_table / "run")
+    config["invocation"]["argv"] = [*config["invocation"]["argv"], "--bogus"]
+    (stopped_table / "run" / CONFIG).write_text(json.dumps(config))
+    assert main(["fit", "--resume", "run"]) == 2
+    assert re.search(r"the command line it records \(`flowforge fit --data table\.csv .* --bogus`\) does not parse "
+                     r"in this flowforge: unrecognized arguments: --bogus\n", capsys.readouterr().err)  # fmt: skip
+    config["invocation"]["argv"] = ["fit", "--help"]
+    (stopped_table / "run" / CONFIG).write_text(json.dumps(config))
+    assert main(["fit", "--resume", "run"]) == 2
+    assert "records the command line `flowforge fit --help`, which starts no run" in capsys.readouterr().err
+
+
+def test_a_signal_during_the_pictures_keeps_the_model_and_says_how_to_resume(uninterrupted, tmp_path, capsys,
+                                                                             monkeypatch):  # fmt: skip
+    folder = tmp_path / "run"
+    save_gif = plot.save_gif
+
+    def interrupted(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)  # the command raises at once outside the training loop
+        return save_gif(*args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(plot, "save_gif", interrupted)
+        assert main([*TARGET, "--out", str(folder)]) == 143
+    assert capsys.readouterr().err.endswith(f"`flowforge fit --resume {folder}`\n")
+    assert _same_weights(_weights(folder), _weights(uninterrupted["target"]))
+    assert main(["fit", "--resume", str(folder)]) == 0
+    assert _metrics(folder) == _metrics(uninterrupted["target"])

@@ -27,6 +27,7 @@ import signal
 import sys
 from pathlib import Path
 
+from ..training.checkpoint import ResumeError
 from ..training.interrupt import InterruptingSignals, signal_name
 from ..version import __version__
 from . import fit, runs, sample, sampling, vae
@@ -43,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def command(name: str, summary: str, handler) -> argparse.ArgumentParser:
         subparser = commands.add_parser(name, help=summary)
-        subparser.set_defaults(handler=handler)
+        subparser.set_defaults(handler=handler, command_parser=subparser)
         return subparser
 
     fit.add_arguments(
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     file that cannot be written, 128 + the signal's number when SIGINT (130), SIGTERM (143) or SIGHUP
     (129) stopped it."""
     parser = build_parser()
-    command = None
+    command, args = None, None
     with InterruptingSignals() as signals:
         try:
             args = parser.parse_args(argv)
@@ -91,7 +92,9 @@ def main(argv: list[str] | None = None) -> int:
             return _error(str(error))
         except KeyboardInterrupt as error:
             number = getattr(error, "signal_number", None) or (signals.received[-1] if signals.received else None)
-            return _interrupted(number, getattr(error, "checkpoint", None), command)
+            return _interrupted(number, getattr(error, "checkpoint", None) or runs.saved_state(args), command)
+        except ResumeError as error:
+            return _error(f"cannot resume the run: {error}")
         except OSError as error:
             return _error(_cannot_write(error))
         if signals.received:  # an interruption that some code caught and dropped: still report it

@@ -267,9 +267,9 @@ def _fit_target(args: argparse.Namespace, run_folder: runs.RunFolder, config: di
         runs.save_checkpoint(out, config, model)  # the weights so far, which `sample` can draw from
         raise
     fit_wall_time = time.perf_counter() - start
+    runs.save_checkpoint(out, config, model)  # first: what an interruption during the pictures must not lose
     plot.save_gif(out / "training.gif", frames.rgb())
     plot.save_loss_curve(out / "loss.png", result.loss_history, f"{args.loss} loss")
-    runs.save_checkpoint(out, config, model)
     model.eval()
     final = plot.sample_histogram(model, args.frame_samples, bounds, args.grid_size)
     plot.save_image(out / "learned.png", final, bounds, "learned flow (samples)")

@@ -61,6 +61,7 @@ import json
 import math
 import os
 import re
+import shlex
 import socket
 import time
 import uuid
@@ -73,7 +74,7 @@ from typing import Any, NamedTuple, cast
 import numpy as np
 import torch
 
-from ..training.checkpoint import atomic_path, check_model
+from ..training.checkpoint import ResumeError, atomic_path, check_model
 from .errors import CLIError
 from .models import build_data_model, build_target_model
 
@@ -134,8 +135,38 @@ def add_out_arguments(parser: argparse.ArgumentParser, default: str | None = Non
     parser.set_defaults(out_required=default is None)
 
 
-RESUME_OPTIONS = ("resume", "no_progress")
-"""The options a command resuming a run may be given; every other one is the run's own."""
+RESUME_OPTIONS = ("--resume", "--no-progress", "--device")
+"""The options a command resuming a run may be given; every other one is the run's own. A run may
+move to another device: the training state is read onto the CPU and then moved to the model's."""
+
+
+def saved_state(args: argparse.Namespace | None) -> Path | None:
+    """The training state that the run of a resumable command (``args``) has saved in its folder, if any."""
+    if args is None or "--resume" not in _option_flags(args) or getattr(args, "out", None) is None:
+        return None
+    state = Path(args.out) / TRAINING_STATE
+    return state if state.is_file() else None
+
+
+def _option_flags(args: argparse.Namespace) -> list[str]:
+    parser = getattr(args, "command_parser", None)
+    return [flag for action in getattr(parser, "_actions", []) for flag in action.option_strings]
+
+
+def typed_options(args: argparse.Namespace) -> list[str]:
+    """The options typed on the command line ``args.argv`` (by their first flag), whatever their values:
+    the command's parser parses it again with no defaults, so that only what was given is set."""
+    parser = args.command_parser
+    actions = [action for action in parser._actions if action.option_strings and action.dest != "help"]
+    defaults = [action.default for action in actions]
+    try:
+        for action in actions:
+            action.default = argparse.SUPPRESS
+        typed = vars(parser.parse_args(args.argv[1:]))
+    finally:
+        for action, default in zip(actions, defaults, strict=True):
+            action.default = default
+    return [action.option_strings[0] for action in actions if action.dest in typed]
 
 
 def fingerprint(*arrays: torch.Tensor | np.ndarray | None) -> str:
@@ -171,13 +202,8 @@ def invocation(args: argparse.Namespace) -> dict:
 def resume_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
     """The parsed arguments of a command given ``--resume RUN``: those the run was started with (its
     config's ``invocation``, parsed again, so that they are checked again), with ``out`` and ``resume``
-    set to RUN. Any other option given now is refused: a resumed run keeps its settings."""
-    defaults = vars(parser.parse_args([args.command, "--resume", args.resume]))
-    given = sorted(
-        "--" + dest.replace("_", "-")
-        for dest, value in vars(args).items()
-        if dest not in (*RESUME_OPTIONS, "argv") and value != defaults.get(dest)
-    )
+    set to RUN. Options other than :data:`RESUME_OPTIONS` are refused: a resumed run keeps its settings."""
+    given = [flag for flag in typed_options(args) if flag not in RESUME_OPTIONS]
     if given:
         raise CLIError(
             f"--resume continues a run with the options it was started with; drop {', '.join(given)} (to change "
@@ -191,7 +217,16 @@ def resume_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) 
             f"the run in {args.resume!r} does not record the command that started it (it was written by a "
             "flowforge without --resume, or by the library); it cannot be resumed by the command"
         )
-    resumed = parser.parse_args(argv)
+    shown = "flowforge " + shlex.join(argv)
+    if {"-h", "--help", "--version"} & set(argv):
+        raise CLIError(f"the run in {args.resume!r} records the command line `{shown}`, which starts no run")
+    try:
+        resumed = parser.parse_args(argv)
+    except CLIError as error:
+        raise CLIError(
+            f"the run in {args.resume!r} cannot be resumed: the command line it records (`{shown}`) does not parse "
+            f"in this flowforge: {error}"
+        ) from None
     if resumed.handler is not args.handler:
         raise CLIError(
             f"the run in {args.resume!r} was started by `flowforge {resumed.command}`; continue it with "
@@ -202,6 +237,8 @@ def resume_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) 
         resumed.data_path = str(Path(cwd, data))  # a relative input is read where the run was started
     resumed.out, resumed.overwrite, resumed.resume, resumed.argv = args.resume, False, args.resume, argv
     resumed.no_progress = resumed.no_progress or args.no_progress
+    if "--device" in typed_options(args):
+        resumed.device = args.device
     return resumed
 
 
@@ -473,9 +510,10 @@ def open_run(
             _clear(path, overwrite)
         try:
             yield run
-        except CLIError as error:
+        except (CLIError, ResumeError) as error:
             with suppress(OSError):
-                if resume and not run.started:  # not resumed after all (its settings or data changed): as it was
+                if resume and (not run.started or isinstance(error, ResumeError)):
+                    # not resumed after all (its settings, data or training state would not do): as it was
                     run.finish(recorded["status"], recorded.get("error"))
                 else:
                     run.finish(FAILED, str(error))

@@ -12,6 +12,7 @@ with a fallback to the eager step); the ``"auto"`` compile policy's constants li
 
 from ..losses import annealing_beta
 from .accelerate import COMPILE_MODES
+from .checkpoint import ResumeError
 from .common import (
     DataFitResult,
     Every,
@@ -30,6 +31,7 @@ __all__ = [
     "Every",
     "FitResult",
     "SCHEDULES",
+    "ResumeError",
     "STEP_LOSSES",
     "TrainingDiverged",
     "TrainingInterrupted",

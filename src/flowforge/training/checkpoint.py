@@ -19,13 +19,15 @@ from __future__ import annotations
 import os
 import uuid
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
+
+T = TypeVar("T")
 
 FORMAT = "flowforge training state"
 """The value of ``"format"`` in every training state."""
@@ -100,42 +102,49 @@ def save_state(path: StatePath, loop: str, state: Mapping[str, Any]) -> None:
         torch.save({"format": FORMAT, "version": VERSION, "loop": loop, **state}, handle)
 
 
+class ResumeError(ValueError):
+    """A training state that a run cannot resume from: missing or unreadable, damaged, not a training
+    state, or written by another loop, model, callbacks or settings. The message says what was expected."""
+
+
 def load_state(path: StatePath, loop: str, model: nn.Module) -> dict[str, Any]:
     """The training state in ``path``, checked to be one of ``loop`` for ``model`` (the same state dict
-    keys, shapes and dtypes); a :class:`ValueError` naming what was expected otherwise. Tensors are on
+    keys, shapes and dtypes); a :class:`ResumeError` naming what was expected otherwise. Tensors are on
     the CPU."""
     resume = f"resume file {str(path)!r}"
     try:
-        with warnings.catch_warnings():  # torch warns about what it finds in a damaged file; it is refused anyway
-            warnings.simplefilter("ignore")
-            state = torch.load(path, map_location="cpu", weights_only=True)
+        handle = open(path, "rb")  # noqa: SIM115 (closed below): torch's own errors then say nothing of the file
     except OSError as error:
-        raise ValueError(f"cannot read the {resume}: {error.strerror or error}") from None
-    except Exception as error:  # a file torch cannot parse raises many types; its message may mislead
-        raise ValueError(
+        raise ResumeError(f"cannot read the {resume}: {error.strerror or error}") from None
+    try:
+        with handle, warnings.catch_warnings():  # torch warns about what it finds in a damaged file; refused anyway
+            warnings.simplefilter("ignore")
+            state = torch.load(handle, map_location="cpu", weights_only=True)
+    except Exception as error:  # a file torch cannot parse raises many types (OSError too); its message may mislead
+        raise ResumeError(
             f"the {resume} is not a flowforge training state (torch cannot read it: {type(error).__name__}); "
             f"expected a file written by {loop}(checkpoint=...)"
         ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise ValueError(
+        raise ResumeError(
             f"the {resume} is not a flowforge training state; expected a file written by {loop}(checkpoint=...)"
         )
     if not isinstance(state.get("version"), int) or state["version"] > VERSION:
-        raise ValueError(
+        raise ResumeError(
             f"the {resume} has training-state version {state.get('version')!r}; this flowforge reads version "
             f"{VERSION} and earlier"
         )
     if state.get("loop") != loop:
-        raise ValueError(
+        raise ResumeError(
             f"the {resume} was written by {state.get('loop')}, not by {loop}; resume it with {state.get('loop')}"
         )
     missing = [entry for entry in ENTRIES[loop] if entry not in state]
     if missing:
-        raise ValueError(f"the {resume} is damaged: it lacks {_names(missing)}; resume from another training state")
+        raise ResumeError(f"the {resume} is damaged: it lacks {_names(missing)}; resume from another training state")
     try:
         check_model(state["model"], model)
     except ValueError as error:
-        raise ValueError(
+        raise ResumeError(
             f"the {resume} is of another model: {error}; build the model as the run that wrote it did"
         ) from None
     return state
@@ -167,12 +176,27 @@ def _names(keys: Sequence[str]) -> str:
     return shown + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
 
 
+def restore(action: Callable[[], T], path: StatePath | None) -> T:
+    """``action()``, a loop restoring a training state that :func:`load_state` accepted; a state damaged
+    inside its entries (an optimizer state of other sizes, a generator state of another length) is a
+    :class:`ResumeError` instead of the error torch raises."""
+    try:
+        return action()
+    except ResumeError:
+        raise
+    except (KeyError, IndexError, RuntimeError, TypeError, ValueError) as error:
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ResumeError(
+            f"the resume file {str(path)!r} is damaged: {first}; resume from another training state"
+        ) from None
+
+
 def check_settings(state: Mapping[str, Any], settings: Mapping[str, Any], path: StatePath) -> None:
-    """ValueError unless the run that wrote ``state`` had these ``settings`` (what changes its course)."""
+    """:class:`ResumeError` unless the run that wrote ``state`` had these ``settings`` (what changes its course)."""
     saved = state.get("settings", {})
     for key, value in settings.items():
         if key in saved and saved[key] != value:
-            raise ValueError(
+            raise ResumeError(
                 f"the resume file {str(path)!r} was written by a run with {key}={saved[key]!r}, but this call has "
                 f"{key}={value!r}; resume with the settings the run was started with"
             )
@@ -211,10 +235,15 @@ def callback_states(functions: Sequence[Any]) -> list[Any]:
 def load_callback_states(functions: Sequence[Any], states: Sequence[Any], path: StatePath) -> None:
     """``load_state_dict`` the saved states into the callback functions that have it."""
     if len(states) != len(functions):
-        raise ValueError(
+        raise ResumeError(
             f"the resume file {str(path)!r} was written with {len(states)} callbacks, but this call has "
             f"{len(functions)}; pass the callbacks the run was started with"
         )
     for function, state in zip(functions, states, strict=True):
         if state is not None and hasattr(function, "load_state_dict"):
-            function.load_state_dict(state)
+            try:
+                function.load_state_dict(state)
+            except (KeyError, TypeError, ValueError) as error:
+                raise ResumeError(
+                    f"the resume file {str(path)!r} holds a state that the callback {function!r} cannot take: {error}"
+                ) from None

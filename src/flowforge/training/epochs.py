@@ -37,6 +37,7 @@ from .checkpoint import (
     check_settings,
     generator_state,
     load_state,
+    restore,
     restored_generator,
     rng_states,
     save_state,
@@ -121,6 +122,8 @@ class Checkpointing:
     after the last write"""
     resumed: dict[str, Any] | None = None
     """the training state to continue from (read by :func:`~flowforge.training.checkpoint.load_state`)"""
+    resume_path: StatePath | None = None
+    """the file it was read from"""
 
 
 @dataclass
@@ -176,7 +179,8 @@ def run_epochs(
     checkpointing = checkpointing or Checkpointing("run_epochs", {})
     run = _EpochRun(model, optimizer, scheduler, generator, judge, validate, make_result, checkpointing)
     if checkpointing.resumed is not None:
-        run.restore(checkpointing.resumed)
+        resumed = checkpointing.resumed
+        restore(lambda: run.restore(resumed), checkpointing.resume_path)
         if checkpointing.resumed["complete"]:
             return run.result()
     device = parameters[0].device
@@ -416,7 +420,8 @@ def _checkpointing(
         return Checkpointing(loop, settings, checkpoint, checkpoint_every), _seeded(seed)
     saved = load_state(resume, loop, model)
     check_settings(saved, settings, resume)
-    return Checkpointing(loop, settings, checkpoint, checkpoint_every, saved), restored_generator(saved["generator"])
+    generator = restore(lambda: restored_generator(saved["generator"]), resume)
+    return Checkpointing(loop, settings, checkpoint, checkpoint_every, saved, resume), generator
 
 
 def fit_data(

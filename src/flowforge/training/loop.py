@@ -37,6 +37,7 @@ from .checkpoint import (
     check_settings,
     load_callback_states,
     load_state,
+    restore,
     rng_states,
     save_state,
     set_rng_states,
@@ -269,7 +270,7 @@ def fit(
     if saved is None:
         run.begin(compile_mode)
     else:
-        run.restore(saved, str(resume))
+        restore(lambda: run.restore(saved, str(resume)), resume)
     return run.run(step_input, lipschitz_layers, check_every, checkpoint, checkpoint_every, progress)
 
 
