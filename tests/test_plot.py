@@ -64,3 +64,64 @@ def test_epoch_curves_of_a_run_with_no_finished_epoch_draw_without_a_warning(tmp
         warnings.simplefilter("error")  # matplotlib warned "No artists with labels found to put in legend"
         plot.save_epoch_curves(tmp_path / "loss.png", {"training": np.array([]), "validation": np.array([])})
     assert (tmp_path / "loss.png").is_file()
+
+
+@pytest.mark.parametrize("act", ["tanh", "leaky_relu"])
+def test_planar_push_columns_is_the_forward_map(act):
+    torch.manual_seed(0)
+    layer = nf.flows.Planar(3, act=act).double()
+    with torch.no_grad():
+        layer.parameters_uwb.normal_()
+    z = torch.randn(257, 3, dtype=torch.float64)
+    columns = z.t().contiguous()
+    layer.push_columns(columns)
+    torch.testing.assert_close(columns.t(), layer(z)[0], rtol=0, atol=1e-13)
+
+
+def test_the_column_fast_path_draws_the_same_points_from_the_same_random_numbers(monkeypatch):
+    torch.manual_seed(0)
+    model = nf.presets.PlanarFlow(2, 16, p=nf.distributions.TwoModes(2.0, 0.1))
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.3 * torch.randn_like(parameter))
+    bounds, count = model.p.bounds.tolist(), 3 * 2**15 + 5  # several chunks and blocks, and a short one
+    assert plot._column_layers(model) is not None
+    torch.manual_seed(1)
+    fast = plot.sample_histogram(model, count, bounds, 50, chunk=2**16)
+    fast_next = torch.rand(3)
+    monkeypatch.setattr(plot, "_column_layers", lambda model: None)  # the generic path: model.sample
+    torch.manual_seed(1)
+    generic = plot.sample_histogram(model, count, bounds, 50, chunk=2**16)
+    assert torch.equal(torch.rand(3), fast_next)  # the same random stream, used up to the same point
+    assert fast.sum() == generic.sum() == count and np.abs(fast - generic).sum() <= 4  # a point on a cell edge
+    monkeypatch.undo()
+    with_radial = nf.NormalizingFlow(nf.distributions.DiagGaussian(2), [nf.flows.Planar(2), nf.flows.Radial(2)])
+    assert plot._column_layers(with_radial) is None  # a layer without push_columns: the generic path
+
+
+def test_thread_choice_tries_each_count_then_keeps_the_faster_and_reprobes():
+    choice = plot.ThreadChoice([1, 2])
+    assert choice.choose() == 1
+    choice.record(1, 0.5)
+    assert choice.choose() == 2
+    choice.record(2, 0.1)
+    picks = []
+    for _ in range(2 * plot.REPROBE_EVERY):
+        picks.append(choice.choose())
+        choice.record(picks[-1], 0.5 if picks[-1] == 1 else 0.1)
+    assert picks.count(1) == 2 and picks.count(2) == 2 * plot.REPROBE_EVERY - 2
+    for _ in range(3):  # the machine got busy: two threads now take longer
+        choice.record(2, 2.0)
+    assert choice.choose() == 1
+    assert plot.ThreadChoice([1, 1]).times.keys() == {1}
+
+
+def test_picture_threads_restores_torchs_setting(monkeypatch):
+    before = torch.get_num_threads()
+    with plot.picture_threads(("test", 1)):
+        assert torch.get_num_threads() == 1  # an untried kind of work starts with one thread
+    assert torch.get_num_threads() == before
+    monkeypatch.setattr(plot, "PICTURE_THREADS", 1)
+    with plot.picture_threads(("test", 2)):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before

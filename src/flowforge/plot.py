@@ -10,7 +10,9 @@ to install them (:func:`require`).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol, cast
 
@@ -68,22 +70,123 @@ def histogram2d(samples: torch.Tensor, bounds: Bounds, bins: int) -> np.ndarray:
     return counts.reshape(bins, bins).cpu().numpy()
 
 
+PICTURE_THREADS: int | None = None
+"""CPU threads for the pictures' sampling (:func:`picture_threads`): None chooses between one thread and
+torch's setting by timing the work (:class:`ThreadChoice`); a number fixes it."""
+
+REPROBE_EVERY = 16
+"""A :class:`ThreadChoice` times the thread count it is not using once in this many calls."""
+
+
+class ThreadChoice:
+    """The CPU thread count for a piece of work repeated many times (the animation's frames), chosen by
+    timing it. Each candidate (one thread, and torch's setting) is tried first; then the one with the
+    shorter median of its last three times runs, and the other is timed again once every
+    :data:`REPROBE_EVERY` calls, so the choice follows the machine's load.
+
+    Why: on 2 cores a frame of the seed model took 96 ms with two threads and 161 ms with one on a
+    quiet machine, and 650 against 182 ms beside one busy process (``python -m benchmarks.frames``):
+    the parallel kernels pay only while no other process wants a core, and then cost several times
+    their gain."""
+
+    def __init__(self, candidates: Sequence[int]) -> None:
+        self.times: dict[int, list[float]] = {count: [] for count in dict.fromkeys(candidates)}
+        self.calls = 0
+
+    def choose(self) -> int:
+        """The thread count for the next call."""
+        untried = [count for count, times in self.times.items() if not times]
+        if untried:
+            return untried[0]
+        self.calls += 1
+        ranked = sorted(self.times, key=lambda count: float(np.median(self.times[count][-3:])))
+        return ranked[1] if len(ranked) > 1 and self.calls % REPROBE_EVERY == 0 else ranked[0]
+
+    def record(self, threads: int, seconds: float) -> None:
+        self.times[threads].append(seconds)
+        del self.times[threads][:-3]
+
+
+_CHOICES: dict[tuple[Any, ...], ThreadChoice] = {}
+
+
+@contextmanager
+def picture_threads(work: tuple[Any, ...] = ()) -> Iterator[None]:
+    """Run the block with :data:`PICTURE_THREADS` CPU threads or, when that is None, with the count a
+    :class:`ThreadChoice` for this kind of ``work`` (a key: its sizes) picks, timing the block for it;
+    torch's setting is restored after."""
+    previous = torch.get_num_threads()
+    if PICTURE_THREADS is not None:
+        threads, choice = min(PICTURE_THREADS, previous), None
+    else:
+        choice = _CHOICES.setdefault((*work, previous), ThreadChoice([1, previous]))
+        threads = choice.choose()
+    torch.set_num_threads(threads)
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        if choice is not None:
+            choice.record(threads, time.perf_counter() - start)
+        torch.set_num_threads(previous)
+
+
+COLUMN_BLOCK = 2**15
+"""Points pushed together by the column fast path of :func:`sample_histogram`: a block of a few columns
+of this length stays in the core's cache through all the layers."""
+
+
 @torch.no_grad()
 def sample_histogram(model: Sampler, count: int, bounds: Bounds, bins: int, chunk: int = 2**18) -> np.ndarray:
     """:func:`histogram2d` of ``count`` samples of a 2-D ``model``, drawn ``chunk`` at a time
-    without autograd, so memory stays that of one chunk however many points are drawn."""
+    without autograd, so memory stays that of one chunk however many points are drawn.
+
+    A :class:`~flowforge.model.NormalizingFlow` whose base has ``sample_columns`` (the diagonal Gaussian)
+    and whose layers all have ``push_columns`` (planar layers: the seed's flow) takes a fast path: the
+    same base draws (so the random stream is the one :meth:`sample` uses), pushed as columns in
+    cache-sized blocks, without log-densities; the points equal :meth:`sample`'s to rounding. The CPU
+    thread count is chosen by timing (:func:`picture_threads`). ``python -m benchmarks.frames``
+    measures both paths and the thread policies, quiet and beside a busy process."""
+    layers = _column_layers(model)
     counts = np.zeros((bins, bins), dtype=np.int64)
-    for start in range(0, count, chunk):
-        counts += histogram2d(model.sample(min(chunk, count - start))[0], bounds, bins)
+    with picture_threads(("sample_histogram", count, bins, chunk, layers is None)):
+        _add_samples(model, layers, counts, count, bounds, bins, chunk)
     return counts
+
+
+def _add_samples(model: Sampler, layers: list[Any] | None, counts: np.ndarray, count: int, bounds: Bounds,
+                 bins: int, chunk: int) -> None:  # fmt: skip
+    for start in range(0, count, chunk):
+        size = min(chunk, count - start)
+        if layers is None:
+            points = model.sample(size)[0]
+        else:
+            columns = cast(Any, model).q0.sample_columns(size)
+            for block in columns.split(COLUMN_BLOCK, dim=1):
+                for layer in layers:
+                    layer.push_columns(block)
+            points = columns.t()
+        counts += histogram2d(points, bounds, bins)
+
+
+def _column_layers(model: Any) -> list[Any] | None:
+    """The layers of ``model`` when :func:`sample_histogram` may push its samples as columns, else None."""
+    from .model import NormalizingFlow  # the model module imports this one's dependencies: imported late
+
+    if type(model) is not NormalizingFlow or not hasattr(model.q0, "sample_columns") or len(model.q0.shape) != 1:
+        return None
+    layers = list(model.flows)
+    return layers if layers and all(hasattr(layer, "push_columns") for layer in layers) else None
 
 
 def density_on_grid(
     log_prob: Callable[[torch.Tensor], torch.Tensor], bounds: Bounds, size: int, like: torch.Tensor
 ) -> np.ndarray:
-    """``exp(log_prob)`` on the cell centres of a ``size × size`` grid, ``[i, j]`` = x-cell i, y-cell j."""
+    """``exp(log_prob)`` on the cell centres of a ``size × size`` grid, ``[i, j]`` = x-cell i, y-cell j
+    (with the CPU threads of :func:`picture_threads`)."""
     points, _ = grid_points(bounds, size, like)
-    return torch.exp(evaluate_in_chunks(log_prob, points)).reshape(size, size).cpu().numpy()
+    with picture_threads(("density_on_grid", size)):
+        return torch.exp(evaluate_in_chunks(log_prob, points)).reshape(size, size).cpu().numpy()
 
 
 def _image_axes(ax: Axes, image: np.ndarray, bounds: Bounds, title: str) -> None:

@@ -280,8 +280,10 @@ def _fit_target(args: argparse.Namespace, run_folder: runs.RunFolder, config: di
         bounds,
     )
     history = result.loss_history
+    with plot.picture_threads(("summary", args.eval_samples, args.kl_grid)):  # one thread: it runs once
+        summary = metrics.summary(model, num_samples=args.eval_samples, grid_size=args.kl_grid)
     numbers: dict[str, Any] = {
-        **metrics.summary(model, num_samples=args.eval_samples, grid_size=args.kl_grid),
+        **summary,
         "iterations": result.iterations,
         "iterations_per_second": result.iterations_per_second,
         "train_time_s": result.step_time,
