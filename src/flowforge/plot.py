@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from .metrics import Bounds, evaluate_in_chunks, grid_points
+from .model import NormalizingFlow
 from .training.checkpoint import atomic_path
 
 MISSING_PICTURE_PACKAGES = (
@@ -171,8 +172,6 @@ def _add_samples(model: Sampler, layers: list[Any] | None, counts: np.ndarray, c
 
 def _column_layers(model: Any) -> list[Any] | None:
     """The layers of ``model`` when :func:`sample_histogram` may push its samples as columns, else None."""
-    from .model import NormalizingFlow  # the model module imports this one's dependencies: imported late
-
     if type(model) is not NormalizingFlow or not hasattr(model.q0, "sample_columns") or len(model.q0.shape) != 1:
         return None
     layers = list(model.flows)
