@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import flowforge as nf
+from flowforge.flows import base as flow_base
 from flowforge.metrics import grid_points
 
 
@@ -245,3 +246,27 @@ def test_batch_coupled_layers_see_the_whole_batch(monkeypatch):
         z, _ = model.inverse_and_log_det(x)  # training mode: the statistics of all 100 rows
     torch.testing.assert_close(z.mean(0), torch.zeros(2), atol=1e-5, rtol=0)
     assert nf.flows.base.couples_batch([norm]) and not nf.flows.base.couples_batch([norm.eval()])
+
+
+def test_consecutive_planar_layers_are_pushed_together_to_the_same_values_and_gradients(monkeypatch):
+    torch.manual_seed(0)
+    layers = [nf.flows.Planar(2) for _ in range(3)] + [nf.flows.Radial(2)] + [nf.flows.Planar(2) for _ in range(2)]
+    layers.append(nf.flows.Planar(2, act="leaky_relu"))
+    model = nf.NormalizingFlow(nf.distributions.DiagGaussian(2), layers).double()
+    with torch.no_grad():
+        for parameter in model.flows.parameters():
+            parameter.add_(0.5 * torch.randn_like(parameter))
+    assert [len(run) for run in flow_base._stacks(model.flows)] == [3, 1, 2, 1]
+    z = torch.randn(33, 2, dtype=torch.float64)
+
+    def pushed():
+        model.zero_grad()
+        x, log_det = flow_base.push_forward(model.flows, z)
+        (x.square().sum() + log_det.sum()).backward()
+        return x.detach(), log_det.detach(), [p.grad.clone() for p in model.flows.parameters()]
+
+    stacked = pushed()
+    monkeypatch.setattr(flow_base, "_stacks", lambda flows: [[flow] for flow in flows])
+    one_by_one = pushed()
+    for got, expected in zip(stacked[:2] + tuple(stacked[2]), one_by_one[:2] + tuple(one_by_one[2]), strict=True):
+        torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)

@@ -7,9 +7,9 @@ log-determinants have shape ``(batch,)``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from math import prod
-from typing import cast
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -75,17 +75,37 @@ def _in_chunks(apply, flows: Sequence[Flow], values: torch.Tensor, context: torc
     return torch.cat([piece[0] for piece in pieces]), torch.cat([piece[1] for piece in pieces])
 
 
+def _stacks(flows: Sequence[Flow]) -> list[list[Flow]]:
+    """``flows`` cut into runs that are pushed forward together (:meth:`Flow.stack_key`); every layer is
+    a run of its own while ``torch.compile`` traces (the compiled graph fuses the layers anyway)."""
+    runs: list[list[Flow]] = []
+    keys: list[Hashable | None] = []
+    compiling = torch.compiler.is_compiling()
+    for flow in flows:
+        key = None if compiling or not isinstance(flow, Flow) else flow.stack_key()
+        if key is not None and keys and keys[-1] == key:
+            runs[-1].append(flow)
+        else:
+            runs.append([flow])
+            keys.append(key)
+    return runs
+
+
 def push_forward(
     flows: Iterable[Flow], z: torch.Tensor, context: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Apply ``flows`` in order (passing ``context`` to the layers that take one); return the result
     and the summed forward log-determinants."""
     flows = tuple(flows)
+    runs = _stacks(flows)
 
     def apply(z: torch.Tensor, context: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         log_det = z.new_zeros(z.shape[0])
-        for flow in flows:
-            z, layer_log_det = _with_context(flow, flow, z, context)
+        for run in runs:
+            if len(run) > 1:
+                z, layer_log_det = cast(Any, type(run[0])).forward_stack(run, z)
+            else:
+                z, layer_log_det = _with_context(run[0], run[0], z, context)
             log_det = log_det + layer_log_det
         return z, log_det
 
@@ -133,6 +153,13 @@ class Flow(nn.Module):
     """
 
     takes_context: bool = False
+
+    def stack_key(self) -> Hashable | None:
+        """Layers that return the same key (not None), one after another, may be pushed forward
+        together by their class's ``forward_stack(layers, z)`` (a static method returning what
+        applying them in turn returns, to rounding): fewer, larger operations for eager loops.
+        None (the default): this layer is applied alone."""
+        return None
 
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError

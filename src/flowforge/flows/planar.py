@@ -175,6 +175,29 @@ class Planar(_PlanarMap):
         x = _add_outer(flat, h, u_hat)
         return (x if len(self.shape) == 1 else x.view_as(z)), log_det
 
+    def stack_key(self) -> tuple | None:
+        """Consecutive tanh planar layers on the same flat event shape stack (:meth:`forward_stack`)."""
+        return ("planar", self.shape) if type(self) is Planar and self.act == "tanh" and len(self.shape) == 1 else None
+
+    @staticmethod
+    def forward_stack(layers: list[Planar], z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`forward` of ``layers`` (tanh, flat events) in turn, with their ``û`` and ``wᵀû`` computed
+        together from the stacked parameters and their log-determinants in one operation: a third of the
+        operations (and autograd nodes) of the layers one by one, the same values to rounding."""
+        layers[0].check_input(z)
+        dim = layers[0].dim
+        u, w, b = torch.stack([layer.parameters_uwb for layer in layers]).split([dim, dim, 1], dim=1)
+        wu = torch.linalg.vecdot(w, u)
+        w_u_hat = F.softplus(wu) - 1.0
+        u_hat = torch.addcmul(u, w, ((w_u_hat - wu) / torch.linalg.vecdot(w, w)).unsqueeze(1))
+        x, hs = z, []
+        for w_k, b_k, u_k in zip(w.unbind(), b.unbind(), u_hat.unbind(), strict=True):
+            h = torch.tanh(torch.addmv(b_k, x, w_k))
+            x = _add_outer(x, h, u_k)
+            hs.append(h)
+        h_all, c = torch.stack(hs), w_u_hat.unsqueeze(1)
+        return x, torch.log1p(torch.addcmul(c, h_all * c, h_all, value=-1.0)).sum(0)
+
     @torch.no_grad()
     def push_columns(self, columns: torch.Tensor) -> None:
         """The sampling direction without the log-determinant, in place on ``columns``, points as columns
