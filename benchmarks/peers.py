@@ -235,3 +235,82 @@ def _normflows_spline_autoregressive(lib, dim: int, hidden: int) -> nn.Module:
         num_blocks=1, use_residual_blocks=False, activation=nn.ReLU(),
     )  # fmt: skip
     return layer
+
+
+# ----------------------------------------------------------------------------- the seed workflow as a script
+
+NORMFLOWS_SEED_WORKFLOW = """\
+# The seed workflow as a normflows user writes it (examples/seed_demo.py with `import normflows as nf`):
+# 16 Planar layers on TwoModes(2, 0.1), reverse KL annealed, Adam, a 2^20-point histogram saved as a
+# PNG every 200 steps, and the target, initial and learned pictures. Written by benchmarks/peers.py,
+# which fills in the sizes; no tqdm bar (the flowforge command it is timed against runs with
+# --no-progress).
+import matplotlib
+matplotlib.use("Agg")
+import numpy as np
+import torch
+import normflows as nf
+from matplotlib import pyplot as plt
+
+torch.manual_seed(@SEED@)
+K = 16
+device = torch.device("@DEVICE@")
+flows = []
+for i in range(K):
+    flows += [nf.flows.Planar((2,))]
+target = nf.distributions.TwoModes(2, 0.1)
+q0 = nf.distributions.DiagGaussian(2)
+nfm = nf.NormalizingFlow(q0=q0, flows=flows, p=target)
+nfm.to(device)
+
+grid_size = 200
+picture_samples = @SAMPLES@
+xx, yy = torch.meshgrid(torch.linspace(-3, 3, grid_size), torch.linspace(-3, 3, grid_size), indexing="ij")
+z = torch.cat([xx.unsqueeze(2), yy.unsqueeze(2)], 2).view(-1, 2)
+prob = torch.exp(target.log_prob(z.to(device)).to("cpu").view(*xx.shape))
+plt.figure(figsize=(10, 10))
+plt.pcolormesh(xx, yy, prob)
+plt.savefig("target.png")
+
+
+def picture(path, figure=None):
+    z, _ = nfm.sample(num_samples=picture_samples)
+    z_np = z.to("cpu").data.numpy()
+    if figure is None:
+        plt.figure(figsize=(10, 10))
+    else:
+        plt.figure(figure, figsize=(10, 10))
+        plt.clf()
+    plt.hist2d(z_np[:, 0].flatten(), z_np[:, 1].flatten(), (grid_size, grid_size), range=[[-3, 3], [-3, 3]])
+    plt.savefig(path)
+
+
+picture("initial.png")
+max_iter = @ITERATIONS@
+num_samples = 2 * 20
+anneal_iter = @ANNEAL@
+show_iter = @FRAME_EVERY@
+loss_hist = np.array([])
+optimizer = torch.optim.Adam(nfm.parameters(), lr=1e-3, weight_decay=1e-4)
+for it in range(max_iter):
+    optimizer.zero_grad()
+    loss = nfm.reverse_kld(num_samples, beta=np.min([1.0, 0.01 + it / anneal_iter]))
+    loss.backward()
+    optimizer.step()
+    loss_hist = np.append(loss_hist, loss.to("cpu").data.numpy())
+    if (it + 1) % show_iter == 0:
+        picture(f"frame-{it + 1}.png", figure=1)
+picture("learned.png")
+"""
+
+
+def normflows_seed_workflow(iterations: int, anneal: int, frame_every: int, samples: int, seed: int = 0,
+                            device: str = "cpu") -> str:  # fmt: skip
+    """The text of :data:`NORMFLOWS_SEED_WORKFLOW` with its sizes filled in: a script to run with
+    ``python script.py`` in an empty folder (it writes its pictures there)."""
+    text = NORMFLOWS_SEED_WORKFLOW
+    values = {"SEED": seed, "DEVICE": device, "SAMPLES": samples, "ITERATIONS": iterations,
+              "ANNEAL": anneal, "FRAME_EVERY": frame_every}  # fmt: skip
+    for key, value in values.items():
+        text = text.replace(f"@{key}@", str(value))
+    return text

@@ -43,20 +43,101 @@ def _installed(name):
 
 def test_speed_suite_smoke_run(monkeypatch, capsys):
     argv = ["--quick", "--no-cold", "--compile", "off", "--same-process", "--only", "seed", "coupling", "ar64"]
-    out = run(suite, argv, monkeypatch, capsys)
+    out = run(suite, [*argv, "--conditions", "quiet"], monkeypatch, capsys)
     peers = [name for name in ("normflows", "zuko", "nflows") if _installed(name)]
-    assert "flowforge: the seed script's loop" in out and "`training.fit` as `flowforge demo`, warm" in out
-    assert ("normflows: the seed script's loop" in out) == ("normflows" in peers)
+    assert "conditions: quiet" in out and "| busy" not in out
+    assert "| quiet | flowforge: the seed script's loop" in out
+    assert "`training.fit` as `flowforge demo`, warm" in out
+    assert ("| quiet | normflows: the seed script's loop" in out) == ("normflows" in peers)
     for title in ("affine coupling x8", "RQ-spline coupling x8", "MAF x4", "autoregressive NSF x4"):
-        assert title in out
-    rows = [line for line in out.splitlines() if line.startswith(("| flowforge |", *(f"| {p} |" for p in peers)))]
+        assert f"{title} on cpu" in out
+    rows = [
+        line for line in out.splitlines() if line.startswith(tuple(f"| quiet | {p} |" for p in ["flowforge", *peers]))
+    ]
     assert len(rows) == 4 * (1 + len(peers))
-    assert out.count("flowforge / fastest peer, training") == 4
+    assert out.count("flowforge / fastest peer, training: quiet ") == 4
+
+
+def test_training_tables_show_both_conditions_side_by_side(monkeypatch, capsys):
+    """Both conditions, one row per condition and library, each ratio against the same condition's peers."""
+    import torch
+
+    from benchmarks import peers
+
+    args = suite.argparse.Namespace(quick=True, repeats=2, conditions=["quiet", "busy"], seed=0, compile="off",
+                                    device="cpu", sample_repeats=1)  # fmt: skip
+    libs = ["flowforge", "normflows"] if _installed("normflows") else ["flowforge"]
+    builders = {"tiny affine coupling": lambda lib: peers.affine_coupling(lib, layers=1, hidden=4)}
+    data = torch.randn(64, 2)
+    suite.training_section(args, libs, "tiny", builders, 2, data, data, 1, throughput_batch=(64, 16))
+    out = capsys.readouterr().out
+    busy = suite.condition_label("busy")
+    rows = [line for line in out.splitlines() if line.startswith(("| quiet |", f"| {busy} |"))]
+    assert [row.split(" | ")[:2] for row in rows] == [["| quiet", lib] for lib in libs] + [
+        [f"| {busy}", lib] for lib in libs
+    ]
+    assert all(len(row.split("|")) == len(rows[0].split("|")) == 13 for row in rows)
+    line = next(line for line in out.splitlines() if line.startswith("flowforge / fastest peer"))
+    assert ("quiet" in line and "; busy" in line) == ("normflows" in libs)
+
+
+def test_demo_section_quick_run_beside_a_busy_process(monkeypatch, capsys):
+    out = run(suite, ["--quick", "--only", "demo", "--conditions", "busy"], monkeypatch, capsys)
+    busy = suite.condition_label("busy")
+    rows = [line for line in out.splitlines() if line.startswith(f"| {busy} |")]
+    commands = ["flowforge demo"] + (["normflows: the seed workflow as a script"] if _installed("normflows") else [])
+    assert [row.split(" | ")[1] for row in rows] == commands
+    assert all(len(row.split("|")) == 6 for row in rows)
+    assert "200 steps, 2 frames of 16,384 points" in out
+    assert ("flowforge demo / normflows seed workflow, wall time" in out) == _installed("normflows")
+
+
+def test_busy_condition_starts_and_stops_its_loops(monkeypatch):
+    assert suite.busy_processes("quiet") == 0 and suite.busy_processes("busy") >= 1
+    started, real_popen = [], suite.subprocess.Popen
+
+    def popen(*args, **kwargs):
+        started.append(real_popen(*args, **kwargs))
+        return started[-1]
+
+    monkeypatch.setattr(suite.subprocess, "Popen", popen)
+    with suite.condition("busy"):
+        assert all(loop.poll() is None for loop in started)
+    assert len(started) == suite.busy_processes("busy") and all(loop.poll() is not None for loop in started)
+
+
+def test_the_normflows_seed_workflow_script_has_its_sizes_filled_in():
+    from benchmarks import peers
+
+    text = peers.normflows_seed_workflow(iterations=400, anneal=200, frame_every=100, samples=4096, seed=3)
+    assert "@" not in text and "max_iter = 400" in text and "picture_samples = 4096" in text
+    compile(text, "seed_normflows.py", "exec")
+
+
+def test_device_cuda_is_refused_without_a_gpu(monkeypatch, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    with pytest.raises(SystemExit):
+        run(suite, ["--only", "demo", "--device", "cuda"], monkeypatch, capsys)
+    assert "--device cuda" in capsys.readouterr().err
+
+
+def test_gpu_script_is_valid_bash():
+    import pathlib
+    import subprocess
+
+    script = pathlib.Path(suite.__file__).with_name("gpu.sh")
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    assert "--device cuda" in script.read_text()
 
 
 def test_sections_run_in_fresh_processes_with_the_other_options():
     argv = ["--quick", "--only", "seed", "ar64", "--repeats", "2", "--only=memory", "--no-cold"]
     assert suite._argv_without_only(argv) == ["--quick", "--repeats", "2", "--no-cold"]
+    argv = ["--only", "demo", "--conditions", "quiet", "busy", "--device", "cpu"]
+    assert suite._argv_without_only(argv) == ["--conditions", "quiet", "busy", "--device", "cpu"]
 
 
 def test_memory_probe_measures_sampling_in_this_process():
@@ -66,8 +147,9 @@ def test_memory_probe_measures_sampling_in_this_process():
 
 @pytest.mark.slow
 def test_speed_suite_quick_run_with_cold_compile_and_memory(monkeypatch, capsys):
-    out = run(suite, ["--quick", "--same-process", "--only", "seed", "memory"], monkeypatch, capsys)
-    assert "cold compile cache" in out and "Peak memory" in out
+    argv = ["--quick", "--same-process", "--only", "seed", "memory", "--conditions", "quiet"]
+    out = run(suite, argv, monkeypatch, capsys)
+    assert "cold compile cache" in out and "Peak memory" in out and "| quiet: added peak RSS, seconds |" in out
 
 
 def test_density_table_short_run(monkeypatch, capsys):
