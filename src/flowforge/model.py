@@ -65,10 +65,9 @@ def _underflow(log_q: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     a radial layer) although the density there is merely below what the dtype can hold, which is −inf.
     A NaN anywhere else (a NaN input, NaN weights, a layer's bug) stays NaN, so it is still seen.
     """
-    far = x.abs().flatten(1).amax(1) > math.sqrt(torch.finfo(x.dtype).max) if x.is_floating_point() else None
-    if far is None:
+    if not x.is_floating_point():
         return log_q
-    far = far & ~torch.isnan(x).flatten(1).any(1)
+    far = (x.abs().flatten(1).amax(1) > math.sqrt(torch.finfo(x.dtype).max)) & ~torch.isnan(x).flatten(1).any(1)
     return torch.where(torch.isnan(log_q) & far, torch.full_like(log_q, -math.inf), log_q)
 
 

@@ -151,23 +151,20 @@ def sample_histogram(model: Sampler, count: int, bounds: Bounds, bins: int, chun
     layers = _column_layers(model)
     counts = np.zeros((bins, bins), dtype=np.int64)
     with picture_threads(("sample_histogram", count, bins, chunk, layers is None)):
-        _add_samples(model, layers, counts, count, bounds, bins, chunk)
+        for start in range(0, count, chunk):
+            counts += histogram2d(_draw(model, layers, min(chunk, count - start)), bounds, bins)
     return counts
 
 
-def _add_samples(model: Sampler, layers: list[Any] | None, counts: np.ndarray, count: int, bounds: Bounds,
-                 bins: int, chunk: int) -> None:  # fmt: skip
-    for start in range(0, count, chunk):
-        size = min(chunk, count - start)
-        if layers is None:
-            points = model.sample(size)[0]
-        else:
-            columns = cast(Any, model).q0.sample_columns(size)
-            for block in columns.split(COLUMN_BLOCK, dim=1):
-                for layer in layers:
-                    layer.push_columns(block)
-            points = columns.t()
-        counts += histogram2d(points, bounds, bins)
+def _draw(model: Sampler, layers: list[Any] | None, size: int) -> torch.Tensor:
+    """``size`` samples of ``model``: by :meth:`sample`, or pushed as columns through ``layers``."""
+    if layers is None:
+        return model.sample(size)[0]
+    columns = cast(Any, model).q0.sample_columns(size)
+    for block in columns.split(COLUMN_BLOCK, dim=1):
+        for layer in layers:
+            layer.push_columns(block)
+    return columns.t()
 
 
 def _column_layers(model: Any) -> list[Any] | None:

@@ -261,7 +261,7 @@ def _fit(
     are whitened in float64 and only then cast to the model's dtype. Its NLLs are in the data's units:
     the whitening's log-determinant is added to what the whitened flow reports."""
     (train, validation, test), (train_c, validation_c, test_c) = parts, contexts
-    out, state = run_folder.path, run_folder.training_state
+    out = run_folder.path
     model = build_data_model(config, None if config["kind"] == "images" else train).to(chosen)
     flow, whitening = split_whitening(model)
     shift = 0.0 if whitening is None else float(torch.log(torch.diagonal(whitening.cholesky)).sum())
@@ -273,8 +273,8 @@ def _fit(
             flow, *fitted, train_context=train_c, validation_context=validation_c,
             levels=config["levels"], epochs=args.epochs, batch_size=config["batch_size"], lr=args.lr,
             weight_decay=args.weight_decay, clip_grad_norm=args.clip_grad, patience=args.patience,
-            seed=args.seed, device=chosen, progress=not args.no_progress, checkpoint=state,
-            resume=state if run_folder.resumed else None,
+            seed=args.seed, device=chosen, progress=not args.no_progress, checkpoint=run_folder.training_state,
+            resume=run_folder.resume_from,
         )  # fmt: skip
         diverged = None
     except TrainingDiverged as error:

@@ -237,7 +237,6 @@ def _fit_target(args: argparse.Namespace, run_folder: runs.RunFolder, config: di
     plot.save_image(out / "initial.png", initial, bounds, "initial flow (samples)")
     frames = plot.HistogramFrames(args.frame_samples, bounds, args.grid_size)
     frames.add(initial, "iteration 0")
-    state = run_folder.training_state
     start = time.perf_counter()
     try:
         result = fit(
@@ -255,8 +254,8 @@ def _fit_target(args: argparse.Namespace, run_folder: runs.RunFolder, config: di
             compile=args.compile,
             callbacks=[Every(args.frame_every, frames)] if args.frame_every else [],
             progress=not args.no_progress,
-            checkpoint=state,
-            resume=state if run_folder.resumed else None,
+            checkpoint=run_folder.training_state,
+            resume=run_folder.resume_from,
         )
         diverged = None
     except TrainingDiverged as error:

@@ -130,7 +130,7 @@ def add_out_arguments(parser: argparse.ArgumentParser, default: str | None = Non
             default=None,
             metavar="RUN",
             help="continue the interrupted run in folder RUN from its checkpoint, with the options it was started "
-            "with (only --no-progress may be given beside it)",
+            "with (only --no-progress and --device may be given beside it)",
         )
     parser.set_defaults(out_required=default is None)
 
@@ -142,15 +142,10 @@ move to another device: the training state is read onto the CPU and then moved t
 
 def saved_state(args: argparse.Namespace | None) -> Path | None:
     """The training state that the run of a resumable command (``args``) has saved in its folder, if any."""
-    if args is None or "--resume" not in _option_flags(args) or getattr(args, "out", None) is None:
+    if args is None or not hasattr(args, "resume") or getattr(args, "out", None) is None:  # not resumable
         return None
     state = Path(args.out) / TRAINING_STATE
     return state if state.is_file() else None
-
-
-def _option_flags(args: argparse.Namespace) -> list[str]:
-    parser = getattr(args, "command_parser", None)
-    return [flag for action in getattr(parser, "_actions", []) for flag in action.option_strings]
 
 
 def typed_options(args: argparse.Namespace) -> list[str]:
@@ -203,7 +198,8 @@ def resume_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) 
     """The parsed arguments of a command given ``--resume RUN``: those the run was started with (its
     config's ``invocation``, parsed again, so that they are checked again), with ``out`` and ``resume``
     set to RUN. Options other than :data:`RESUME_OPTIONS` are refused: a resumed run keeps its settings."""
-    given = [flag for flag in typed_options(args) if flag not in RESUME_OPTIONS]
+    typed = typed_options(args)
+    given = [flag for flag in typed if flag not in RESUME_OPTIONS]
     if given:
         raise CLIError(
             f"--resume continues a run with the options it was started with; drop {', '.join(given)} (to change "
@@ -237,7 +233,7 @@ def resume_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) 
         resumed.data_path = str(Path(cwd, data))  # a relative input is read where the run was started
     resumed.out, resumed.overwrite, resumed.resume, resumed.argv = args.resume, False, args.resume, argv
     resumed.no_progress = resumed.no_progress or args.no_progress
-    if "--device" in typed_options(args):
+    if "--device" in typed:
         resumed.device = args.device
     return resumed
 
@@ -441,8 +437,13 @@ class RunFolder:
 
     @property
     def training_state(self) -> Path:
-        """The run's training state: ``checkpoint=`` of the training loop, and ``resume=`` when resumed."""
+        """The run's training state: ``checkpoint=`` of the training loop."""
         return self.path / TRAINING_STATE
+
+    @property
+    def resume_from(self) -> Path | None:
+        """``resume=`` of the training loop: the training state when the run is resumed, else None."""
+        return self.training_state if self.resumed else None
 
     def start(self, config: dict) -> dict:
         """The config of the run: a new run's ``config`` as :meth:`write_config` records it; for a resumed

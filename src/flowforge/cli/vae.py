@@ -160,7 +160,7 @@ def _train(
 ) -> dict:
     """Fit, evaluate, and write the run's files to its folder."""
     train, validation, test = parts
-    out, state = run_folder.path, run_folder.training_state
+    out = run_folder.path
     dynamic = args.likelihood == "bernoulli" and args.binarize == "dynamic"
     model = VAE(
         tuple(config["shape"]), latent_dim=args.latent, posterior=args.posterior, layers=args.layers,
@@ -171,8 +171,8 @@ def _train(
         result = fit_vae(
             model, train, validation, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
             warmup_epochs=args.warmup, binarize_train=dynamic, patience=args.patience, seed=args.seed,
-            device=chosen, progress=not args.no_progress, checkpoint=state,
-            resume=state if run_folder.resumed else None,
+            device=chosen, progress=not args.no_progress, checkpoint=run_folder.training_state,
+            resume=run_folder.resume_from,
         )  # fmt: skip
     except TrainingDiverged as error:
         result, diverged = cast(VAEFitResult, error.result), str(error)
