@@ -16,13 +16,14 @@ flowforge does), and with the default count and ``OMP_WAIT_POLICY=PASSIVE`` set 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import statistics
 import subprocess
 import sys
 import time
+
+from .run import CONDITIONS, condition, condition_label
 
 CONFIGURATIONS = {
     "generic, default threads": {"path": "generic", "threads": "default", "env": {}},
@@ -62,19 +63,6 @@ def child(path: str, threads: str, frames: int) -> None:
     print(json.dumps({"times": times}))
 
 
-@contextlib.contextmanager
-def busy(processes: int):
-    """``processes`` busy Python loops beside the block."""
-    loops = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(processes)]
-    try:
-        time.sleep(0.5 if loops else 0)
-        yield
-    finally:
-        for loop in loops:
-            loop.kill()
-            loop.wait()
-
-
 def measure(name: str, frames: int) -> list[float]:
     setting = CONFIGURATIONS[name]
     command = [sys.executable, "-m", "benchmarks.frames", "--child", setting["path"], str(setting["threads"])]
@@ -95,23 +83,21 @@ def main(argv: list[str] | None = None) -> None:
         child(args.child[0], args.child[1], args.frames)
         return
     cores = os.cpu_count() or 1
-    conditions = {"quiet": 0, f"{max(cores - 1, 1)} busy process(es)": max(cores - 1, 1)}
-    results: dict[str, dict[str, list[float]]] = {condition: {} for condition in conditions}
+    results: dict[str, dict[str, list[float]]] = {name: {} for name in CONDITIONS}
     for repeat in range(args.repeats):
-        for condition, processes in conditions.items():
-            with busy(processes):
+        for name in CONDITIONS:
+            with condition(name):
                 order = list(CONFIGURATIONS) if repeat % 2 == 0 else list(reversed(CONFIGURATIONS))
-                for name in order:
-                    results[condition].setdefault(name, []).extend(measure(name, args.frames))
+                for configuration in order:
+                    results[name].setdefault(configuration, []).extend(measure(configuration, args.frames))
     print(f"Milliseconds per frame ({POINTS} points, {BINS}x{BINS} cells), median [min, max] of "
           f"{args.repeats} x {args.frames} frames; {cores} cores\n")  # fmt: skip
-    header = "| configuration | " + " | ".join(conditions) + " |"
-    print(header)
-    print("|" + "---|" * (len(conditions) + 1))
+    print("| configuration | " + " | ".join(condition_label(name) for name in CONDITIONS) + " |")
+    print("|" + "---|" * (len(CONDITIONS) + 1))
     for name in CONFIGURATIONS:
         cells = []
-        for condition in conditions:
-            times = [1000 * t for t in results[condition][name]]
+        for state in CONDITIONS:
+            times = [1000 * t for t in results[state][name]]
             cells.append(f"{statistics.median(times):.0f} [{min(times):.0f}, {max(times):.0f}]")
         print(f"| {name} | " + " | ".join(cells) + " |")
 
