@@ -52,7 +52,7 @@ def child(path: str, threads: str, frames: int) -> None:
     model = nf.presets.PlanarFlow(2, 16, p=nf.distributions.TwoModes(2.0, 0.1))
     bounds = model.p.bounds.tolist()
     if path == "generic":
-        plot._column_layers = lambda model: None  # the generic path: model.sample, then the histogram
+        plot._column_maps = lambda model: None  # the generic path: model.sample, then the histogram
     plot.sample_histogram(model, POINTS, bounds, BINS)  # warm-up (and, for "chosen", the first timings)
     plot.sample_histogram(model, POINTS, bounds, BINS)
     times = []

@@ -15,6 +15,18 @@ def test_histogram_counts_points_in_their_cells():
     np.testing.assert_array_equal(counts, [[1, 0], [0, 2]])
 
 
+def test_histogram_cells_are_closed_below_and_open_above_and_skip_non_finite_points():
+    inf, nan = float("inf"), float("nan")
+    samples = torch.tensor([[-1.0, -1.0], [1.0, 0.0], [0.0, 1.0], [0.0, 0.0], [nan, 0.0], [0.0, -inf], [inf, nan]])
+    np.testing.assert_array_equal(plot.histogram2d(samples, ((-1.0, 1.0), (-1.0, 1.0)), 2), [[1, 0], [0, 1]])
+    points = torch.rand(1000, 2)  # float32, and 4100² cells: flat indices past float32's exact integers
+    many = plot.histogram2d(points, ((0.0, 1.0), (0.0, 1.0)), 4100)
+    cells = np.floor(points.double().numpy() * 4100).astype(int)
+    expected = np.zeros((4100, 4100), dtype=np.int64)
+    np.add.at(expected, (cells[:, 0], cells[:, 1]), 1)
+    np.testing.assert_array_equal(many, expected)
+
+
 def test_atomic_path_leaves_nothing_on_failure(tmp_path):
     target = tmp_path / "out.png"
     with pytest.raises(RuntimeError):
@@ -67,14 +79,14 @@ def test_epoch_curves_of_a_run_with_no_finished_epoch_draw_without_a_warning(tmp
 
 
 @pytest.mark.parametrize("act", ["tanh", "leaky_relu"])
-def test_planar_push_columns_is_the_forward_map(act):
+def test_planar_column_map_is_the_forward_map(act):
     torch.manual_seed(0)
     layer = nf.flows.Planar(3, act=act).double()
     with torch.no_grad():
         layer.parameters_uwb.normal_()
     z = torch.randn(257, 3, dtype=torch.float64)
     columns = z.t().contiguous()
-    layer.push_columns(columns)
+    layer.column_map()(columns)
     torch.testing.assert_close(columns.t(), layer(z)[0], rtol=0, atol=1e-13)
 
 
@@ -85,18 +97,18 @@ def test_the_column_fast_path_draws_the_same_points_from_the_same_random_numbers
         for parameter in model.parameters():
             parameter.add_(0.3 * torch.randn_like(parameter))
     bounds, count = model.p.bounds.tolist(), 3 * 2**15 + 5  # several chunks and blocks, and a short one
-    assert plot._column_layers(model) is not None
+    assert plot._column_maps(model) is not None
     torch.manual_seed(1)
     fast = plot.sample_histogram(model, count, bounds, 50, chunk=2**16)
     fast_next = torch.rand(3)
-    monkeypatch.setattr(plot, "_column_layers", lambda model: None)  # the generic path: model.sample
+    monkeypatch.setattr(plot, "_column_maps", lambda model: None)  # the generic path: model.sample
     torch.manual_seed(1)
     generic = plot.sample_histogram(model, count, bounds, 50, chunk=2**16)
     assert torch.equal(torch.rand(3), fast_next)  # the same random stream, used up to the same point
     assert fast.sum() == generic.sum() == count and np.abs(fast - generic).sum() <= 4  # a point on a cell edge
     monkeypatch.undo()
     with_radial = nf.NormalizingFlow(nf.distributions.DiagGaussian(2), [nf.flows.Planar(2), nf.flows.Radial(2)])
-    assert plot._column_layers(with_radial) is None  # a layer without push_columns: the generic path
+    assert plot._column_maps(with_radial) is None  # a layer without column_map: the generic path
 
 
 def test_thread_choice_tries_each_count_then_keeps_the_faster_and_reprobes():

@@ -59,16 +59,29 @@ class Sampler(Protocol):
 
 @torch.no_grad()
 def histogram2d(samples: torch.Tensor, bounds: Bounds, bins: int) -> np.ndarray:
-    """Counts of 2-D ``samples`` in a ``bins × bins`` grid over ``bounds``; ``[i, j]`` is x-bin i, y-bin j."""
+    """Counts of 2-D ``samples`` in a ``bins × bins`` grid over ``bounds``; ``[i, j]`` is x-bin i, y-bin j.
+    Cells are closed below and open above; points outside the grid (and NaN) are not counted."""
+    cells = _sample_cells(samples, bounds, bins)
+    return torch.bincount(cells, minlength=bins * bins + 1)[: bins * bins].reshape(bins, bins).cpu().numpy()
+
+
+def _sample_cells(samples: torch.Tensor, bounds: Bounds, bins: int) -> torch.Tensor:
     if samples.dim() != 2 or samples.shape[1] != 2:
         raise ValueError(f"histogram2d expects samples of shape (n, 2), got {tuple(samples.shape)}")
-    low = samples.new_tensor([bounds[0][0], bounds[1][0]])
-    width = samples.new_tensor([bounds[0][1] - bounds[0][0], bounds[1][1] - bounds[1][0]])
-    index = torch.floor((samples - low) / width * bins).long()
-    inside = ((index >= 0) & (index < bins)).all(1)
-    flat = torch.where(inside, index[:, 0] * bins + index[:, 1], bins * bins)
-    counts = torch.bincount(flat, minlength=bins * bins + 1)[: bins * bins]
-    return counts.reshape(bins, bins).cpu().numpy()
+    return _cell_indices(samples[:, 0], samples[:, 1], bounds, bins)
+
+
+def _cell_indices(x: torch.Tensor, y: torch.Tensor, bounds: Bounds, bins: int) -> torch.Tensor:
+    """The flat cell index ``i · bins + j`` of each point ``(x, y)`` in the grid of :func:`histogram2d`,
+    and ``bins²`` for a point outside it: eight elementwise operations, none of them on 64-bit data
+    before the last."""
+    if x.dtype != torch.float64 and bins * bins >= 2**24:  # the flat index is formed in floating point
+        x, y = x.double(), y.double()
+    (x_low, x_high), (y_low, y_high) = bounds
+    i = torch.sub(x, x_low).mul_(bins / (x_high - x_low)).floor_()
+    j = torch.sub(y, y_low).mul_(bins / (y_high - y_low)).floor_()
+    inside = (i >= 0) & (i < bins) & (j >= 0) & (j < bins)
+    return torch.where(inside, i.mul_(bins).add_(j), bins * bins).long()
 
 
 PICTURE_THREADS: int | None = None
@@ -132,9 +145,12 @@ def picture_threads(work: tuple[Any, ...] = ()) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-COLUMN_BLOCK = 2**15
+ColumnMap = Callable[[torch.Tensor], None]
+"""A ``column_map()``: moves a block of points held as columns ``(dim, n)`` in place."""
+
+COLUMN_BLOCK = 2**16
 """Points pushed together by the column fast path of :func:`sample_histogram`: a block of a few columns
-of this length stays in the core's cache through all the layers."""
+of this length stays in the core's cache through all the layers and the binning."""
 
 
 @torch.no_grad()
@@ -142,37 +158,48 @@ def sample_histogram(model: Sampler, count: int, bounds: Bounds, bins: int, chun
     """:func:`histogram2d` of ``count`` samples of a 2-D ``model``, drawn ``chunk`` at a time
     without autograd, so memory stays that of one chunk however many points are drawn.
 
-    A :class:`~flowforge.model.NormalizingFlow` whose base has ``sample_columns`` (the diagonal Gaussian)
-    and whose layers all have ``push_columns`` (planar layers: the seed's flow) takes a fast path: the
-    same base draws (so the random stream is the one :meth:`sample` uses), pushed as columns in
-    cache-sized blocks, without log-densities; the points equal :meth:`sample`'s to rounding. The CPU
-    thread count is chosen by timing (:func:`picture_threads`). ``python -m benchmarks.frames``
-    measures both paths and the thread policies, quiet and beside a busy process."""
-    layers = _column_layers(model)
-    counts = np.zeros((bins, bins), dtype=np.int64)
-    with picture_threads(("sample_histogram", count, bins, chunk, layers is None)):
+    A 2-D :class:`~flowforge.model.NormalizingFlow` whose base has ``noise`` and ``column_map`` (the
+    diagonal Gaussian) and whose layers all have ``column_map`` (planar layers: the seed's flow) takes a
+    fast path: the same base draws (so the random stream is the one :meth:`sample` uses), mapped as
+    columns in cache-sized blocks through the base and the layers and binned there, without
+    log-densities; the points equal :meth:`sample`'s to rounding. The CPU thread count is chosen by timing (:func:`picture_threads`).
+    ``python -m benchmarks.frames`` measures both paths and the thread policies, quiet and beside a
+    busy process."""
+    maps = _column_maps(model)
+    counts = torch.zeros(bins * bins + 1, dtype=torch.int64)
+    with picture_threads(("sample_histogram", count, bins, chunk, maps is None)):
         for start in range(0, count, chunk):
-            counts += histogram2d(_draw(model, layers, min(chunk, count - start)), bounds, bins)
-    return counts
+            size = min(chunk, count - start)
+            if maps is None:
+                cells = _sample_cells(model.sample(size)[0], bounds, bins)
+            else:
+                cells = _column_cells(cast(Any, model).q0, maps, size, bounds, bins)
+            counts += torch.bincount(cells, minlength=bins * bins + 1).cpu()
+    return counts[: bins * bins].reshape(bins, bins).numpy()
 
 
-def _draw(model: Sampler, layers: list[Any] | None, size: int) -> torch.Tensor:
-    """``size`` samples of ``model``: by :meth:`sample`, or pushed as columns through ``layers``."""
-    if layers is None:
-        return model.sample(size)[0]
-    columns = cast(Any, model).q0.sample_columns(size)
-    for block in columns.split(COLUMN_BLOCK, dim=1):
-        for layer in layers:
-            layer.push_columns(block)
-    return columns.t()
+def _column_cells(base: Any, maps: list[ColumnMap], size: int, bounds: Bounds, bins: int) -> torch.Tensor:
+    """The cells (:func:`_cell_indices`) of ``size`` samples: ``base``'s noise mapped through ``maps`` (the
+    base's own first), block by block, each block's draws turned into columns while in the cache."""
+    noise = base.noise(size)
+    cells = torch.empty(size, dtype=torch.int64, device=noise.device)
+    for rows, block_cells in zip(noise.split(COLUMN_BLOCK), cells.split(COLUMN_BLOCK), strict=True):
+        block = rows.new_empty(rows.shape[::-1])
+        for column, coordinate in zip(block, rows.unbind(1), strict=True):
+            column.copy_(coordinate)  # a strided copy per coordinate: several times faster than .t().contiguous()
+        for push in maps:
+            push(block)
+        block_cells.copy_(_cell_indices(block[0], block[1], bounds, bins))
+    return cells
 
 
-def _column_layers(model: Any) -> list[Any] | None:
-    """The layers of ``model`` when :func:`sample_histogram` may push its samples as columns, else None."""
-    if type(model) is not NormalizingFlow or not hasattr(model.q0, "sample_columns") or len(model.q0.shape) != 1:
+def _column_maps(model: Any) -> list[ColumnMap] | None:
+    """The column maps of ``model``'s base and layers, in order, when :func:`sample_histogram` may take
+    its fast path; else None."""
+    if type(model) is not NormalizingFlow or not hasattr(model.q0, "noise") or model.q0.shape != (2,):
         return None
-    layers = list(model.flows)
-    return layers if layers and all(hasattr(layer, "push_columns") for layer in layers) else None
+    parts = [model.q0, *model.flows]
+    return [part.column_map() for part in parts] if all(hasattr(part, "column_map") for part in parts) else None
 
 
 def density_on_grid(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 import torch
@@ -124,14 +124,21 @@ class DiagGaussian(BaseDistribution):
         squared = (eps * eps).flatten(1).sum(1)
         return z, torch.add(self._log_normaliser(), squared, alpha=-0.5)
 
+    def noise(self, num_samples: int) -> torch.Tensor:
+        """The standard normal draws behind ``num_samples`` samples, in :meth:`forward`'s order: the
+        pictures' fast path (:func:`flowforge.plot.sample_histogram`) maps them with :meth:`column_map`."""
+        return torch.randn((num_samples, *self.shape), dtype=self.loc.dtype, device=self.loc.device)
+
     @torch.no_grad()
-    def sample_columns(self, num_samples: int) -> torch.Tensor:
-        """``num_samples`` samples as the columns of a ``(dim, num_samples)`` tensor, without their
-        log-density: the pictures' fast path (:func:`flowforge.plot.sample_histogram`). The random
-        numbers drawn are those of :meth:`forward`, in the same order."""
-        eps = torch.randn((num_samples, *self.shape), dtype=self.loc.dtype, device=self.loc.device)
-        columns = eps.reshape(num_samples, self.dim).t().contiguous()
-        return columns.mul_(torch.exp(self.log_scale).reshape(-1, 1)).add_(self.loc.reshape(-1, 1))
+    def column_map(self) -> Callable[[torch.Tensor], None]:
+        """The map from :meth:`noise` to samples, in place on a block of draws held as columns
+        ``(dim, n)``: ``z = μ + σ ε``, as in :meth:`forward`."""
+        scale, loc = torch.exp(self.log_scale).reshape(-1, 1), self.loc.reshape(-1, 1)
+
+        def scale_and_shift(columns: torch.Tensor) -> None:
+            columns.mul_(scale).add_(loc)
+
+        return scale_and_shift
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         self.check_input(z)

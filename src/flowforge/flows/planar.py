@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -199,15 +199,32 @@ class Planar(_PlanarMap):
         return x, torch.log1p(torch.addcmul(c, h_all * c, h_all, value=-1.0)).sum(0)
 
     @torch.no_grad()
-    def push_columns(self, columns: torch.Tensor) -> None:
-        """The sampling direction without the log-determinant, in place on ``columns``, points as columns
-        ``(dim, n)``: one matrix-vector product, ``h`` and a rank-one update for all ``n`` points. The
-        pictures' fast path (:func:`flowforge.plot.sample_histogram`); equal to :meth:`forward` to rounding."""
+    def column_map(self) -> Callable[[torch.Tensor], None]:
+        """The sampling direction without the log-determinant, as a function that moves a block of points
+        held as columns ``(dim, n)`` in place: one matrix-vector product, ``h`` and a rank-one update for
+        the block, with ``û`` computed once here rather than per block. The pictures' fast path
+        (:func:`flowforge.plot.sample_histogram`); equal to :meth:`forward` to rounding.
+
+        ``tanh`` is evaluated as ``2 σ(2s) − 1`` (the factors of 2 are exact): torch's CPU sigmoid kernel
+        is about six times faster than its tanh on 2^20 floats, and the ``− 1`` joins the update,
+        ``x + 2û σ(2s) − û``, so ``h`` is never formed; the points move by the same amount to the
+        rounding of their coordinates."""
         u, w, b = self._split()
         u_hat, _ = self._constrain(u, w)
-        s = torch.addmv(b, columns.t(), w)
-        h = s.tanh_() if self.act == "tanh" else F.leaky_relu(s, self.negative_slope)
-        columns.addr_(u_hat, h)
+        if self.act == "tanh":
+            twice_b, twice_w, twice_u, shift = 2.0 * b, 2.0 * w, 2.0 * u_hat, u_hat.unsqueeze(1)
+
+            def push_tanh(columns: torch.Tensor) -> None:
+                gate = torch.addmv(twice_b, columns.t(), twice_w).sigmoid_()
+                columns.addr_(twice_u, gate).sub_(shift)
+
+            return push_tanh
+        slope = self.negative_slope
+
+        def push_leaky(columns: torch.Tensor) -> None:
+            columns.addr_(u_hat, F.leaky_relu_(torch.addmv(b, columns.t(), w), slope))
+
+        return push_leaky
 
     def inverse(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         flat, y, u_hat, w_u_hat = self._project(x)
