@@ -237,6 +237,25 @@ def test_large_batches_without_gradients_run_in_chunks_with_the_same_result(monk
     assert calls == [16] * 6 + [4]
 
 
+def test_chunks_choose_their_thread_count_by_timing_and_restore_torchs(monkeypatch):
+    # The first call times 1 s on one thread and 2 s on two; the second 5 s and 1 s.
+    seen, clock = [], iter([0.0, 1.0, 1.0, 3.0, 0.0, 5.0, 5.0, 6.0])
+    monkeypatch.setattr(flow_base.time, "perf_counter", lambda: next(clock))
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        for expected in (1, 2):
+            seen.clear()
+            parts = [(torch.full((2,), float(i)), None) for i in range(6)]
+            pieces = flow_base._apply_each(lambda v, c: (seen.append(torch.get_num_threads()) or v + 1, c), parts)
+            assert [float(piece[0][0]) for piece in pieces] == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]  # in order
+            assert seen == [2, 1, 2] + [expected] * 3 and torch.get_num_threads() == 2
+        torch.set_num_threads(1)  # one thread already: nothing to choose, nothing timed
+        assert len(flow_base._apply_each(lambda v, c: (v, c), parts)) == 6
+    finally:
+        torch.set_num_threads(previous)
+
+
 def test_batch_coupled_layers_see_the_whole_batch(monkeypatch):
     monkeypatch.setattr(nf.flows.base, "CHUNK_ROWS", 16)
     norm = nf.flows.BatchNorm(2)
