@@ -8,6 +8,9 @@ Sections (``--only`` picks some):
             flowforge (alternating blocks), and ``flowforge.training.fit`` as ``flowforge demo``
             runs it (compile="auto"), with inductor's cache warm (in this process) and cold (a
             child process with an empty temporary directory); quality is KL(q‖p).
+  readme    normflows' README example (Real NVP x32 on TwoMoons) trained by its notebook's loop, as
+            its users write it: normflows, flowforge (``import flowforge as nf``), and the same
+            network in plain PyTorch with no flow library (the floor for eager layers).
   coupling  forward KL, batch 512, two-moons: affine coupling x8 and RQ-spline coupling x8
             (MLP 2x64); training iterations/s and test NLL after the same number of steps.
   ar64      the same in 64 dimensions with MAF and autoregressive NSF (4 layers, MADE 2x128),
@@ -58,14 +61,16 @@ from flowforge import datasets, metrics, plot, training
 
 from . import peers
 
-SECTIONS = ("seed", "coupling", "ar64", "memory", "demo")
+SECTIONS = ("seed", "readme", "coupling", "ar64", "memory", "demo")
 LOC, SCALE, PLANAR_LAYERS, SEED_SAMPLES, ANNEAL = 2.0, 0.1, 16, 40, 10000
 BATCH = 512
 
 
-def libraries() -> list[str]:
-    found = ["flowforge"] + [name for name in peers.PEERS if peers.available(name) is not None]
-    missing = [name for name in peers.PEERS if name not in found]
+def libraries(chosen: list[str] | None = None) -> list[str]:
+    """flowforge and the installed peers (of ``chosen`` when given)."""
+    wanted = [name for name in peers.PEERS if chosen is None or name in chosen]
+    found = ["flowforge"] + [name for name in wanted if peers.available(name) is not None]
+    missing = [name for name in wanted if name not in found]
     if missing:
         print(f"not installed (skipped): {', '.join(missing)}; pip install -e '.[bench]' adds them")
     return found
@@ -258,6 +263,127 @@ def seed_section(args, libs: list[str]) -> None:
         print(f"\nflowforge / normflows, the seed script's loop (it/s): {'; '.join(summary)}")
 
 
+# ----------------------------------------------------------------------------- normflows' README example
+
+README_LAYERS, README_BATCH = 32, 2**9
+
+
+class ReadmeLoop:
+    """normflows' README example (Real NVP: 32 affine coupling blocks on ``MLP([1, 64, 64, 2],
+    init_zeros=True)``, each followed by a swap, on a diagonal Gaussian) trained on TwoMoons by the
+    loop of its notebook ``real_nvp_colab.ipynb`` (Adam 5e-4, weight decay 1e-5, 512 target samples
+    a step, the NaN/inf guard, a numpy loss history), without its plots; resumable by blocks.
+    ``library`` is ``normflows`` or ``flowforge`` (the same script with ``import flowforge as nf``)."""
+
+    def __init__(self, library, seed: int, device: str = "cpu"):
+        torch.manual_seed(seed)
+        nf = library
+        flows = []
+        for _ in range(README_LAYERS):
+            flows.append(nf.flows.AffineCouplingBlock(nf.nets.MLP([1, 64, 64, 2], init_zeros=True)))
+            flows.append(nf.flows.Permute(2, mode="swap"))
+        self.model = nf.NormalizingFlow(nf.distributions.base.DiagGaussian(2), flows).to(device)
+        self.target = nf.distributions.TwoMoons()
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=5e-4, weight_decay=1e-5)
+        self.device, self.loss_hist, self.rates = device, np.array([]), []
+
+    def loss(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_kld(x)
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.log_prob(x)
+
+    def run(self, steps: int) -> None:
+        start = now(self.device)
+        for _ in range(steps):
+            self.optimizer.zero_grad()
+            x = self.target.sample(README_BATCH).to(self.device)
+            loss = self.loss(x)
+            if ~(torch.isnan(loss) | torch.isinf(loss)):
+                loss.backward()
+                self.optimizer.step()
+            self.loss_hist = np.append(self.loss_hist, loss.to("cpu").data.numpy())
+        self.rates.append(steps / (now(self.device) - start))
+
+
+class PlainReadmeLoop(ReadmeLoop):
+    """The same network, loss, optimizer and loop in plain PyTorch, with no flow library: ``nn.Sequential``
+    conditioners, the couplings and swaps written out, targets drawn by flowforge's TwoMoons. What
+    any library's eager layers can at best approach: the matrix products, activations, autograd
+    and the user's Adam (single-tensor on CPU) all stay."""
+
+    def __init__(self, seed: int, device: str = "cpu"):
+        torch.manual_seed(seed)
+        nets = []
+        for _ in range(README_LAYERS):
+            net = torch.nn.Sequential(
+                torch.nn.Linear(1, 64), torch.nn.ReLU(), torch.nn.Linear(64, 64), torch.nn.ReLU(),
+                torch.nn.Linear(64, 2),
+            )  # fmt: skip
+            torch.nn.init.zeros_(net[-1].weight)
+            torch.nn.init.zeros_(net[-1].bias)
+            nets.append(net)
+        self.model = torch.nn.ModuleList(nets).to(device)
+        self.target = flowforge.distributions.TwoMoons()
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=5e-4, weight_decay=1e-5)
+        self.device, self.loss_hist, self.rates = device, np.array([]), []
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        log_det = x.new_zeros(x.shape[0])
+        for net in reversed(self.model):
+            kept, moved = x[:, 1:], x[:, :1]  # undo the swap: the coupling's output was [kept, moved]
+            params = net(kept)
+            shift, log_scale = params[:, :1], params[:, 1:]
+            x = torch.cat([kept, (moved - shift) * torch.exp(-log_scale)], 1)
+            log_det = log_det - log_scale.sum(1)
+        return log_det - 0.5 * (x * x).sum(1) - math.log(2 * math.pi)
+
+    def loss(self, x: torch.Tensor) -> torch.Tensor:
+        return -self.log_prob(x).mean()
+
+
+def readme_section(args, libs: list[str]) -> None:
+    iterations, block = (40, 20) if args.quick else (args.readme_iterations, args.readme_block)
+    normflows = peers.available("normflows") if "normflows" in libs else None
+    loops: dict[str, dict[str, ReadmeLoop]] = {}
+    for name in args.conditions:
+        loops[name] = {"flowforge": ReadmeLoop(flowforge, args.seed, args.device)}
+        if normflows is not None:
+            loops[name]["normflows"] = ReadmeLoop(normflows, args.seed, args.device)
+        loops[name]["plain PyTorch"] = PlainReadmeLoop(args.seed, args.device)
+    for index in range(iterations // block):
+        for name in alternate(list(args.conditions), index):
+            with condition(name):
+                for loop in alternate(list(loops[name].values()), index):
+                    loop.run(block)
+    torch.manual_seed(args.seed + 1)
+    test = flowforge.distributions.TwoMoons().sample(10000).to(args.device)  # the density both libraries define
+    rows, summary = [], []
+    for name in args.conditions:
+        rates = loops[name]["normflows"].rates if "normflows" in loops[name] else []
+        reference = statistics.median(rates) if rates else float("nan")
+        for contender, loop in loops[name].items():
+            with torch.no_grad():
+                nll = float(-loop.log_prob(test).mean())
+            rate = statistics.median(loop.rates)
+            rows.append([condition_label(name), contender, f"{rate:.1f}", ratio(rate, reference), f"{nll:.3f}"])
+        if rates:
+            per_block = [mine / theirs for mine, theirs in zip(loops[name]["flowforge"].rates, rates, strict=True)]
+            floor = statistics.median(loops[name]["plain PyTorch"].rates)
+            summary.append(
+                f"{name}: flowforge {ratio(statistics.median(loops[name]['flowforge'].rates), reference)} "
+                f"(blocks {min(per_block):.2f}x to {max(per_block):.2f}x), plain PyTorch {ratio(floor, reference)}"
+            )
+    table(
+        f"normflows' README example on {args.device}: Real NVP x{README_LAYERS}, forward KL on TwoMoons, batch "
+        f"{README_BATCH}, the notebook's loop, {iterations} steps (blocks of {block}, alternating)",
+        ["condition", "contender", "it/s", "it/s vs normflows", "NLL of 10^4 target samples"],
+        rows,
+    )
+    if summary:
+        print(f"\nit/s against normflows': {'; '.join(summary)}")
+
+
 # ----------------------------------------------------------------------------- training and throughput
 
 
@@ -381,6 +507,9 @@ def coupling_section(args, libs) -> None:
     train_data = datasets.two_moons(20000, seed=0)
     test_data = datasets.two_moons(5000, seed=1)
     builders = {"affine coupling x8": peers.affine_coupling, "RQ-spline coupling x8": peers.spline_coupling}
+    builders = {
+        name: build for name, build in builders.items() if ("spline" if "spline" in name else "affine") in args.kinds
+    }
     training_section(args, libs, "2-D two-moons, forward KL", builders, 2, train_data, test_data, steps)
 
 
@@ -390,6 +519,9 @@ def ar64_section(args, libs) -> None:
     builders = {
         "MAF x4": lambda lib: peers.autoregressive(lib, "affine"),
         "autoregressive NSF x4": lambda lib: peers.autoregressive(lib, "spline"),
+    }
+    builders = {
+        name: build for name, build in builders.items() if ("spline" if "NSF" in name else "affine") in args.kinds
     }
     batch = (1000, 100) if args.quick else (args.density_batch, args.sample_batch)
     training_section(args, libs, "64-D, forward KL", builders, 64, train_data, test_data, steps, batch)
@@ -593,6 +725,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--iterations", type=int, default=20000, help="seed workload steps")
     parser.add_argument("--block", type=int, default=1000, help="seed loops alternate in blocks of this many steps")
+    parser.add_argument(
+        "--kinds", nargs="+", choices=("affine", "spline"), default=["affine", "spline"],
+        help="coupling and ar64: the model kinds to train (affine: affine coupling and MAF; spline: RQ-spline)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--peers", nargs="+", choices=peers.PEERS, help="the peer libraries to measure (default: every installed one)"
+    )
+    parser.add_argument("--readme-iterations", type=int, default=1000, help="readme section: training steps")
+    parser.add_argument("--readme-block", type=int, default=200, help="readme section: steps per alternating block")
     parser.add_argument("--steps-2d", type=int, default=500)
     parser.add_argument("--steps-64d", type=int, default=200)
     parser.add_argument("--density-batch", type=int, default=100_000)
@@ -630,6 +771,8 @@ def main() -> None:
         parser.error("--device cuda: torch sees no CUDA device here")
     if args.demo_iterations < 200 or args.demo_iterations % 200:
         parser.error("--demo-iterations must be a positive multiple of 200 (a frame every 200 steps)")
+    if args.readme_block < 1 or args.readme_iterations % args.readme_block:
+        parser.error("--readme-iterations must be a positive multiple of --readme-block")
     if args.block < 1 or args.iterations % args.block:
         parser.error("--iterations must be a positive multiple of --block")
     warnings.filterwarnings("ignore", category=UserWarning)
@@ -648,12 +791,13 @@ def main() -> None:
             + (f" ({torch.cuda.get_device_name(args.device)})" if torch.device(args.device).type == "cuda" else "")
         )
         print("conditions: " + ", ".join(condition_label(name) for name in args.conditions))
-        libs = libraries()
+        libs = libraries(args.peers)
         for name in libs[1:]:
             module = peers.available(name)
             print(f"{name} {getattr(module, '__version__', '(version unknown)')}")
     sections = {
         "seed": seed_section,
+        "readme": readme_section,
         "coupling": coupling_section,
         "ar64": ar64_section,
         "memory": memory_section,
