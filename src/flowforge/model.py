@@ -9,6 +9,7 @@ level by level (RealNVP, Glow). Both offer the same methods, each with an option
 - ``sample(num_samples, context=None, temperature=None) -> (x, log q(x | c))`` (also ``sample_and_log_prob``)
 - ``log_prob(x, context=None)``, ``forward_kld(x, context=None)``
 - ``forward_and_log_det(z, context=None)``, ``inverse_and_log_det(x, context=None)``, ``forward``, ``inverse``
+- ``as_distribution(context=None)``: the model as a :class:`torch.distributions.Distribution`
 - ``reverse_kld(num_samples, beta, score_fn, *, context=None)``,
   ``reverse_alpha_div(num_samples, alpha, dreg, *, context=None)`` (see :mod:`flowforge.losses`)
 
@@ -32,6 +33,7 @@ from torch import nn
 
 from . import losses
 from .distributions.base import BaseDistribution, ConditionalBase
+from .distributions.flow import FlowDistribution
 from .flows.base import Flow, pull_back, push_forward
 from .losses import Draw
 
@@ -138,6 +140,12 @@ class _FlowModel(nn.Module, Generic[Latent]):
         """The self-normalised α-divergence to the target, optionally with DReG gradients
         (:func:`flowforge.losses.alpha_divergence`)."""
         return losses.alpha_divergence(self, num_samples, alpha, dreg, context=context)
+
+    def as_distribution(self, context: Context = None, event_shape: Sequence[int] | None = None) -> FlowDistribution:
+        """This model at ``context`` as a :class:`torch.distributions.Distribution`
+        (:class:`~flowforge.distributions.FlowDistribution`: ``sample``, ``rsample``, ``log_prob``,
+        ``rsample_and_log_prob``; a ``(B, features)`` context gives ``batch_shape == (B,)``)."""
+        return FlowDistribution(self, context, event_shape)
 
     def save(self, path: str | os.PathLike) -> None:
         """Save the parameters (``state_dict``) to ``path``."""

@@ -8,6 +8,7 @@ DeprecationWarning. flowforge's own targets are in :mod:`.targets`.
 from ..utils.deprecation import normflows_bridge
 from .base import BaseDistribution, DiagGaussian, GaussianMixture, ResampledGaussian, TemperedGaussian, Uniform
 from .conditional import ClassCondDiagGaussian, ConditionalDiagGaussian
+from .flow import FlowDistribution
 from .targets import (
     TARGETS,
     AnnealedTarget,
@@ -42,6 +43,7 @@ __all__ = [
     "EnergyU2",
     "EnergyU3",
     "EnergyU4",
+    "FlowDistribution",
     "GaussianMixture",
     "RingMixture",
     "Sinusoidal",
