@@ -162,9 +162,9 @@ def sample_histogram(model: Sampler, count: int, bounds: Bounds, bins: int, chun
     diagonal Gaussian) and whose layers all have ``column_map`` (planar layers: the seed's flow) takes a
     fast path: the same base draws (so the random stream is the one :meth:`sample` uses), mapped as
     columns in cache-sized blocks through the base and the layers and binned there, without
-    log-densities; the points equal :meth:`sample`'s to rounding. The CPU thread count is chosen by timing (:func:`picture_threads`).
-    ``python -m benchmarks.frames`` measures both paths and the thread policies, quiet and beside a
-    busy process."""
+    log-densities; the points equal :meth:`sample`'s to rounding. The CPU thread count is chosen by
+    timing (:func:`picture_threads`). ``python -m benchmarks.frames`` measures both paths and the thread
+    policies, quiet and beside a busy process."""
     maps = _column_maps(model)
     counts = torch.zeros(bins * bins + 1, dtype=torch.int64)
     with picture_threads(("sample_histogram", count, bins, chunk, maps is None)):
