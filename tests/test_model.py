@@ -158,6 +158,7 @@ def test_one_set_of_signatures_across_models():
         "inverse",
         "forward_and_log_det",
         "inverse_and_log_det",
+        "as_distribution",
     ):
         # The same parameter names, kinds and defaults (a multi-scale flow's latent is a list of tensors).
         signatures = {
