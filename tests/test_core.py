@@ -1,6 +1,7 @@
 """NormalizingFlow: sampling, densities, losses and persistence."""
 
 import math
+import types
 
 import pytest
 import torch
@@ -238,20 +239,30 @@ def test_large_batches_without_gradients_run_in_chunks_with_the_same_result(monk
 
 
 def test_chunks_choose_their_thread_count_by_timing_and_restore_torchs(monkeypatch):
-    # The first call times 1 s on one thread and 2 s on two; the second 5 s and 1 s.
+    # The first timing gives 1 s on one thread and 2 s on two; the second 5 s and 1 s.
     seen, clock = [], iter([0.0, 1.0, 1.0, 3.0, 0.0, 5.0, 5.0, 6.0])
-    monkeypatch.setattr(flow_base.time, "perf_counter", lambda: next(clock))
+    monkeypatch.setattr(flow_base, "time", types.SimpleNamespace(perf_counter=lambda: next(clock)))
+    monkeypatch.setattr(flow_base, "_CHUNK_THREADS", {})
     previous = torch.get_num_threads()
     torch.set_num_threads(2)
+    parts = [(torch.full((2,), float(i)), None) for i in range(6)]
+
+    def apply(values, context):
+        seen.append(torch.get_num_threads())
+        return values + 1, context
+
     try:
         for expected in (1, 2):
             seen.clear()
-            parts = [(torch.full((2,), float(i)), None) for i in range(6)]
-            pieces = flow_base._apply_each(lambda v, c: (seen.append(torch.get_num_threads()) or v + 1, c), parts)
+            pieces = flow_base._apply_each(apply, parts, ("key",))
             assert [float(piece[0][0]) for piece in pieces] == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]  # in order
             assert seen == [2, 1, 2] + [expected] * 3 and torch.get_num_threads() == 2
+            for _ in range(flow_base.RETIME_EVERY - 1):  # the choice is reused, untimed, then timed again
+                seen.clear()
+                flow_base._apply_each(apply, parts, ("key",))
+                assert seen == [expected] * 6 and torch.get_num_threads() == 2
         torch.set_num_threads(1)  # one thread already: nothing to choose, nothing timed
-        assert len(flow_base._apply_each(lambda v, c: (v, c), parts)) == 6
+        assert len(flow_base._apply_each(apply, parts)) == 6
     finally:
         torch.set_num_threads(previous)
 

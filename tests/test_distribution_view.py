@@ -74,6 +74,26 @@ def test_class_labels_are_contexts():
     means = x.mean(0)
     assert abs(float(means[0, 1]) + 5.0) < 0.2 and abs(float(means[1, 1]) - 5.0) < 0.2  # swapped: y holds the class
     assert model.as_distribution(torch.tensor(1)).sample((3,)).shape == (3, 2)
+    one_hot = model.as_distribution(torch.eye(3)[[0, 2]])  # one-hot rows are labels too
+    assert one_hot.batch_shape == (2,)
+    torch.testing.assert_close(one_hot.log_prob(x[:5]), dist.log_prob(x[:5]))
+    with pytest.raises(ValueError, match="class-conditional: give the class labels"):
+        model.as_distribution()  # a mixture over random classes, whose density the model does not compute
+
+
+def test_empty_shapes_expand_and_integer_features():
+    model = _model(context_features=3)
+    dist = model.as_distribution(torch.randn(4, 3, dtype=torch.float64))
+    x, log_q = dist.sample_and_log_prob((0,))
+    assert x.shape == (0, 4, 2) and log_q.shape == (0, 4) and dist.log_prob(x).shape == (0, 4)
+    wide = dist.expand((5, 4))  # leading batch dimensions, as a Pyro plate adds them
+    x, log_q = wide.sample_and_log_prob((2,))
+    assert wide.batch_shape == (5, 4) and x.shape == (2, 5, 4, 2)
+    torch.testing.assert_close(dist.log_prob(x), log_q, rtol=1e-10, atol=1e-10)
+    with pytest.raises(ValueError, match="must end with the context's batch"):
+        dist.expand((4, 5))
+    integers = model.as_distribution(torch.tensor([[1, 2, 3], [0, 0, 1]]))  # integer features, not labels
+    assert integers.batch_shape == (2,) and integers.sample((3,)).shape == (3, 2, 2)
 
 
 def test_bad_input_is_refused_with_a_message():
@@ -85,8 +105,6 @@ def test_bad_input_is_refused_with_a_message():
         dist.log_prob(torch.zeros(3, 2, dtype=torch.float64))
     with pytest.raises(ValueError, match="context must be"):
         model.as_distribution(torch.zeros(2, 2, 3))
-    with pytest.raises(NotImplementedError, match="context"):
-        dist.expand((8,))
     wrong = _model().as_distribution(event_shape=(3,))
     with pytest.raises(ValueError, match=r"pass event_shape=\(2,\)"):
         wrong.sample((2,))
@@ -136,3 +154,37 @@ def test_a_flow_is_a_pyro_guide_that_finds_a_known_posterior():
         z = flow.as_distribution().sample((20000,))
     torch.testing.assert_close(z.mean(0), mean, atol=0.05, rtol=0)  # seeds 0-3 were within 0.03 (a posterior sd: 0.24)
     torch.testing.assert_close(z.std(0), torch.full((2,), math.sqrt(variance)), atol=0.03, rtol=0)  # within 0.012
+
+
+def test_a_conditional_flow_is_an_amortised_guide_inside_a_pyro_plate():
+    pyro = pytest.importorskip("pyro")
+    from pyro.contrib.zuko import ZukoToPyro
+    from pyro.infer import SVI, Trace_ELBO
+
+    torch.manual_seed(0)
+    pyro.set_rng_seed(0)
+    pyro.clear_param_store()
+    data = torch.tensor([[1.0, -1.0], [2.0, 0.5], [-1.5, 0.0]])
+    # Two layers with a swap between: a conditional MADE's first feature does not see the context.
+    layers = [nf.flows.MaskedAffineAutoregressive(2, 16, context_features=2) for _ in range(2)]
+    flow = nf.NormalizingFlow(
+        nf.distributions.DiagGaussian(2), [layers[0], nf.flows.Permute(2, mode="swap"), layers[1]]
+    )
+
+    def model():
+        with pyro.plate("points", len(data)):  # z_i ~ N(0, I), x_i ~ N(z_i, I): z_i | x_i ~ N(x_i / 2, I / 2)
+            z = pyro.sample("z", pyro.distributions.Normal(torch.zeros(2), 1.0).to_event(1))
+            pyro.sample("x", pyro.distributions.Normal(z, 1.0).to_event(1), obs=data)
+
+    def guide():
+        pyro.module("flow", flow)
+        with pyro.plate("points", len(data)):
+            pyro.sample("z", ZukoToPyro(flow.as_distribution(data)))
+
+    svi = SVI(model, guide, pyro.optim.ClippedAdam({"lr": 0.03, "lrd": 0.05 ** (1 / 300)}), Trace_ELBO(num_particles=4))
+    for _ in range(300):
+        svi.step()
+    with torch.no_grad():
+        z = flow.as_distribution(data).sample((20000,))
+    torch.testing.assert_close(z.mean(0), data / 2, atol=0.1, rtol=0)  # seed 0: within 0.054
+    torch.testing.assert_close(z.std(0), torch.full((3, 2), 0.5**0.5), atol=0.06, rtol=0)  # within 0.016

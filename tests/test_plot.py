@@ -137,3 +137,26 @@ def test_picture_threads_restores_torchs_setting(monkeypatch):
     with plot.picture_threads(("test", 2)):
         assert torch.get_num_threads() == 1
     assert torch.get_num_threads() == before
+
+
+def test_the_fast_path_samples_a_tempered_normflows_base_at_its_temperature(monkeypatch):
+    from flowforge.compat.normflows.distributions.base import DiagGaussian as NormflowsDiagGaussian
+
+    torch.manual_seed(0)
+    base = NormflowsDiagGaussian(2)
+    base.temperature = 3.0  # normflows' annealed sampling: σ becomes 3σ
+    model = nf.NormalizingFlow(base, [nf.flows.Planar(2) for _ in range(3)])
+    bounds = ((-4.0, 4.0), (-4.0, 4.0))
+    assert plot._column_maps(model) is not None
+    torch.manual_seed(1)
+    fast = plot.sample_histogram(model, 20000, bounds, 40)
+    monkeypatch.setattr(plot, "_column_maps", lambda model: None)
+    torch.manual_seed(1)
+    generic = plot.sample_histogram(model, 20000, bounds, 40)
+    assert fast.sum() == generic.sum() < 19000 and np.abs(fast - generic).sum() <= 4  # many points fall outside
+
+
+def test_half_precision_points_are_binned_like_their_float32_values():
+    points = (torch.rand(5000, 2) * 2 - 1).half()
+    bounds = ((-1.0, 1.0), (-1.0, 1.0))
+    np.testing.assert_array_equal(plot.histogram2d(points, bounds, 100), plot.histogram2d(points.float(), bounds, 100))

@@ -75,6 +75,8 @@ def _cell_indices(x: torch.Tensor, y: torch.Tensor, bounds: Bounds, bins: int) -
     """The flat cell index ``i · bins + j`` of each point ``(x, y)`` in the grid of :func:`histogram2d`,
     and ``bins²`` for a point outside it: eight elementwise operations, none of them on 64-bit data
     before the last."""
+    if not x.is_floating_point() or x.element_size() < 4:  # integers, float16, bfloat16: bin in float32
+        x, y = x.float(), y.float()
     if x.dtype != torch.float64 and bins * bins >= 2**24:  # the flat index is formed in floating point
         x, y = x.double(), y.double()
     (x_low, x_high), (y_low, y_high) = bounds

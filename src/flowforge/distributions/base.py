@@ -26,7 +26,9 @@ def context_rows(owner: object, context: torch.Tensor, rows: int, like: torch.Te
             f"{type(owner).__name__}: context has {context.shape[0]} rows for {rows} samples; "
             "give one row per sample, or a 1-D context for all of them"
         )
-    context = context.to(device=like.device, dtype=like.dtype if context.is_floating_point() else context.dtype)
+    # Integer or boolean features become the model's floats (labels never get here: a class-conditional
+    # base prepares its own context).
+    context = context.to(device=like.device, dtype=like.dtype if like.is_floating_point() else context.dtype)
     # The finiteness check reads a value back (a data-dependent branch): under torch.compile it is
     # skipped, and the training loops check the contexts once before compiling.
     if context.is_floating_point() and not torch.compiler.is_compiling() and not torch.isfinite(context).all():
@@ -124,6 +126,10 @@ class DiagGaussian(BaseDistribution):
         squared = (eps * eps).flatten(1).sum(1)
         return z, torch.add(self._log_normaliser(), squared, alpha=-0.5)
 
+    def _sampling_log_scale(self) -> torch.Tensor:
+        """The ``log σ`` that :meth:`forward` samples with (a subclass may temper it)."""
+        return self.log_scale
+
     def noise(self, num_samples: int) -> torch.Tensor:
         """The standard normal draws behind ``num_samples`` samples, in :meth:`forward`'s order: the
         pictures' fast path (:func:`flowforge.plot.sample_histogram`) maps them with :meth:`column_map`."""
@@ -133,7 +139,7 @@ class DiagGaussian(BaseDistribution):
     def column_map(self) -> Callable[[torch.Tensor], None]:
         """The map from :meth:`noise` to samples, in place on a block of draws held as columns
         ``(dim, n)``: ``z = μ + σ ε``, as in :meth:`forward`."""
-        scale, loc = torch.exp(self.log_scale).reshape(-1, 1), self.loc.reshape(-1, 1)
+        scale, loc = torch.exp(self._sampling_log_scale()).reshape(-1, 1), self.loc.reshape(-1, 1)
 
         def scale_and_shift(columns: torch.Tensor) -> None:
             columns.mul_(scale).add_(loc)

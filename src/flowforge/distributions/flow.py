@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch.distributions import Distribution, constraints
 
+from .base import BaseDistribution
+
 if TYPE_CHECKING:
     from ..model import _FlowModel
 
@@ -24,7 +26,11 @@ class FlowDistribution(Distribution):
     ``sample_shape + batch_shape + event_shape`` and ``log_prob(x)`` returns ``x``'s shape less the
     event dimensions. Without a context, or with one 1-D context ``(features,)`` (or one class label)
     for every sample, ``batch_shape`` is ``()``; with a ``(B, features)`` context (or ``B`` labels),
-    ``batch_shape`` is ``(B,)``: one conditional distribution per row.
+    ``batch_shape`` is ``(B,)``: one conditional distribution per row. A model on a class-conditional
+    base needs its labels (without them it would sample random classes, a mixture whose density it
+    does not compute). :meth:`expand` adds leading batch dimensions (Pyro's plates use it). The
+    ``support`` is the real space of the event shape: layers do not declare the support they map
+    onto, so a flow ending in a sigmoid still reports it.
 
     ``rsample`` keeps gradients with respect to the model's parameters (the reparameterisation
     trick), when every base of the model is reparameterised; ``rsample_and_log_prob`` returns the
@@ -47,17 +53,32 @@ class FlowDistribution(Distribution):
         context: torch.Tensor | None = None,
         event_shape: Sequence[int] | None = None,
         validate_args: bool | None = None,
+        *,
+        batch_shape: Sequence[int] | None = None,
     ) -> None:
         self.model, self.context = model, context
-        self._labels = context is not None and not context.is_floating_point()
-        if context is None or (context.dim() == 1 and not self._labels) or (self._labels and context.dim() == 0):
-            batch_shape: tuple[int, ...] = ()
-        elif (self._labels and context.dim() == 1) or (not self._labels and context.dim() == 2):
-            batch_shape = (context.shape[0],)
-        else:
+        labelled = any(type(base).default_context is not BaseDistribution.default_context for base in model._bases())
+        if context is None and labelled:
             raise ValueError(
-                "as_distribution: context must be (features,) or (batch, features) floats, or class labels () or "
-                f"(batch,), got shape {tuple(context.shape)} of {context.dtype}"
+                "as_distribution: this model's base is class-conditional: give the class labels as the context "
+                "(without them it samples random classes, and its density needs the labels)"
+            )
+        self._labels = labelled and context is not None and not context.is_floating_point()
+        if context is None or context.dim() == (0 if self._labels else 1):
+            context_batch: tuple[int, ...] = ()
+        elif context.dim() == (1 if self._labels else 2):
+            context_batch = (context.shape[0],)
+        else:
+            expected = (
+                "class labels () or (batch,), or one-hot rows" if labelled else "(features,) or (batch, features)"
+            )
+            raise ValueError(f"as_distribution: context must be {expected}, got shape {tuple(context.shape)}")
+        self._context_batch = torch.Size(context_batch)
+        full = self._context_batch if batch_shape is None else torch.Size(batch_shape)
+        if full[len(full) - len(self._context_batch) :] != self._context_batch:
+            raise ValueError(
+                f"FlowDistribution: batch_shape {tuple(full)} must end with the context's batch "
+                f"{tuple(self._context_batch)}"
             )
         if event_shape is None:
             base_shape = getattr(getattr(model, "q0", None), "shape", None)
@@ -66,7 +87,7 @@ class FlowDistribution(Distribution):
                     f"as_distribution: give event_shape for a {type(model).__name__} (the shape of one sample)"
                 )
             event_shape = base_shape
-        super().__init__(torch.Size(batch_shape), torch.Size(event_shape), validate_args=validate_args)
+        super().__init__(full, torch.Size(event_shape), validate_args=validate_args)
 
     @property
     def support(self) -> constraints.Constraint:
@@ -85,12 +106,20 @@ class FlowDistribution(Distribution):
             return context.reshape(1).repeat(copies)
         return context.repeat(copies) if self._labels else context.repeat(copies, 1)
 
+    def _copies(self, shape: torch.Size) -> int:
+        """How many times each context row is used for values of leading ``shape`` (sample and batch)."""
+        return math.prod(shape[: len(shape) - len(self._context_batch)])
+
     def rsample_and_log_prob(self, sample_shape: Sequence[int] = ()) -> tuple[torch.Tensor, torch.Tensor]:
         """Samples of shape ``sample_shape + batch_shape + event_shape`` and their log-densities, in one
         pass, differentiable with respect to the model's parameters."""
         shape = torch.Size(sample_shape) + self.batch_shape
-        copies = math.prod(sample_shape)
-        x, log_q = self.model.sample(copies * math.prod(self.batch_shape), self._contexts(copies))
+        copies = self._copies(shape)
+        rows = copies * math.prod(self._context_batch)
+        if rows == 0:
+            like = self.model._like()
+            return like.new_empty(shape + self.event_shape), like.new_empty(shape)
+        x, log_q = self.model.sample(rows, self._contexts(copies))
         if x.shape[1:] != self.event_shape:
             raise ValueError(
                 f"as_distribution: the model draws samples of shape {tuple(x.shape[1:])}, not the event_shape "
@@ -133,14 +162,16 @@ class FlowDistribution(Distribution):
                 f"FlowDistribution.log_prob: the value's leading shape {tuple(leading)} does not broadcast with the "
                 f"batch_shape {tuple(self.batch_shape)} (one row per context)"
             ) from error
+        if math.prod(shape) == 0:  # before the validation: torch's support check cannot reshape empty values
+            return value.new_empty(shape)
         if self._validate_args:
             self._validate_sample(value)
-        copies = math.prod(shape[: len(shape) - len(self.batch_shape)])
         flat = value.expand(shape + self.event_shape).reshape(-1, *self.event_shape)
-        return self.model.log_prob(flat, self._contexts(copies)).reshape(shape)
+        return self.model.log_prob(flat, self._contexts(self._copies(shape))).reshape(shape)
 
     def expand(self, batch_shape: Any, _instance: Any = None) -> FlowDistribution:
-        raise NotImplementedError(
-            "FlowDistribution.expand: a flow's batch comes from its context; give as_distribution a (B, features) "
-            "context, or draw sample((n,)) for n samples"
+        """The same distribution with leading batch dimensions added (Pyro's plates expand this way);
+        ``batch_shape`` must end with the context's batch."""
+        return FlowDistribution(
+            self.model, self.context, self.event_shape, self._validate_args, batch_shape=torch.Size(batch_shape)
         )

@@ -72,35 +72,53 @@ def _in_chunks(apply, flows: Sequence[Flow], values: torch.Tensor, context: torc
     ):
         return apply(values, context)
     contexts = context.split(rows) if context is not None else [None] * -(-values.shape[0] // rows)
-    pieces = _apply_each(apply, list(zip(values.split(rows), contexts, strict=True)))
+    key = (tuple(id(flow) for flow in flows), tuple(values.shape[1:]), values.dtype, rows)
+    pieces = _apply_each(apply, list(zip(values.split(rows), contexts, strict=True)), key)
     return torch.cat([piece[0] for piece in pieces]), torch.cat([piece[1] for piece in pieces])
 
 
-def _apply_each(apply, parts: list[tuple[torch.Tensor, torch.Tensor | None]]) -> list[Any]:
+RETIME_EVERY = 16
+"""A thread choice of :func:`_apply_each` is reused for this many calls with the same key, then re-timed."""
+
+_CHUNK_THREADS: dict[tuple, list[int]] = {}  # key -> [thread count chosen, calls that used it]
+
+
+def _apply_each(apply, parts: list[tuple[torch.Tensor, torch.Tensor | None]], key: tuple = ()) -> list[Any]:
     """``apply`` to each ``(values, context)`` part, with the CPU thread count chosen by timing: with
     four parts or more and several threads, the second part runs on one thread and the third on
-    torch's setting, and the rest on the faster of the two (torch's setting is restored after).
+    torch's setting, and the rest on the faster of the two (torch's setting is restored after). The
+    choice is kept for the next :data:`RETIME_EVERY` calls with the same ``key`` (the layers, the row
+    shape, the chunk size), which then run every part on it, and is timed again after them.
 
     Why: on 2 cores beside one busy process, parallel kernels lose several times what they gain on
     a quiet machine (``python -m benchmarks.run --only ar64``: a 64-D MAF's density at 10^5 rows ran
-    at 0.57x zuko's there and at 0.98x on the quiet machine); one timed part of each kind costs
-    little and follows the load the machine has now."""
+    at 0.57x zuko's there and at 0.98x on the quiet machine); timing one part of each kind now and
+    then costs little and follows the load the machine has."""
     threads = torch.get_num_threads()
     if threads == 1 or len(parts) < 4:
         return [apply(*part) for part in parts]
-    pieces = [apply(*parts[0])]  # untimed: the first part warms the caches and the allocator
-    seconds: dict[int, float] = {}
+    key = (*key, threads)
+    known = _CHUNK_THREADS.get(key)
     try:
+        if known is not None and known[1] < RETIME_EVERY:
+            known[1] += 1
+            torch.set_num_threads(known[0])
+            return [apply(*part) for part in parts]
+        pieces = [apply(*parts[0])]  # untimed: the first part warms the caches and the allocator
+        seconds: dict[int, float] = {}
         for count, part in zip((1, threads), parts[1:3], strict=True):
             torch.set_num_threads(count)
             start = time.perf_counter()
             pieces.append(apply(*part))
             seconds[count] = time.perf_counter() - start
-        torch.set_num_threads(min(seconds, key=seconds.__getitem__))
-        pieces += [apply(*part) for part in parts[3:]]
+        chosen = min(seconds, key=seconds.__getitem__)
+        if len(_CHUNK_THREADS) > 256:  # keys hold layer ids: forget old models' entries now and then
+            _CHUNK_THREADS.clear()
+        _CHUNK_THREADS[key] = [chosen, 1]
+        torch.set_num_threads(chosen)
+        return pieces + [apply(*part) for part in parts[3:]]
     finally:
         torch.set_num_threads(threads)
-    return pieces
 
 
 def _stacks(flows: Sequence[Flow]) -> list[list[Flow]]:

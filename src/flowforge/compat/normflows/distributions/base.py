@@ -107,6 +107,8 @@ class DiagGaussian(_NativeDiagGaussian, BaseDistribution):
     def _log_scale(self) -> torch.Tensor:
         return self.log_scale + _log_temperature(self.temperature)
 
+    _sampling_log_scale = _log_scale  # the pictures' column map samples at the temperature too
+
     def forward(self, num_samples: int = 1, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         if self.temperature is None:
             return super().forward(num_samples)
