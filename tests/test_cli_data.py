@@ -41,6 +41,17 @@ def test_samples_are_in_the_data_units(tmp_path):
     np.testing.assert_allclose(samples.std(0), table.std(0), rtol=0.25)
 
 
+def test_a_nearly_constant_column_still_gets_its_pictures(tmp_path):
+    # Found by the fuzz suite: a column whose 0.5 and 99.5 percentiles are equal gave the comparison
+    # picture bounds of zero width (the binning then divided by zero).
+    rng = np.random.default_rng(0)
+    table = np.column_stack([rng.standard_normal(400), np.zeros(400)])
+    table[:3, 1] = [1.0, -1.0, 0.5]
+    np.save(tmp_path / "flat.npy", table)
+    assert run("fit", "--data", tmp_path / "flat.npy", *QUICK, "--out", tmp_path / "run") == 0
+    assert (tmp_path / "run" / "comparison.png").is_file()
+
+
 def test_data_far_from_the_origin_fit_as_well_as_data_at_it(tmp_path, capsys):
     # float32 holds 1e9 + N(0, 1) as a few multiples of 64: the whitening must happen in float64 (three
     # columns: no density picture, which is slow)

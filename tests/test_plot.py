@@ -160,3 +160,9 @@ def test_half_precision_points_are_binned_like_their_float32_values():
     points = (torch.rand(5000, 2) * 2 - 1).half()
     bounds = ((-1.0, 1.0), (-1.0, 1.0))
     np.testing.assert_array_equal(plot.histogram2d(points, bounds, 100), plot.histogram2d(points.float(), bounds, 100))
+
+
+def test_histogram_bounds_must_be_finite_intervals():
+    for bounds in (((0.0, 0.0), (-1.0, 1.0)), ((-1.0, 1.0), (1.0, -1.0)), ((-1.0, float("inf")), (-1.0, 1.0))):
+        with pytest.raises(ValueError, match="finite intervals"):
+            plot.histogram2d(torch.zeros(3, 2), bounds, 4)

@@ -9,6 +9,7 @@ to install them (:func:`require`).
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -80,6 +81,8 @@ def _cell_indices(x: torch.Tensor, y: torch.Tensor, bounds: Bounds, bins: int) -
     if x.dtype != torch.float64 and bins * bins >= 2**24:  # the flat index is formed in floating point
         x, y = x.double(), y.double()
     (x_low, x_high), (y_low, y_high) = bounds
+    if not (math.isfinite(x_high - x_low) and math.isfinite(y_high - y_low) and x_high > x_low and y_high > y_low):
+        raise ValueError(f"histogram bounds must be finite intervals (low, high) with low < high, got {bounds}")
     i = torch.sub(x, x_low).mul_(bins / (x_high - x_low)).floor_()
     j = torch.sub(y, y_low).mul_(bins / (y_high - y_low)).floor_()
     inside = (i >= 0) & (i < bins) & (j >= 0) & (j < bins)

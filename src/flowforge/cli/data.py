@@ -389,7 +389,8 @@ def _write_samples(out: Path, model, config, train, test, test_c, count, statist
     plot.save_pair_plot(out / "pairs.png", test.numpy(), samples.numpy(), config["names"])
     if len(config["names"]) == 2 and context is None:
         low, high = np.percentile(test.numpy(), [0.5, 99.5], axis=0)
-        margin = 0.1 * (high - low)
+        spread = high - low  # a column that is (nearly) constant gets a window of its own size, or of 1
+        margin = 0.1 * np.where(spread > 0, spread, np.maximum(np.abs(high), 1.0))
         bounds = box(list(zip(low - margin, high + margin, strict=True)))
         grid_like = torch.empty(0, dtype=torch.float64, device=next(model.parameters()).device)
         density = plot.density_on_grid(lambda points: data_log_prob(model, points), bounds, 100, grid_like)

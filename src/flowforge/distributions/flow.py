@@ -4,15 +4,25 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 from torch.distributions import Distribution, constraints
 
 from .base import BaseDistribution
 
-if TYPE_CHECKING:
-    from ..model import _FlowModel
+
+class FlowModel(Protocol):
+    """What :class:`FlowDistribution` uses of a model (:class:`flowforge.NormalizingFlow`,
+    :class:`flowforge.MultiscaleFlow`; the models import this module, not the other way round)."""
+
+    def sample(self, num_samples: int, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def log_prob(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor: ...
+
+    def _bases(self) -> Sequence[BaseDistribution]: ...
+
+    def _like(self) -> torch.Tensor: ...
 
 
 class FlowDistribution(Distribution):
@@ -49,7 +59,7 @@ class FlowDistribution(Distribution):
 
     def __init__(
         self,
-        model: _FlowModel,
+        model: FlowModel,
         context: torch.Tensor | None = None,
         event_shape: Sequence[int] | None = None,
         validate_args: bool | None = None,
