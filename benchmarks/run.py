@@ -208,6 +208,17 @@ def cold_demo_fit(iterations: int, seed: int, compile: str, device: str = "cpu")
     return json.loads(output.strip().splitlines()[-1])
 
 
+def run_in_blocks(loops: dict[str, dict], iterations: int, block: int) -> None:
+    """Run every ``loops[condition][contender]`` (an object with ``run(steps)``) for ``iterations`` steps in
+    blocks of ``block``: blocks alternate between the conditions, and inside each condition between the
+    contenders, in reversed order every other block."""
+    for index in range(iterations // block):
+        for name in alternate(list(loops), index):
+            with condition(name):
+                for loop in alternate(list(loops[name].values()), index):
+                    loop.run(block)
+
+
 def seed_section(args, libs: list[str]) -> None:
     iterations, block = (400, 200) if args.quick else (args.iterations, args.block)
     normflows = peers.available("normflows") if "normflows" in libs else None
@@ -216,12 +227,7 @@ def seed_section(args, libs: list[str]) -> None:
         loops[name] = {"flowforge": SeedLoop(flowforge, args.seed, args.device)}
         if normflows is not None:
             loops[name]["normflows"] = SeedLoop(normflows, args.seed, args.device)
-    # Blocks alternate between the conditions, and inside each condition between the libraries.
-    for index in range(iterations // block):
-        for name in alternate(list(args.conditions), index):
-            with condition(name):
-                for loop in alternate(list(loops[name].values()), index):
-                    loop.run(block)
+    run_in_blocks(loops, iterations, block)
     if not args.quick and args.compile == "on":
         demo_fit(block, args.seed, "on", args.device)  # fills inductor's cache: every "warm" fit below finds it
     fits: dict[str, dict[str, dict | None]] = {name: {} for name in args.conditions}
@@ -351,11 +357,7 @@ def readme_section(args, libs: list[str]) -> None:
         if normflows is not None:
             loops[name]["normflows"] = ReadmeLoop(normflows, args.seed, args.device)
         loops[name]["plain PyTorch"] = PlainReadmeLoop(args.seed, args.device)
-    for index in range(iterations // block):
-        for name in alternate(list(args.conditions), index):
-            with condition(name):
-                for loop in alternate(list(loops[name].values()), index):
-                    loop.run(block)
+    run_in_blocks(loops, iterations, block)
     torch.manual_seed(args.seed + 1)
     test = flowforge.distributions.TwoMoons().sample(10000).to(args.device)  # the density both libraries define
     rows, summary = [], []
