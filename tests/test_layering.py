@@ -17,7 +17,7 @@ LAYERS = [
     ["losses"],
     ["model", "vae"],
     ["presets", "metrics"],
-    ["training"],
+    ["training", "export", "sbi"],
     ["plot"],
     ["compat"],
     ["cli", "__main__"],
