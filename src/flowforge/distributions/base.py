@@ -84,6 +84,13 @@ class BaseDistribution(nn.Module):
     def forward(self, num_samples: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
+    def from_noise(self, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(z, log q0(z))`` for standard normal draws ``eps`` of shape ``(n, *shape)``: the map that
+        :meth:`forward` applies to its own draws (:mod:`flowforge.export` traces it, with the noise
+        as an input). Bases that are no map of standard normal noise (mixtures, accept/reject,
+        uniforms) raise :class:`NotImplementedError`."""
+        raise NotImplementedError(f"{type(self).__name__} does not draw its samples as a map of standard normal noise")
+
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
@@ -122,6 +129,11 @@ class DiagGaussian(BaseDistribution):
         eps = torch.randn(
             (positive_int("num_samples", num_samples), *self.shape), dtype=self.loc.dtype, device=self.loc.device
         )
+        return self.from_noise(eps)
+
+    def from_noise(self, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``z = μ + σ ε`` and ``log q0(z)`` for standard normal ``eps`` ``(n, *shape)``, as :meth:`forward`."""
+        self.check_input(eps)
         z = torch.addcmul(self.loc, torch.exp(self.log_scale), eps)
         squared = (eps * eps).flatten(1).sum(1)
         return z, torch.add(self._log_normaliser(), squared, alpha=-0.5)
@@ -278,6 +290,11 @@ class TemperedGaussian(BaseDistribution):
     def forward(self, num_samples: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
         like = self.log_temperature
         eps = torch.randn((positive_int("num_samples", num_samples), *self.shape), dtype=like.dtype, device=like.device)
+        return self.from_noise(eps)
+
+    def from_noise(self, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``z = T ε`` and ``log q0(z)`` for standard normal ``eps`` ``(n, *shape)``, as :meth:`forward`."""
+        self.check_input(eps)
         return torch.exp(self.log_temperature) * eps, self._log_normaliser() - 0.5 * (eps * eps).flatten(1).sum(1)
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:

@@ -112,7 +112,10 @@ def rational_quadratic_spline(
         derivatives = torch.cat([ones, knot_derivatives, ones], -1)
 
     search = y_knots if inverse else x_knots
-    index = torch.searchsorted(search[..., 1:-1].contiguous(), clamped.unsqueeze(-1).contiguous(), right=True)
+    # The bin: how many interior knots lie at or below the input (torch.searchsorted with right=True,
+    # the same index), counted by comparisons, which ONNX has and searchsorted has not (flowforge.export).
+    # A NaN input counts 0 knots where searchsorted gives K − 1; its outputs are NaN and 0 either way.
+    index = (clamped.unsqueeze(-1) >= search[..., 1:-1]).sum(-1, keepdim=True)
 
     def pick(values: torch.Tensor) -> torch.Tensor:
         return values.gather(-1, index).squeeze(-1)
