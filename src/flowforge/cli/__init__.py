@@ -1,10 +1,11 @@
-"""The ``flowforge`` command: fit a flow and look at it, list targets, sample a run, run MCMC,
-compare flows of several depths, train a VAE with a flow posterior.
+"""The ``flowforge`` command: fit a flow and look at it, list targets, sample a run, export a run's
+density or sampler, run MCMC, compare flows of several depths, train a VAE with a flow posterior.
 
 One module per subcommand group, each adding its own options and running its command:
 :mod:`~flowforge.cli.fit` (``fit``, ``demo``, ``targets``), :mod:`~flowforge.cli.data` (``fit --data``),
-:mod:`~flowforge.cli.sampling` (``mcmc``, ``compare``), :mod:`~flowforge.cli.vae` (``vae``) and
-:mod:`~flowforge.cli.sample` (``sample``). They share one error type (:mod:`~flowforge.cli.errors`),
+:mod:`~flowforge.cli.sampling` (``mcmc``, ``compare``), :mod:`~flowforge.cli.vae` (``vae``),
+:mod:`~flowforge.cli.sample` (``sample``) and :mod:`~flowforge.cli.export` (``export``: a torch.export
+program or an ONNX file). They share one error type (:mod:`~flowforge.cli.errors`),
 one set of argument checks (:mod:`~flowforge.cli.validators`) and one writer and reader of run folders
 (:mod:`~flowforge.cli.runs`), which records each run's kind in its ``config.json``.
 
@@ -30,7 +31,7 @@ from pathlib import Path
 from ..training.checkpoint import ResumeError
 from ..training.interrupt import InterruptingSignals, signal_name
 from ..version import __version__
-from . import fit, runs, sample, sampling, vae
+from . import export, fit, runs, sample, sampling, vae
 from .errors import CLIError, Parser
 
 __all__ = ["CLIError", "build_parser", "main"]
@@ -69,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     command("targets", "list the targets that can be fitted", fit.run_targets)
     sample.add_arguments(command("sample", "draw samples from a fitted run", sample.run))
+    export.add_arguments(
+        command("export", "write a fitted run's log_prob or sampler as a torch.export program or ONNX file", export.run)
+    )
     return parser
 
 

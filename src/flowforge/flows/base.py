@@ -61,10 +61,13 @@ def couples_batch(flows: Iterable[nn.Module]) -> bool:
 
 def _in_chunks(apply, flows: Sequence[Flow], values: torch.Tensor, context: torch.Tensor | None):
     """``apply(values, context)``, split along the batch when that changes nothing but speed: no
-    autograd graph to keep, CPU tensors, a batch of several chunks, no layer that couples rows."""
+    autograd graph to keep, CPU tensors, a batch of several chunks, no layer that couples rows, and
+    not while ``torch.compile`` or ``torch.export`` traces (a symbolic batch size cannot be compared
+    with the chunk size without fixing it)."""
     rows = CHUNK_ROWS
     if (
         torch.is_grad_enabled()
+        or torch.compiler.is_compiling()
         or values.device.type != "cpu"
         or values.shape[0] < 2 * rows
         or (context is not None and (context.dim() == 0 or context.shape[0] != values.shape[0]))
