@@ -344,3 +344,15 @@ def test_overwrite_replaces_an_existing_file(runs, tmp_path):
     output.write_bytes(b"old")
     assert main(["export", str(runs / "maf"), "--format", "torch-export", "-o", str(output), "--force"]) == 0
     assert torch.export.load(output) is not None
+
+
+def test_onnx_without_its_packages_names_the_extra(runs, tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxscript" else real(name, *a))
+    with pytest.raises(ImportError, match=r"flowforge\[onnx\]"):
+        export.export_model(build("maf"), tmp_path / "m.onnx", format="onnx")
+    assert main(["export", str(runs / "maf"), "--format", "onnx", "-o", str(tmp_path / "m.onnx")]) == 2
+    one_error(capsys, "needs onnxscript")
+    assert list(tmp_path.iterdir()) == []

@@ -30,6 +30,7 @@ so a failed export leaves no file behind and never a partial one.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import math
 import os
@@ -416,6 +417,8 @@ def export_model(
     moved into place, so a failure leaves ``path`` as it was."""
     if format not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
+    if format == "onnx":
+        _require_onnx()
     exported = export_program(
         model,
         method,
@@ -433,6 +436,15 @@ def export_model(
         else:
             _write_onnx(exported, temporary, *io_names(model, method))
     return path
+
+
+def _require_onnx() -> None:
+    """Raise ImportError naming the extra when torch.onnx's exporter lacks its packages."""
+    missing = [name for name in ("onnx", "onnxscript") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ImportError(
+            f"ONNX export needs {' and '.join(missing)}: install flowforge's onnx extra (pip install 'flowforge[onnx]')"
+        )
 
 
 @contextmanager

@@ -84,6 +84,8 @@ def run(args: argparse.Namespace) -> None:
         )
     except (NotImplementedError, TypeError, ValueError) as error:
         raise CLIError(f"cannot export {args.what} of {str(args.run)!r}: {error}") from None
+    except ImportError as error:
+        raise CLIError(str(error)) from None
     except OSError as error:
         raise CLIError(f"cannot write {args.output!r}: {error.strerror or error}") from None
     inputs, outputs = export.io_names(loaded.model, args.what)
