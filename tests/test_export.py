@@ -190,6 +190,14 @@ def test_a_fixed_count_sampler_refuses_another_count():
         program.module()(torch.randn(7, 3))
 
 
+def tempered_normflows_base():
+    from flowforge.compat import normflows as nf
+
+    base = nf.distributions.DiagGaussian(2)
+    base.temperature = 0.5
+    return NormalizingFlow(base, [nf.flows.Planar((2,))])
+
+
 REFUSED = {
     "residual": (lambda: presets.ResidualFlow(2, 1, hidden=8), "log_prob", "Residual"),
     "resampled": (
@@ -200,6 +208,7 @@ REFUSED = {
     "mixture sample": (lambda: presets.MAF(2, 1, hidden=8, q0=GaussianMixture(3, 2)), "sample", "standard normal"),
     "uniform sample": (lambda: presets.MAF(2, 1, hidden=8, q0=Uniform(2)), "sample", "standard normal"),
     "actnorm": (lambda: NormalizingFlow(DiagGaussian(2), [ActNorm(2)]), "log_prob", "initialised"),
+    "tempered normflows base": (tempered_normflows_base, "sample", "temperature"),
 }
 
 

@@ -104,6 +104,11 @@ def check_exportable(model: nn.Module, method: str = "log_prob") -> None:
                 f"the base {index} ({type(base).__name__}) cannot be exported: of the conditional bases, "
                 "export knows ConditionalDiagGaussian and ClassCondDiagGaussian"
             )
+        if method == "sample" and getattr(base, "temperature", None) is not None:
+            raise NotImplementedError(
+                f"the base {index} ({type(base).__name__}) has a temperature set, which its from_noise does "
+                "not apply: set it to None to export the sampler"
+            )
         if method == "sample":
             if not known and type(base).from_noise is BaseDistribution.from_noise:
                 raise NotImplementedError(
