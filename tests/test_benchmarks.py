@@ -33,6 +33,17 @@ def test_sampling_table_short_run(monkeypatch, capsys):
     assert len(rows) == 1 + 3 * 4  # the header, then four models for each of three targets
 
 
+def test_posterior_table_short_run(monkeypatch, capsys, tmp_path):
+    pytest.importorskip("sbi")
+    from benchmarks import posterior
+
+    picture = tmp_path / "moons.png"
+    out = run(posterior, ["--quick", "--plot", str(picture)], monkeypatch, capsys)
+    rows = [line for line in out.splitlines() if line.startswith(("| Gaussian-linear", "| two moons"))]
+    assert len(rows) == 2 * 4 and all(len(row.split("|")) == 7 for row in rows)
+    assert picture.stat().st_size > 0 and not (tmp_path / "sbi-logs").exists()
+
+
 def _installed(name):
     try:
         __import__(name)
