@@ -4,12 +4,15 @@
 ``nf.FlowVAE``), the layers under ``nf.flows``, the base and target densities under
 ``nf.distributions``, one-line models (``nf.PlanarFlow``, ``nf.RealNVP``, ``nf.MAF``, ``nf.NSF``,
 ``nf.Glow``, ...), the objectives in ``nf.losses``, the fitting loops in ``nf.training`` and the
-numbers in ``nf.metrics``. The architecture is described in ``docs/design.md``.
+numbers in ``nf.metrics``; ``nf.export`` writes a model's density or sampler as a ``torch.export``
+program or an ONNX file, and ``flowforge.sbi`` (the ``sbi`` extra, imported on its own) gives sbi its
+estimators. The architecture is described in ``docs/design.md``.
 """
 
 from . import (  # noqa: I001  (normflows module paths; moving to flowforge.compat)
     datasets,
     distributions,
+    export,
     flows,
     importance,
     losses,
@@ -45,6 +48,7 @@ __all__ = [
     "__version__",
     "datasets",
     "distributions",
+    "export",
     "flows",
     "importance",
     "losses",
