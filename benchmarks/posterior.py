@@ -17,7 +17,7 @@ folds; 0.5 is perfect, 1.0 is apart). Prints the mean C2ST ± standard error ove
 the training time per estimator. The estimators alternate within each seed, so a busy machine slows all of
 them alike.
 
-    python -m benchmarks.posterior                       # the table in docs/sbi.md (about 25 min on 2 cores)
+    python -m benchmarks.posterior                       # the table in docs/sbi.md (55 min with OMP_NUM_THREADS=1)
     python -m benchmarks.posterior --quick               # a smoke run
     python -m benchmarks.posterior --plot docs/sbi-two-moons.png
 """

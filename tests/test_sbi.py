@@ -15,6 +15,7 @@ pytest.importorskip("sbi")
 from sbi.inference import NLE, NPE  # noqa: E402
 from sbi.utils import BoxUniform  # noqa: E402
 
+from flowforge.flows import Standardization  # noqa: E402
 from flowforge.sbi import FlowEstimator, Unconstrain, likelihood_nn, posterior_nn  # noqa: E402
 
 
@@ -62,6 +63,10 @@ def test_rows_are_paired_with_their_own_condition():
         for b in range(4):
             alone = estimator.model.log_prob(theta[s, b : b + 1], x[b : b + 1])
             assert torch.allclose(log_q[s, b], alone[0], atol=1e-5)
+    per_sample = torch.randn(3, 4, 4)  # a condition of its own for every (sample, batch) row
+    log_q = estimator.log_prob(theta, per_sample)
+    for s in range(3):
+        assert torch.allclose(log_q[s], estimator.model.log_prob(theta[s], per_sample[s]), atol=1e-5)
     torch.manual_seed(3)
     samples, log_q = estimator.sample_and_log_prob((2,), x)
     for s in range(2):
@@ -84,7 +89,8 @@ def test_z_scoring_matches_sbis_statistics_and_keeps_the_inputs_units():
     assert torch.allclose(structured.model.flows[-1].t, theta.mean().expand(1, 2))
     assert torch.allclose(structured.embedding_net[0].std, x.std(1).mean().expand(3))
     plain = posterior_nn("maf", z_score_theta="none", z_score_x="none", num_transforms=1)(theta, x)
-    assert isinstance(plain.embedding_net, nn.Identity) and not hasattr(plain.model.flows[-1], "t")
+    assert isinstance(plain.embedding_net, nn.Identity)
+    assert not any(isinstance(layer, Standardization) for layer in plain.model.flows)
 
 
 def test_unconstrain_is_exact_in_float64():
@@ -99,6 +105,15 @@ def test_unconstrain_is_exact_in_float64():
     for row in range(6):
         jacobian = torch.autograd.functional.jacobian(lambda v: layer(v.unsqueeze(0))[0][0], z[row])
         assert torch.allclose(torch.linalg.slogdet(jacobian)[1], log_det[row], atol=1e-10)
+    # a value on a bound (torch.rand can return 0) keeps a finite density, and saturated samples stay inside
+    edges = torch.tensor([[-1.0, 0.0, 2.0], [1.0, 5.0, 2.0]], dtype=torch.float64)
+    z, inverse_log_det = layer.inverse(edges)
+    assert torch.isfinite(z).all() and torch.isfinite(inverse_log_det).all()
+    x, log_det = layer(torch.tensor([[40.0, -800.0, 3.0]], dtype=torch.float64))
+    assert ((x > layer.lower) & (x < layer.upper)).all() and torch.isfinite(log_det).all()
+    z = torch.tensor([[0.0, 0.0, 100.0]], requires_grad=True)
+    Unconstrain(torch.zeros(3), torch.tensor([1.0, 1.0, 2.0]))(z)[0].sum().backward()
+    assert torch.isfinite(z.grad).all()  # no inf from the half-line branch in a bounded coordinate
     with pytest.raises(ValueError, match="lower bounds below"):
         Unconstrain(torch.zeros(2), torch.zeros(2))
 
@@ -107,7 +122,9 @@ def test_transform_to_unconstrained_keeps_samples_inside_the_prior():
     prior = BoxUniform(torch.tensor([0.0, -2.0]), torch.tensor([1.0, 2.0]))
     theta, x = prior.sample((100,)), torch.randn(100, 3)
     estimator = posterior_nn("maf", z_score_theta="transform_to_unconstrained", prior=prior, num_transforms=1)(theta, x)
-    samples = estimator.sample((500,), x[:2])
+    samples, log_q = estimator.sample_and_log_prob((500,), x[:2])
+    assert torch.allclose(log_q, estimator.log_prob(samples, x[:2]), atol=1e-4)
+    assert torch.isfinite(estimator.log_prob(prior.support.base_constraint.lower_bound.expand(1, 2), x[:1])).all()
     assert (
         (samples > prior.support.base_constraint.lower_bound) & (samples < prior.support.base_constraint.upper_bound)
     ).all()
@@ -116,6 +133,7 @@ def test_transform_to_unconstrained_keeps_samples_inside_the_prior():
         theta, x
     )
     assert torch.allclose(estimator.model.flows[-1].t[0], torch.ones(2))
+    assert torch.allclose(estimator.model.flows[-1].s[0], torch.full((2,), math.log(2.0)))
     with pytest.raises(ValueError, match="needs the prior"):
         posterior_nn("maf", z_score_theta="transform_to_unconstrained")(theta, x)
 
@@ -131,6 +149,10 @@ def test_bad_options_are_refused_with_what_was_expected():
         posterior_nn("maf", num_transforms=0)
     with pytest.raises(ValueError, match="at least 2 features"):
         posterior_nn("maf")(torch.randn(10, 1), torch.randn(10, 2))
+    with pytest.raises(ValueError, match="z_score_x must be one of"):
+        likelihood_nn("maf", z_score_x="transform_to_unconstrained")
+    with pytest.raises(ValueError, match="non-finite"):  # one feature has no spread across it
+        posterior_nn("maf", z_score_x="structured")(torch.randn(10, 2), torch.randn(10, 1))
     with pytest.raises(ValueError, match="without NaN"):
         posterior_nn("maf")(torch.randn(10, 2), torch.full((10, 2), math.nan))
 
@@ -173,7 +195,8 @@ def test_nle_takes_a_likelihood_builder():
 
 def test_sequential_npe_with_the_atomic_loss():
     """Two rounds of NPE-C (the second trained on samples of the first round's posterior, sbi's atomic
-    loss, which evaluates the estimator on (atoms, batch) inputs) on θ ~ U(−2, 2)², x ~ N(θ, 0.1² I)."""
+    loss, which evaluates the estimator on each θ with the other rows' x as atoms) on θ ~ U(−2, 2)²,
+    x ~ N(θ, 0.1² I)."""
     torch.manual_seed(0)
     prior = BoxUniform(-2 * torch.ones(2), 2 * torch.ones(2))
     x_o = torch.tensor([[0.5, -0.5]])
@@ -198,4 +221,5 @@ def test_the_docs_example_runs(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     scope: dict = {}
     exec(compile(source, "docs/sbi.md", "exec"), scope)
-    assert scope["samples"].shape == (2000, 2) and (scope["samples"].abs() <= 1).all()
+    assert scope["samples"].shape == (2000, 2)
+    assert torch.isfinite(scope["posterior"].log_prob(scope["samples"][:10], x=torch.zeros(1, 2))).all()

@@ -12,7 +12,8 @@ model name, and :func:`likelihood_nn` one for neural likelihood estimation::
     posterior = inference.build_posterior(estimator)
     samples = posterior.sample((1000,), x=x_observed)
 
-sbi calls the builder once with its first batch of parameters ``θ`` and simulations ``x`` and trains the
+sbi calls the builder once with the first round's training parameters ``θ`` and simulations ``x`` (the
+validation rows left out; they set the z-scoring statistics) and trains the
 :class:`FlowEstimator` it returns with its own loop (``estimator.loss``). The estimator is sbi's
 ``ConditionalDensityEstimator``: ``log_prob(input, condition)`` takes inputs ``(sample, batch, *event)`` or
 ``(batch, *event)`` and conditions ``(batch, *condition)`` or ``(sample, batch, *condition)``, and returns
@@ -57,6 +58,7 @@ FLOWS = ("maf", "nsf", "nsf-ar")
 #: none, or (inputs only) the prior's support mapped onto the real numbers.
 ZSCORES = ("independent", "structured", "none", "transform_to_unconstrained")
 ZScore = Literal["independent", "structured", "none", "transform_to_unconstrained"]
+PlainZScore = Literal["independent", "structured", "none"]
 Builder = Callable[[torch.Tensor, torch.Tensor], "FlowEstimator"]
 
 
@@ -81,8 +83,12 @@ class FlowEstimator(ConditionalDensityEstimator):
         super().__init__(net=model, input_shape=input_shape, condition_shape=condition_shape)
         if len(self.input_shape) != 1:
             raise ValueError(f"FlowEstimator models inputs of one dimension, got input_shape {tuple(input_shape)}")
-        self.model = model
         self._embedding_net = embedding_net
+
+    @property
+    def model(self) -> NormalizingFlow:
+        """The flowforge flow ``q(input | context)`` (sbi's ``net``)."""
+        return self.net
 
     @property
     def embedding_net(self) -> nn.Module:
@@ -193,37 +199,48 @@ class Unconstrain(EventFlow):
         self.register_buffer("lower", lower)
         self.register_buffer("upper", upper)
 
+    # Values are kept strictly inside the support, as torch's SigmoidTransform clamps: a prior draw on a
+    # bound (torch.rand can return 0) has a finite density, and a saturated sigmoid gives no bound.
+
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         self.check_input(z)
         bounded = torch.isfinite(self.upper)
         width = torch.where(bounded, self.upper - self.lower, 1.0)
-        x = torch.where(bounded, self.lower + width * torch.sigmoid(z), self.lower + torch.exp(z))
+        info = torch.finfo(z.dtype)
+        fraction = torch.sigmoid(z).clamp(info.tiny, 1 - info.eps)
+        x = torch.where(bounded, self.lower + width * fraction, self.lower + torch.exp(torch.where(bounded, 0, z)))
         log_det = torch.where(bounded, torch.log(width) + F.logsigmoid(z) + F.logsigmoid(-z), z)
         return x, log_det.sum(1)
 
     def inverse(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         self.check_input(x)
         bounded = torch.isfinite(self.upper)
-        below = torch.log(x - self.lower)
-        z = torch.where(bounded, below - torch.log(torch.where(bounded, self.upper, x + 1) - x), below)
         width = torch.where(bounded, self.upper - self.lower, 1.0)
+        info = torch.finfo(x.dtype)
+        fraction = ((x - self.lower) / width).clamp(info.tiny, 1 - info.eps)
+        above = (x - self.lower).clamp_min(info.tiny)
+        z = torch.where(bounded, torch.log(fraction) - torch.log1p(-fraction), torch.log(above))
         log_det = torch.where(bounded, torch.log(width) + F.logsigmoid(z) + F.logsigmoid(-z), z)
         return z, -log_det.sum(1)
 
 
 def _statistics(data: torch.Tensor, how: str, what: str, min_std: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and standard deviation of ``data`` ``(rows, *event)`` as sbi computes them: per dimension
-    (``"independent"``) or one for all (``"structured"``, the mean of each row's spread); rows with a NaN or
-    inf are left out."""
+    (``"independent"``) or one for all (``"structured"``: the mean over rows of the spread along the first
+    event dimension); rows with a NaN or inf are left out."""
     rows = data.reshape(data.shape[0], -1)
     valid = data[torch.isfinite(rows).all(1)]
     if valid.shape[0] < 2:
         raise ValueError(f"z-scoring {what} needs at least 2 rows without NaN or inf, got {valid.shape[0]}")
     if how == "structured":
         mean = valid.mean()
-        std = valid.reshape(valid.shape[0], -1).std(1).clamp_min(min_std).mean()
-        return mean.expand(data.shape[1:]).clone(), std.expand(data.shape[1:]).clone()
-    return valid.mean(0), valid.std(0).clamp_min(min_std)
+        std = valid.std(1).clamp_min(min_std).mean()
+        mean, std = mean.expand(data.shape[1:]).clone(), std.expand(data.shape[1:]).clone()
+    else:
+        mean, std = valid.mean(0), valid.std(0).clamp_min(min_std)
+    if not (torch.isfinite(mean).all() and torch.isfinite(std).all()):
+        raise ValueError(f"z-scoring {what} ({how!r}) gives a non-finite mean or scale; use another z_score option")
+    return mean, std
 
 
 def _check_zscore(value: str, name: str, allowed: tuple[str, ...]) -> None:
@@ -273,7 +290,7 @@ def _builder(
 ) -> Builder:
     if flow not in FLOWS:
         raise ValueError(f"flow must be one of {', '.join(FLOWS)}, got {flow!r}")
-    _check_zscore(z_score_input, "z_score_theta" if not swap else "z_score_x", ZSCORES)
+    _check_zscore(z_score_input, "z_score_theta" if not swap else "z_score_x", ZSCORES[:3] if swap else ZSCORES)
     _check_zscore(z_score_condition, "z_score_x" if not swap else "z_score_theta", ZSCORES[:3])
     for name, value in (("hidden_features", hidden_features), ("num_transforms", num_transforms)):
         if value < 1:
@@ -292,8 +309,11 @@ def _builder(
         if z_score_condition != "none":
             mean, std = _statistics(conditions, z_score_condition, "the conditions", 1e-7)
             embedding = nn.Sequential(_Standardize(mean, std), embedding)
-        with torch.no_grad():
-            features = embedding(conditions[:2]).reshape(min(2, conditions.shape[0]), -1).shape[1]
+        embedding = embedding.to(conditions.device)
+        training = embedding.training
+        with torch.no_grad():  # the context's width, probed in evaluation mode (BatchNorm keeps its statistics)
+            features = embedding.eval()(conditions[:2]).reshape(min(2, conditions.shape[0]), -1).shape[1]
+        embedding.train(training)
         dim = inputs.shape[1]
         q0 = DiagGaussian(dim, trainable=False)
         if flow == "maf":
@@ -313,7 +333,7 @@ def _builder(
         if last is not None:
             model = NormalizingFlow(model.q0, [*model.flows, last])
         model = model.to(inputs.device)
-        return FlowEstimator(model, inputs.shape[1:], conditions.shape[1:], embedding.to(inputs.device))
+        return FlowEstimator(model, inputs.shape[1:], conditions.shape[1:], embedding)
 
     return build
 
@@ -322,7 +342,7 @@ def posterior_nn(
     flow: str = "nsf",
     *,
     z_score_theta: ZScore = "independent",
-    z_score_x: ZScore = "independent",
+    z_score_x: PlainZScore = "independent",
     hidden_features: int = 50,
     num_transforms: int = 5,
     num_bins: int = 10,
@@ -336,7 +356,8 @@ def posterior_nn(
         flow: ``"maf"`` (:func:`~flowforge.presets.MAF`), ``"nsf"`` (coupling
             :func:`~flowforge.presets.NSF`) or ``"nsf-ar"`` (autoregressive splines).
         z_score_theta: how ``θ`` is standardised before the flow models it: ``"independent"`` (per
-            parameter, from the first training batch), ``"structured"`` (one mean and scale), ``"none"``, or
+            parameter, from the first round's training simulations), ``"structured"`` (one mean and
+            scale), ``"none"``, or
             ``"transform_to_unconstrained"`` (the prior's bounded support mapped onto the real numbers,
             or its mean and standard deviation when unbounded; needs ``prior``).
         z_score_x: how simulations are standardised before the embedding net (``"independent"``,
@@ -368,8 +389,8 @@ def posterior_nn(
 def likelihood_nn(
     flow: str = "nsf",
     *,
-    z_score_theta: ZScore = "independent",
-    z_score_x: ZScore = "independent",
+    z_score_theta: PlainZScore = "independent",
+    z_score_x: PlainZScore = "independent",
     hidden_features: int = 50,
     num_transforms: int = 5,
     num_bins: int = 10,
