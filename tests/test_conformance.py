@@ -94,6 +94,15 @@ CATALOGUE = {
         lambda: WithContext(nf.flows.RationalQuadraticCoupling(3, 16, num_bins=4, context_features=2), 2),
         (3,),
     ),
+    "RationalQuadraticCoupling-gated-context": (
+        lambda: WithContext(
+            nf.flows.RationalQuadraticCoupling(
+                3, 16, num_bins=4, context_features=2, gate_context=True, bin_logit_scale=0.25
+            ),
+            2,
+        ),
+        (3,),
+    ),
     "RealNVPCoupling": (lambda: nf.flows.RealNVPCoupling(5, 16, nf.flows.alternating_mask(5, False)), (5,)),
     "RealNVPCoupling-context": (lambda: WithContext(nf.flows.RealNVPCoupling(3, 16, context_features=2), 2), (3,)),
     "Composite-context": (

@@ -165,3 +165,41 @@ def test_coupling_with_a_custom_net_checks_its_output_width():
         layer(torch.randn(3, 4))
     with pytest.raises(ValueError, match="custom net takes no context"):
         nf.flows.RationalQuadraticCoupling(4, 16, net=nf.nets.MLP([2, 16, 48]), context_features=2)
+
+
+def test_bin_logit_scale_multiplies_only_the_width_and_height_logits():
+    torch.manual_seed(0)
+    net = nf.nets.MLP([2, 16, 2 * 3 * 5])
+    for parameter in net.parameters():
+        torch.nn.init.normal_(parameter, std=0.5)
+    scaled = nf.flows.RationalQuadraticCoupling(4, 16, num_bins=5, net=net, bin_logit_scale=0.25)
+
+    class Prescaled(torch.nn.Module):
+        def forward(self, kept):
+            params = net(kept).view(-1, 2, 15)
+            return torch.cat([params[..., :10] * 0.25, params[..., 10:]], -1).reshape(-1, 30)
+
+    reference = nf.flows.RationalQuadraticCoupling(4, 16, num_bins=5, net=Prescaled())
+    z = 2 * torch.randn(64, 4)
+    for got, want in zip(scaled(z), reference(z), strict=True):
+        torch.testing.assert_close(got, want)
+    assert not torch.allclose(scaled(z)[0], nf.flows.RationalQuadraticCoupling(4, 16, num_bins=5, net=net)(z)[0])
+    for bad in (0.0, -1.0, math.inf, math.nan):
+        with pytest.raises(ValueError, match="bin_logit_scale must be a positive finite number"):
+            nf.flows.RationalQuadraticCoupling(4, 16, bin_logit_scale=bad)
+
+
+def test_residual_net_context_gate_follows_its_formula():
+    torch.manual_seed(1)
+    net = nf.nets.ResidualNet(3, 2, 8, context_features=4, num_blocks=2, gate_context=True).double()
+    x, c = torch.randn(5, 3, dtype=torch.float64), torch.randn(5, 4, dtype=torch.float64)
+    h = net.initial(torch.cat([x, c], 1))
+    for first, second, gate in zip(net.first, net.second, net.context, strict=True):
+        h = h + second(torch.relu(first(torch.relu(h)))) * torch.sigmoid(gate(c))
+    torch.testing.assert_close(net(x, c), net.final(torch.relu(h)))
+    # The gate is the context's only path past the first layer: the blocks do not add V c.
+    plain = nf.nets.ResidualNet(3, 2, 8, context_features=4, num_blocks=2).double()
+    plain.load_state_dict(net.state_dict())
+    assert not torch.allclose(plain(x, c), net(x, c))
+    zero = nf.nets.ResidualNet(3, 2, 8, context_features=4, gate_context=True, init_zeros=True)
+    assert torch.equal(zero(x.float(), c.float()), torch.zeros(5, 2))

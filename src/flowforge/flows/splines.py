@@ -183,9 +183,12 @@ class RationalQuadraticCoupling(EventFlow):
     (Rezende et al. 2020), conditioning ones enter the net as ``(cos, sin)``. Others have linear
     (identity) tails outside ``±tail_bound``. Both directions are cheap (one net pass). Starts at
     the identity when ``init_identity``. Takes a context ``c`` (input of ``θ``) when built with
-    ``context_features``. ``net`` replaces the residual conditioner with any module mapping the
-    kept coordinates ``(batch, |A|)`` to ``(batch, |B| · 3 · num_bins)`` spline parameters (e.g.
-    ``nets.MLP([|A|, 64, 64, |B| · 3 · num_bins], init_zeros=True)``).
+    ``context_features``; with ``gate_context`` the context gates the conditioner's residual blocks
+    (see :class:`~flowforge.nets.ResidualNet`). ``bin_logit_scale`` multiplies the bin width and
+    height logits before their softmax (Durkan et al.'s reference code uses ``1/√hidden_features``,
+    which keeps early bins near-uniform). ``net`` replaces the residual conditioner with any module
+    mapping the kept coordinates ``(batch, |A|)`` to ``(batch, |B| · 3 · num_bins)`` spline parameters
+    (e.g. ``nets.MLP([|A|, 64, 64, |B| · 3 · num_bins], init_zeros=True)``).
     """
 
     kept: torch.Tensor
@@ -206,9 +209,14 @@ class RationalQuadraticCoupling(EventFlow):
         dropout_probability: float = 0.0,
         init_identity: bool = True,
         net: nn.Module | None = None,
+        gate_context: bool = False,
+        bin_logit_scale: float = 1.0,
     ):
         super().__init__((features,))
         kept, moved = coupling_indices(features, mask)
+        if not (math.isfinite(bin_logit_scale) and bin_logit_scale > 0):
+            raise ValueError(f"bin_logit_scale must be a positive finite number, got {bin_logit_scale}")
+        self.bin_logit_scale = float(bin_logit_scale)
         circular = tuple(int(i) for i in circular)
         if any(not 0 <= i < features for i in circular):
             raise ValueError(f"circular indices must lie in range({features}), got {circular}")
@@ -232,6 +240,7 @@ class RationalQuadraticCoupling(EventFlow):
             as_activation(activation),
             dropout_probability,
             init_zeros=init_identity,
+            gate_context=gate_context,
         )
 
     def _conditioner_input(self, kept: torch.Tensor) -> torch.Tensor:
@@ -255,6 +264,9 @@ class RationalQuadraticCoupling(EventFlow):
                 f"parameters (3 × num_bins per transformed coordinate), got {tuple(params.shape)}"
             )
         params = params.view(v.shape[0], moved.shape[1], 3 * self.num_bins)
+        if self.bin_logit_scale != 1.0:
+            bins = 2 * self.num_bins
+            params = torch.cat([params[..., :bins] * self.bin_logit_scale, params[..., bins:]], -1)
         out, log_derivative = _apply_splines(moved, params, inverse, self.tail_bound, self.periodic)
         return torch.cat([kept, out], 1).index_select(1, self.unshuffle), log_derivative.sum(1)
 

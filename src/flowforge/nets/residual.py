@@ -12,8 +12,11 @@ from torch import nn
 class ResidualNet(nn.Module):
     """``in_features -> hidden -> [residual block] × num_blocks -> out_features``.
 
-    Each block is ``h + W₂ act(W₁ act(h) + V c)`` with an optional context ``c``; the argument
-    order follows normflows. With ``init_zeros`` the output layer starts at zero (identity flows).
+    Each block is ``h + W₂ act(W₁ act(h) + V c)`` with an optional context ``c`` (which also enters
+    the first layer beside ``x``), or with ``gate_context`` ``h + (W₂ act(W₁ act(h))) ⊙ σ(V c)``: the
+    context gates each block's update (a GLU, as in Durkan et al.'s reference code for neural spline
+    flows). The argument order follows normflows. With ``init_zeros`` the output layer starts at zero
+    (identity flows).
     """
 
     def __init__(
@@ -26,11 +29,12 @@ class ResidualNet(nn.Module):
         activation: Callable[[torch.Tensor], torch.Tensor] = F.relu,
         dropout_probability: float = 0.0,
         init_zeros: bool = False,
+        gate_context: bool = False,
     ):
         super().__init__()
         if min(in_features, out_features, hidden_features, num_blocks) < 1:
             raise ValueError("ResidualNet sizes must be positive")
-        self.in_features, self.context_features = in_features, context_features
+        self.in_features, self.context_features, self.gate_context = in_features, context_features, gate_context
         self.initial = nn.Linear(in_features + (context_features or 0), hidden_features)
         self.first = nn.ModuleList(nn.Linear(hidden_features, hidden_features) for _ in range(num_blocks))
         self.second = nn.ModuleList(nn.Linear(hidden_features, hidden_features) for _ in range(num_blocks))
@@ -59,7 +63,10 @@ class ResidualNet(nn.Module):
         h = self.initial(x if context is None else torch.cat([x, context], 1))
         for index, (first, second) in enumerate(zip(self.first, self.second, strict=True)):
             inner = first(self.activation(h))
-            if self.context is not None:
+            if self.context is not None and not self.gate_context:
                 inner = inner + self.context[index](context)
-            h = h + second(self.dropout(self.activation(inner)))
+            update = second(self.dropout(self.activation(inner)))
+            if self.context is not None and self.gate_context:
+                update = update * torch.sigmoid(self.context[index](context))
+            h = h + update
         return self.final(self.activation(h))
