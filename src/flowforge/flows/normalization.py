@@ -6,6 +6,7 @@ from collections.abc import Iterable
 
 import torch
 
+from ..utils.batch_statistics import batch_moments
 from .affine import AffineConstFlow
 from .base import Flow, as_event_shape, check_shared_event_shape
 
@@ -48,8 +49,8 @@ class ActNorm(AffineConstFlow):
                 "ActNorm initialises from the first batch, which needs at least 2 samples per parameter "
                 f"(rows × positions the parameter is shared over), got a batch of shape {tuple(values.shape)}"
             )
-        mean = values.mean(dim=self.batch_dims, keepdim=True)
-        log_std = torch.log(values.std(dim=self.batch_dims, keepdim=True) + 1e-6)
+        mean, var = batch_moments(values, self.batch_dims, unbiased=True)
+        log_std = torch.log(var.sqrt() + 1e-6)
         if density_direction:
             self.s.copy_(log_std)
             self.t.copy_(mean)
@@ -141,8 +142,7 @@ class BatchNorm(Flow):
         if self.training:
             if x.shape[0] < 2:
                 raise ValueError("BatchNorm in training mode needs batches of at least 2 samples")
-            mean = x.mean(dim=self.batch_dims, keepdim=True)
-            var = x.var(dim=self.batch_dims, keepdim=True, unbiased=False)
+            mean, var = batch_moments(x, self.batch_dims, unbiased=False)
             with torch.no_grad():
                 self.running_mean.lerp_(mean.detach(), self.momentum)
                 self.running_var.lerp_(var.detach(), self.momentum)
