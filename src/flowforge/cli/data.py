@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Callable
+from contextlib import suppress
 from pathlib import Path
 from typing import Any, cast
 
@@ -23,7 +24,7 @@ import torch
 from .. import metrics, plot
 from ..datasets import DIGITS_LEVELS, REAL_TABLES, TOY_DATA, DataError, load_digits, load_real_table, load_table, split
 from ..metrics import nll_per_row
-from ..training import DataFitResult, TrainingDiverged, TrainingInterrupted, fit_data
+from ..training import DataFitResult, TrainingDiverged, TrainingInterrupted, distributed, fit_data
 from ..version import __version__
 from . import runs
 from .errors import CLIError
@@ -179,8 +180,18 @@ def _check_statistics(data: torch.Tensor, names: list[str], what: str) -> tuple[
 
 
 def run(args: argparse.Namespace) -> Path:
-    """``fit --data``: split, whiten, fit with early stopping, and write the run folder."""
+    """``fit --data``: split, whiten, fit with early stopping, and write the run folder.
+
+    Under ``torchrun`` every process reads and splits the data and builds the model alike, and
+    :func:`~flowforge.training.fit_data` trains data-parallel (:mod:`flowforge.training.distributed`); only
+    process 0 opens the run folder, writes its files and prints, and ``metrics.json`` records the
+    ``world_size``."""
     chosen = device(args.device)
+    world = None
+    if distributed.launched():
+        if chosen.type == "cuda" and (args.device is None or chosen.index is None):
+            chosen = distributed.local_device(None)  # one CUDA device per process: cuda:LOCAL_RANK
+        world = distributed.join(chosen)
     pictures()
     flow = args.flow or ("glow" if args.data in IMAGE_SETS else "nsf")
     source = load_source(args)
@@ -239,11 +250,17 @@ def run(args: argparse.Namespace) -> Path:
             train_c, validation_c, test_c = (
                 _standardise(c, context_mean, context_std) for c in (train_c, validation_c, test_c)
             )
+    if world is not None and not world.is_main:
+        _fit_beside(args, {**config, "kind": source["kind"]}, (train, validation), (train_c, validation_c), chosen)
+        return Path(args.out)
     with runs.open_run(
         args.out, source["kind"], overwrite=args.overwrite, inputs=_inputs(args), resume=runs.resuming(args)
     ) as run_folder:
         config = run_folder.start(config)
-        _fit(args, config, (train, validation, test), (train_c, validation_c, test_c), statistics, chosen, run_folder)
+        _fit(
+            args, config, (train, validation, test), (train_c, validation_c, test_c), statistics, chosen, run_folder,
+            world_size=1 if world is None else world.size,
+        )  # fmt: skip
     return run_folder.path
 
 
@@ -252,8 +269,34 @@ def _whitened(whitening, data: torch.Tensor) -> torch.Tensor:
     return whitening.inverse(data.double().to(whitening.mean.device))[0]
 
 
+def _fit_beside(args: argparse.Namespace, config: dict, parts, contexts, chosen) -> None:
+    """A process other than 0 of a distributed run: the same model and fit as process 0's, writing nothing
+    (it reads the training state of a resumed run from the run folder)."""
+    (train, validation), (train_c, validation_c) = parts, contexts
+    model = build_data_model(config, None if config["kind"] == "images" else train).to(chosen)
+    flow, whitening = split_whitening(model)
+    fitted = (
+        (train, validation) if whitening is None else (_whitened(whitening, train), _whitened(whitening, validation))
+    )
+    resume = Path(args.out) / runs.TRAINING_STATE if runs.resuming(args) else None
+    with suppress(TrainingDiverged, TrainingInterrupted):  # process 0 reports them
+        fit_data(
+            flow, *fitted, train_context=train_c, validation_context=validation_c,
+            levels=config["levels"], epochs=args.epochs, batch_size=config["batch_size"], lr=args.lr,
+            weight_decay=args.weight_decay, clip_grad_norm=args.clip_grad, patience=args.patience,
+            seed=args.seed, device=chosen, progress=False, resume=resume,
+        )  # fmt: skip
+
+
 def _fit(
-    args: argparse.Namespace, config: dict, parts, contexts, statistics: dict, chosen, run_folder: runs.RunFolder
+    args: argparse.Namespace,
+    config: dict,
+    parts,
+    contexts,
+    statistics: dict,
+    chosen,
+    run_folder: runs.RunFolder,
+    world_size: int = 1,
 ) -> None:
     """Fit the model, evaluate it, and write the run's files to ``out``.
 
@@ -288,6 +331,7 @@ def _fit(
     plot.save_epoch_curves(out / "loss.png", curves, "NLL (nats per row)")
     numbers = _data_metrics(model, config, result, shift, (train, validation, test), validation_c, test_c)
     numbers["diverged"] = diverged
+    numbers["world_size"] = world_size
     _write_samples(out, model, config, train, test, test_c, args.num_samples or len(test), statistics)
     runs.write_json(out / runs.METRICS, numbers)
     summary = f"test NLL = {numbers['test_nll']:.4f} ± {numbers['test_nll_standard_error']:.4f} nats"

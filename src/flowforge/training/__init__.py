@@ -8,9 +8,11 @@ and interruption errors, ``checkpoint`` the training states a loop writes (``che
 resumes from (``resume=``), ``interrupt`` the handling of SIGINT, SIGTERM and SIGHUP, and
 ``accelerate`` the compiled and fused steps with everything that touches a private torch API (each
 with a fallback to the eager step); the ``"auto"`` compile policy's constants live there.
+``distributed`` lets :func:`fit_data` train one model in several processes under ``torchrun``.
 """
 
 from ..losses import annealing_beta
+from . import distributed
 from .accelerate import COMPILE_MODES
 from .checkpoint import ResumeError
 from .common import (
@@ -38,6 +40,7 @@ __all__ = [
     "VAEFitResult",
     "annealing_beta",
     "default_device",
+    "distributed",
     "fit",
     "fit_data",
     "fit_vae",

@@ -30,6 +30,7 @@ from ..losses import ELBO, ForwardKL
 from ..metrics import FlowModel, discrete_nll_offset, mean_elbo, mean_nll
 from ..nets.lipschitz import SpectralNormLinear
 from ..progress import progress_bar
+from ..utils.batch_statistics import synchronized
 from ..utils.checks import positive_int
 from ..vae import FlowVAE
 from .checkpoint import (
@@ -52,6 +53,17 @@ from .common import (
     check_patience,
     on_device,
     prepare,
+)
+from .distributed import (
+    SummedNLL,
+    World,
+    data_parallel,
+    join,
+    launched,
+    local_device,
+    same_seed,
+    single_process,
+    sum_over,
 )
 from .interrupt import DeferredSignals
 
@@ -158,6 +170,7 @@ def run_epochs(
     generator: torch.Generator | None = None,
     progress: bool = True,
     checkpointing: Checkpointing | None = None,
+    world: World | None = None,
 ) -> Result:
     """Train ``model`` for up to ``epochs`` epochs over ``rows`` training rows in shuffled mini-batches.
 
@@ -175,17 +188,27 @@ def run_epochs(
     and running totals). An interruption leaves the current weights in the checkpoint and the best
     weights so far in the model (the initial ones before the first validated epoch; the current ones
     without ``validate``), and raises :class:`TrainingInterrupted`.
+
+    In a distributed run (``world``, :mod:`flowforge.training.distributed`) every process draws the same
+    order; ``batch_loss`` returns this process's share of the global batch's mean loss (the shares sum to
+    it), whose gradient, times the number of processes, ``DistributedDataParallel`` averages. The losses
+    and a signal any process received are summed over the processes after every batch, so all of them
+    see the same numbers and stop at the same batch; only process 0 writes checkpoints and shows the
+    progress bar.
     """
     checkpointing = checkpointing or Checkpointing("run_epochs", {})
-    run = _EpochRun(model, optimizer, scheduler, generator, judge, validate, make_result, checkpointing)
+    run = _EpochRun(model, optimizer, scheduler, generator, judge, validate, make_result, checkpointing, world)
     if checkpointing.resumed is not None:
         resumed = checkpointing.resumed
         restore(lambda: run.restore(resumed), checkpointing.resume_path)
         if checkpointing.resumed["complete"]:
             return run.result()
     device = parameters[0].device
-    bar = progress_bar(total=epochs, initial=run.at.epoch, enabled=progress, unit="epoch", dynamic_ncols=True)
-    with DeferredSignals() as signals:
+    bar = progress_bar(
+        total=epochs, initial=run.at.epoch, enabled=progress and (world is None or world.is_main), unit="epoch",
+        dynamic_ncols=True,
+    )  # fmt: skip
+    with DeferredSignals() as signals, synchronized(None if world is None else world.group, world is not None):
         try:
             while run.at.epoch < epochs:
                 at = run.at
@@ -199,13 +222,16 @@ def run_epochs(
                     at.step += 1
                     optimizer.zero_grad(set_to_none=True)
                     loss = batch_loss(batch_index, at.step)
-                    loss.backward()
+                    (loss if world is None else loss * world.size).backward()
                     if clip_grad_norm is not None:
                         torch.nn.utils.clip_grad_norm_(parameters, clip_grad_norm)
                     optimizer.step()
                     for layer in lipschitz_layers:
                         layer.update_norm()
-                    at.total += loss.detach() * batch_index.shape[0]
+                    loss = loss.detach()
+                    if world is not None:
+                        loss = _shared(loss, signals, world)
+                    at.total += loss * batch_index.shape[0]
                     at.count += batch_index.shape[0]
                     at.batch += 1
                     if signals.pending is not None and at.batch < len(batches):  # else after the epoch's end
@@ -227,6 +253,17 @@ def run_epochs(
     return run.result()
 
 
+def _shared(loss: torch.Tensor, signals: DeferredSignals, world: World) -> torch.Tensor:
+    """The batch's mean loss (the sum of the processes' shares), with any signal a process holds made
+    pending in all of them: one reduction of ``(share, holds a signal, its number)``."""
+    held = signals.pending
+    numbers = torch.stack([loss, loss.new_tensor(float(held is not None)), loss.new_tensor(float(held or 0))])
+    sum_over(numbers, world)
+    if signals.pending is None and numbers[1] > 0:
+        signals.pending = round(float(numbers[2] / numbers[1]))
+    return numbers[0]
+
+
 class _EpochRun:
     """A run of :func:`run_epochs` under way: its position, history and best state, which are what its
     training state records, with the model, optimizer, schedule and generators."""
@@ -241,8 +278,10 @@ class _EpochRun:
         validate: Callable[[], float] | None,
         make_result: Callable[[EpochHistory], Any],
         checkpointing: Checkpointing,
+        world: World | None = None,
     ) -> None:
         self.model, self.optimizer, self.scheduler, self.generator = model, optimizer, scheduler, generator
+        self.writes = world is None or world.is_main
         self.judge, self.validate, self.make_result, self.checkpointing = judge, validate, make_result, checkpointing
         self.device = next(model.parameters()).device
         self.history = EpochHistory()
@@ -321,7 +360,7 @@ class _EpochRun:
     def checkpoint_due(self) -> bool:
         """Whether the epoch just ended is one to write the training state after."""
         every = self.checkpointing.every
-        if self.checkpointing.path is None:
+        if self.checkpointing.path is None or not self.writes:
             return False
         if every is None:
             return time.perf_counter() - self.saved_at >= CHECKPOINT_SECONDS
@@ -353,7 +392,7 @@ class _EpochRun:
     def interrupted(self, signal_number: int) -> TrainingInterrupted:
         """Write the checkpoint (the current weights), give the model the best weights so far, and
         describe the stop."""
-        if self.checkpointing.path is not None:
+        if self.checkpointing.path is not None and self.writes:
             self.save()
         if self.validate is not None:
             self.model.load_state_dict(self.best_state)
@@ -363,7 +402,7 @@ class _EpochRun:
         """The end of the run: the best weights into the model, and the last checkpoint."""
         if self.validate is not None:
             self.model.load_state_dict(self.best_state)
-        if self.checkpointing.path is not None:
+        if self.checkpointing.path is not None and self.writes:
             self.save(complete=True)
 
     def result(self) -> Any:
@@ -483,6 +522,9 @@ def fit_data(
     _check_rows("validation", validation_data, validation_context)
     if validation_data is not None and (train_context is None) != (validation_context is None):
         raise ValueError("give a context for both the training and the validation data, or for neither")
+    world = join(local_device(device)) if launched() else None
+    if world is not None:
+        device, seed = local_device(device), same_seed(seed, world, local_device(device))
     device, parameters, lipschitz_layers = prepare(model, device)
     dtype = parameters[0].dtype
     train_data, validation_data = on_device(train_data, device, dtype), on_device(validation_data, device, dtype)
@@ -496,12 +538,17 @@ def fit_data(
     checkpointing, generator = _checkpointing("fit_data", model, settings, checkpoint, checkpoint_every, resume, seed)
     optimizer = _adam(parameters, lr=lr, weight_decay=weight_decay)
     forward_kl = ForwardKL()
+    summed_nll = None if world is None else data_parallel(SummedNLL(model), device)
 
     def batch_loss(index: torch.Tensor, step: int) -> torch.Tensor:
         batch = train_data[index]
         if levels is not None:
-            batch = dequantize(batch, levels, generator)
-        return forward_kl(model, batch, None if train_context is None else train_context[index])
+            batch = dequantize(batch, levels, generator)  # the whole global batch: the noise of one process
+        context = None if train_context is None else train_context[index]
+        if summed_nll is None or world is None:
+            return forward_kl(model, batch, context)
+        part = world.part(batch.shape[0])
+        return summed_nll(batch[part], None if context is None else context[part]) / batch.shape[0]
 
     def result(history: EpochHistory) -> DataFitResult:
         return DataFitResult(
@@ -519,7 +566,7 @@ def fit_data(
         model, train_data.shape[0], batch_loss, judge, epochs=epochs, batch_size=batch_size, optimizer=optimizer,
         parameters=parameters, lipschitz_layers=lipschitz_layers, validate=validate, make_result=result,
         scheduler=make_scheduler(schedule, optimizer, epochs), clip_grad_norm=clip_grad_norm, patience=patience,
-        generator=generator, progress=progress, checkpointing=checkpointing,
+        generator=generator, progress=progress, checkpointing=checkpointing, world=world,
     )  # fmt: skip
 
 
@@ -571,6 +618,7 @@ def fit_vae(
     rows, ``epochs``, ``batch_size``, ``lr``, ``warmup_epochs``, ``binarize_train``,
     ``validation_samples``, ``clip_grad_norm``, ``patience`` and whether there is validation data.
     """
+    single_process("fit_vae")
     for name, value in (("epochs", epochs), ("batch_size", batch_size), ("validation_samples", validation_samples)):
         positive_int(name, value)
     if warmup_epochs < 0:

@@ -43,6 +43,7 @@ from .checkpoint import (
     set_rng_states,
 )
 from .common import Every, FitResult, TrainingDiverged, TrainingInterrupted, check_learning_rate, on_device, prepare
+from .distributed import single_process
 from .interrupt import DeferredSignals
 
 STEP_LOSSES = ("reverse_kl", "forward_kl", "alpha_divergence")
@@ -227,6 +228,7 @@ def fit(
     the loss became non-finite since the last check), and :class:`TrainingInterrupted` is raised with
     the result so far. A second Ctrl-C stops at once, with a :class:`KeyboardInterrupt`.
     """
+    single_process("fit")
     compile_mode = _validate(iterations, samples_per_step, compile, lr)
     positive_int("check_every", check_every)
     positive_int("checkpoint_every", checkpoint_every)

@@ -1,0 +1,141 @@
+"""Training one model in several processes with ``torch.distributed`` (launched by ``torchrun``).
+
+:func:`fit_data` trains data-parallel when it runs in a process group of more than one process: one
+started by ``torchrun`` (which sets ``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK`` and the rendezvous address;
+:func:`join` then creates the group: gloo on the CPU, NCCL on CUDA with one device per local rank) or
+one the caller created. Every process holds the same data and draws the same shuffled order; each
+global batch of ``batch_size`` rows is cut into one contiguous part per process, the gradients are
+averaged by PyTorch's ``DistributedDataParallel``, weighted so that the step equals one process's step on
+the whole batch. Layers whose statistics span the batch (:class:`~flowforge.flows.ActNorm`'s
+initialisation, :class:`~flowforge.flows.BatchNorm`) take them over the global batch through
+:func:`~flowforge.utils.batch_statistics.batch_moments` inside
+:func:`~flowforge.utils.batch_statistics.synchronized`, with gradients through the reduction. So
+``N`` processes at global batch ``B`` give the model one process gives at batch ``B``, up to the
+rounding of the reductions (held to 1e-6 in float64 by the tests). Training losses, validation scores,
+early stopping and the restore of the best weights therefore agree across processes; only process 0
+writes checkpoints and shows a progress bar.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+@dataclass(frozen=True)
+class World:
+    """This process's place in a distributed run."""
+
+    rank: int
+    size: int
+    local_rank: int
+    group: dist.ProcessGroup | None = None
+    """a second group over the same processes for the batch statistics, so that their reductions never
+    interleave with the gradients' (``None``: the default group)"""
+
+    @property
+    def is_main(self) -> bool:
+        """Process 0: the one that writes files and prints."""
+        return self.rank == 0
+
+    def part(self, rows: int) -> slice:
+        """This process's contiguous part of a global batch of ``rows`` rows (parts differ by at most one)."""
+        base, extra = divmod(rows, self.size)
+        start = self.rank * base + min(self.rank, extra)
+        return slice(start, start + base + (self.rank < extra))
+
+
+def launched() -> bool:
+    """Whether this process is one of several: a process group of more than one is initialised, or
+    ``torchrun``'s ``WORLD_SIZE`` says more than one."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size() > 1
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def single_process(name: str) -> None:
+    """RuntimeError in one of several processes: the fit ``name`` would train independent copies."""
+    if launched():
+        raise RuntimeError(
+            f"{name} trains in one process, but this is one of several (torchrun): only fit_data trains across "
+            f"processes so far; run {name} without torchrun"
+        )
+
+
+def local_device(device: str | torch.device | None) -> torch.device:
+    """The device of this process: ``device`` when given, else CUDA device ``LOCAL_RANK`` when CUDA is
+    available, else the CPU."""
+    if device is not None:
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
+
+
+def join(device: torch.device) -> World | None:
+    """This process's :class:`World`, creating the default process group from ``torchrun``'s environment
+    when none exists (NCCL for a CUDA ``device``, gloo otherwise); None in a single process."""
+    if not launched():
+        return None
+    if not dist.is_available():  # pragma: no cover - builds without torch.distributed
+        raise RuntimeError("WORLD_SIZE > 1 but this PyTorch build has no torch.distributed")
+    if not dist.is_initialized():
+        missing = [name for name in ("RANK", "MASTER_ADDR", "MASTER_PORT") if name not in os.environ]
+        if missing:
+            raise RuntimeError(
+                f"WORLD_SIZE is {os.environ['WORLD_SIZE']} but {', '.join(missing)} not set: launch with torchrun "
+                "(torchrun --nproc-per-node N ...) or create the process group before training"
+            )
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    group = dist.new_group(backend=dist.get_backend())
+    return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), group)
+
+
+class SummedNLL(nn.Module):
+    """``forward(x, context) = −Σ log q(x | context)`` over the rows: the model's negative log-likelihood
+    as a module, so that ``DistributedDataParallel`` sees the model's pass and reduces its gradients (a
+    sum, not a mean, so that a process with no rows of a short last batch adds zero)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        model: Any = self.model
+        return -model.log_prob(x, context).sum()
+
+
+def data_parallel(module: nn.Module, device: torch.device) -> nn.Module:
+    """``module`` wrapped in ``DistributedDataParallel``, which gives every process process 0's
+    parameters and buffers. Its graph is static (the same parameters take part in every pass, which also
+    allows some that never do), and buffers are not sent again at every pass: the only ones that change
+    in training are the synchronised batch statistics."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(
+        module, device_ids=[device] if device.type == "cuda" else None, static_graph=True, forward_sync_buffers=False
+    )
+
+
+def sum_over(value: torch.Tensor, world: World | None) -> torch.Tensor:
+    """``value`` summed over the processes (in place; unchanged in a single process)."""
+    if world is not None:
+        dist.all_reduce(value)
+    return value
+
+
+def same_seed(seed: int | None, world: World | None, device: torch.device) -> int | None:
+    """``seed``, or in a distributed run without one a seed drawn by process 0 and sent to all, so that
+    every process draws the same shuffles."""
+    if world is None or seed is not None:
+        return seed
+    drawn = torch.randint(0, 2**62, (1,), device=device)
+    dist.broadcast(drawn, 0)
+    return int(drawn.item())

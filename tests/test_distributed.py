@@ -1,0 +1,106 @@
+"""Data-parallel training (flowforge.training.distributed): two processes under torchrun train the
+model one process trains at the same global batch, with ActNorm and BatchNorm synchronised; a failing
+process ends the run; the command writes one run folder from process 0 and records the world size."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from flowforge.training import distributed, fit, fit_vae
+from flowforge.utils.batch_statistics import batch_moments
+
+WORKER = Path(__file__).parent / "distributed" / "fit_worker.py"
+TIMEOUT = 300
+
+
+def _environment() -> dict[str, str]:
+    environment = {key: value for key, value in os.environ.items() if key not in ("WORLD_SIZE", "RANK")}
+    return {**environment, "OMP_NUM_THREADS": "1"}
+
+
+def _torchrun(*arguments: str | Path, cwd: Path) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    return subprocess.run(
+        [*command, *map(str, arguments)], cwd=cwd, env=_environment(), capture_output=True, text=True, timeout=TIMEOUT
+    )
+
+
+@pytest.mark.parametrize("kind", ["plain", "conditional"])
+def test_two_processes_train_the_model_one_process_trains(tmp_path: Path, kind: str) -> None:
+    one = subprocess.run(
+        [sys.executable, str(WORKER), "one.pt", kind], cwd=tmp_path, env=_environment(), capture_output=True,
+        text=True, timeout=TIMEOUT,
+    )  # fmt: skip
+    assert one.returncode == 0, one.stderr
+    two = _torchrun(WORKER, "two.pt", kind, cwd=tmp_path)
+    assert two.returncode == 0, two.stderr
+    single, parallel = torch.load(tmp_path / "one.pt"), torch.load(tmp_path / "two.pt")
+    assert single["state"].keys() == parallel["state"].keys()
+    for name, value in single["state"].items():
+        if value.is_floating_point():
+            torch.testing.assert_close(parallel["state"][name], value, rtol=0, atol=1e-6, msg=name)
+    torch.testing.assert_close(parallel["train"], single["train"], rtol=0, atol=1e-6)
+    torch.testing.assert_close(parallel["validation"], single["validation"], rtol=0, atol=1e-6)
+    assert set(os.listdir(tmp_path)) == {"one.pt", "two.pt"}  # process 1 wrote nothing
+
+
+def test_a_failing_process_ends_the_run_with_its_error(tmp_path: Path) -> None:
+    result = _torchrun(WORKER, "out.pt", "fail", cwd=tmp_path)
+    assert result.returncode != 0
+    assert "ValueError: train_data must be a finite (rows, features...) tensor with at least one row" in result.stderr
+    assert not (tmp_path / "out.pt").exists()
+
+
+def test_the_command_trains_across_processes_and_process_0_writes_the_run(tmp_path: Path) -> None:
+    arguments = ["-m", "flowforge", "fit", "--data", "two-moons", "--epochs", "2", "--no-progress", "--out", "run"]
+    result = _torchrun(*arguments, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert os.listdir(tmp_path) == ["run"]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert metrics["world_size"] == 2 and metrics["epochs"] == 2 and config["status"] == "complete"
+    assert result.stdout.count("test NLL") == 1  # printed once, by process 0
+
+
+def test_a_global_batch_is_cut_into_contiguous_parts_that_differ_by_at_most_one_row() -> None:
+    for size in (1, 2, 3, 8):
+        for rows in (0, 1, 5, 22, 32):
+            parts = [distributed.World(rank, size, rank).part(rows) for rank in range(size)]
+            assert [index for part in parts for index in range(rows)[part]] == list(range(rows))
+            lengths = [part.stop - part.start for part in parts]
+            assert max(lengths) - min(lengths) <= 1
+
+
+def test_batch_moments_in_one_process_are_the_batch_mean_and_variance() -> None:
+    values = torch.randn(7, 3, 4, 1, dtype=torch.float64)
+    for unbiased in (False, True):
+        mean, var = batch_moments(values, [0, 3], unbiased)
+        torch.testing.assert_close(mean, values.mean(dim=[0, 3], keepdim=True))
+        torch.testing.assert_close(var, values.var(dim=[0, 3], keepdim=True, unbiased=unbiased))
+
+
+def test_a_world_size_without_torchrun_s_rendezvous_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for name in ("RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    assert distributed.launched()
+    with pytest.raises(RuntimeError, match="RANK, MASTER_ADDR, MASTER_PORT not set: launch with torchrun"):
+        distributed.join(torch.device("cpu"))
+
+
+def test_fits_that_cannot_train_across_processes_refuse_torchrun(monkeypatch: pytest.MonkeyPatch) -> None:
+    import flowforge as nf
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    model = nf.RealNVP(2, 2, p=nf.distributions.TwoModes(2.0, 0.1))
+    with pytest.raises(RuntimeError, match="only fit_data trains across processes"):
+        fit(model, 1, progress=False)
+    with pytest.raises(RuntimeError, match="only fit_data trains across processes"):
+        fit_vae(nf.VAE(4, latent_dim=2), torch.rand(8, 4), epochs=1, progress=False)
