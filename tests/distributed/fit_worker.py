@@ -1,58 +1,102 @@
-"""A data fit that tests/test_distributed.py runs in one process and under ``torchrun`` with several: a
-float64 flow with ActNorm and BatchNorm layers (``plain``), the same with a context and integer levels
-dequantised in every batch (``conditional``), or one whose process 1 is given no data (``fail``).
+"""Data fits that tests/test_distributed.py runs in one process and under ``torchrun`` with several.
 
-    python tests/distributed/fit_worker.py OUT {plain,conditional,fail}
+    python tests/distributed/fit_worker.py OUT KIND [KIND ...]
 
-Process 0 (or the only process) saves the trained state dict and the fit's numbers to OUT.
+Kinds (float64 flows, 3 epochs):
+
+- ``plain``: ActNorm, affine couplings and a BatchNorm on 150 rows in batches of 32 (a last batch of 22);
+- ``conditional``: the same with a context, on integer levels dequantised in every batch;
+- ``ragged``: ActNorm and couplings on 33 rows in batches of 32 (a last batch of one row: in two
+  processes one part is empty), then on 30 rows in batches of 3 (parts of 2 and 1 rows);
+- ``signal``: process 1 (or the only process) sends itself SIGTERM during the first validation;
+- ``fail``: process 1 is given no data, which its fit refuses.
+
+Process 0 (or the only process) saves ``{kind: {"state", "train", "validation"}}`` to OUT; for ``signal``
+the number of the signal that stopped it and the epochs done.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
+from typing import Any
 
 import torch
 
 import flowforge as nf
 from flowforge import flows
-from flowforge.training import fit_data
+from flowforge.training import TrainingInterrupted, fit_data
+
+KINDS = ("plain", "conditional", "ragged", "signal", "fail")
 
 
-def model(kind: str) -> nf.NormalizingFlow:
+def model(context: int | None = None, batch_norm: bool = True) -> nf.NormalizingFlow:
     torch.manual_seed(int(os.environ.get("RANK", "0")))  # different in each process: DDP must align them
-    context = 3 if kind == "conditional" else None
     layers: list[flows.Flow] = [flows.ActNorm(2)]
     for index in range(4):
         mask = flows.alternating_mask(2, even=index % 2 == 0)
         layers.append(flows.RealNVPCoupling(2, 16, mask, context_features=context, init_identity=False))
-        layers.append(flows.BatchNorm(2) if index == 1 else flows.ActNorm(2))
+        layers.append(flows.BatchNorm(2) if batch_norm and index == 1 else flows.ActNorm(2))
     return nf.NormalizingFlow(nf.distributions.DiagGaussian(2), layers).double()
+
+
+def _fit(flow: nf.NormalizingFlow, rows: int, batch_size: int, **kwargs: Any) -> dict[str, torch.Tensor]:
+    data = kwargs.pop("data", nf.datasets.two_moons(rows, seed=0).double())
+    validation = kwargs.pop("validation", nf.datasets.two_moons(40, seed=1).double())
+    result = fit_data(flow, data, validation, epochs=3, batch_size=batch_size, lr=3e-3, seed=5, progress=False,
+                      **kwargs)  # fmt: skip
+    numbers = {"train": torch.tensor(result.train_nll), "validation": torch.tensor(result.validation_nll)}
+    return {"state": flow.state_dict(), **numbers}  # type: ignore[dict-item]
+
+
+def run(kind: str) -> dict[str, Any]:
+    """The fit of ``kind``; what process 0 saves of it."""
+    rank = int(os.environ.get("RANK", "0"))
+    if kind == "plain":
+        return _fit(model(), 150, 32)
+    if kind == "conditional":
+        data = (nf.datasets.two_moons(150, seed=0).double() * 4 + 16).round().clamp(0, 31)
+        validation = (nf.datasets.two_moons(40, seed=1).double() * 4 + 16).round().clamp(0, 31)
+        contexts = [torch.randn(n, 3, generator=torch.Generator().manual_seed(n)).double() for n in (150, 40)]
+        return _fit(
+            model(context=3), 150, 32, data=data, validation=validation, levels=32, train_context=contexts[0],
+            validation_context=contexts[1],
+        )  # fmt: skip
+    if kind == "ragged":
+        first = _fit(model(batch_norm=False), 33, 32)
+        second = _fit(model(batch_norm=False), 30, 3)
+        return {"state": {**first["state"], **{f"second.{k}": v for k, v in second["state"].items()}},
+                "train": torch.cat([first["train"], second["train"]]),
+                "validation": torch.cat([first["validation"], second["validation"]])}  # fmt: skip
+    if kind == "signal":
+        flow = model()
+        log_prob = flow.log_prob
+
+        def signalling_log_prob(x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+            if not flow.training and rank == int(os.environ.get("WORLD_SIZE", "1")) - 1:
+                os.kill(os.getpid(), signal.SIGTERM)  # held until the loop's next reduction
+            return log_prob(x, context)
+
+        flow.log_prob = signalling_log_prob  # type: ignore[method-assign]
+        try:
+            _fit(flow, 150, 32)
+        except TrainingInterrupted as stop:
+            return {"signal": stop.signal_number, "epochs": len(stop.result.train_nll)}  # type: ignore[union-attr]
+        return {"signal": None}
+    assert kind == "fail"
+    data = nf.datasets.two_moons(150, seed=0).double()
+    return _fit(model(), 150, 32, data=data[:0] if rank == 1 else data)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("out")
-    parser.add_argument("kind", choices=["plain", "conditional", "fail"])
+    parser.add_argument("kinds", nargs="+", choices=KINDS)
     args = parser.parse_args()
-    data = nf.datasets.two_moons(150, seed=0).double()
-    validation = nf.datasets.two_moons(40, seed=1).double()
-    kwargs: dict = {}
-    if args.kind == "conditional":
-        data, validation = (data * 4 + 16).round().clamp(0, 31), (validation * 4 + 16).round().clamp(0, 31)
-        kwargs = {
-            "levels": 32,
-            "train_context": torch.randn(150, 3, generator=torch.Generator().manual_seed(2)).double(),
-            "validation_context": torch.randn(40, 3, generator=torch.Generator().manual_seed(3)).double(),
-        }
-    if args.kind == "fail" and os.environ.get("RANK") == "1":
-        data = data[:0]  # rank 1 has no data: its fit refuses it
-    flow = model(args.kind)
-    # 150 rows in batches of 32: the last global batch (22 rows) is shorter
-    result = fit_data(flow, data, validation, epochs=3, batch_size=32, lr=3e-3, seed=5, progress=False, **kwargs)
+    results = {kind: run(kind) for kind in args.kinds}
     if os.environ.get("RANK", "0") == "0":
-        numbers = {"train": torch.tensor(result.train_nll), "validation": torch.tensor(result.validation_nll)}
-        torch.save({"state": flow.state_dict(), **numbers}, args.out)
+        torch.save(results, args.out)
 
 
 if __name__ == "__main__":

@@ -189,8 +189,7 @@ def run(args: argparse.Namespace) -> Path:
     chosen = device(args.device)
     world = None
     if distributed.launched():
-        if chosen.type == "cuda" and (args.device is None or chosen.index is None):
-            chosen = distributed.local_device(None)  # one CUDA device per process: cuda:LOCAL_RANK
+        chosen = distributed.local_device(chosen)  # "cuda": cuda:LOCAL_RANK, one device per process
         world = distributed.join(chosen)
     pictures()
     flow = args.flow or ("glow" if args.data in IMAGE_SETS else "nsf")

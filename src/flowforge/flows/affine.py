@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 import torch
@@ -44,7 +45,7 @@ class AffineConstFlow(EventFlow):
         check_shared_event_shape(self, x, self.shape)
 
     def _log_det(self, x: torch.Tensor) -> torch.Tensor:
-        shared = x[0].numel() // self.s.numel()
+        shared = math.prod(x.shape[1:]) // self.s.numel()  # x may have no rows (a process's part of a batch)
         return (shared * self.s.sum()).expand(x.shape[0])
 
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 import torch
 
-from ..utils.batch_statistics import batch_moments
+from ..utils.batch_statistics import batch_moments, batch_rows, synchronizing
 from .affine import AffineConstFlow
 from .base import Flow, as_event_shape, check_shared_event_shape
 
@@ -43,14 +44,15 @@ class ActNorm(AffineConstFlow):
 
     @torch.no_grad()
     def _initialize(self, values: torch.Tensor, density_direction: bool) -> None:
-        per_statistic = values[0].numel() // self.s.numel() * values.shape[0]
+        per_statistic = math.prod(values.shape[1:]) // self.s.numel() * batch_rows(values)
         if per_statistic < 2:
             raise ValueError(
                 "ActNorm initialises from the first batch, which needs at least 2 samples per parameter "
                 f"(rows × positions the parameter is shared over), got a batch of shape {tuple(values.shape)}"
             )
         mean, var = batch_moments(values, self.batch_dims, unbiased=True)
-        log_std = torch.log(var.sqrt() + 1e-6)
+        std = var.sqrt() if synchronizing() else values.std(dim=self.batch_dims, keepdim=True)
+        log_std = torch.log(std + 1e-6)
         if density_direction:
             self.s.copy_(log_std)
             self.t.copy_(mean)
@@ -129,7 +131,7 @@ class BatchNorm(Flow):
         check_shared_event_shape(self, x, shape)
 
     def _log_det(self, var: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        shared = x[0].numel() // var.numel()
+        shared = math.prod(x.shape[1:]) // var.numel()
         return (-0.5 * shared * torch.log(var + self.eps).sum()).expand(x.shape[0])
 
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -140,7 +142,7 @@ class BatchNorm(Flow):
     def inverse(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         self.check_input(x)
         if self.training:
-            if x.shape[0] < 2:
+            if batch_rows(x) < 2:
                 raise ValueError("BatchNorm in training mode needs batches of at least 2 samples")
             mean, var = batch_moments(x, self.batch_dims, unbiased=False)
             with torch.no_grad():

@@ -34,6 +34,8 @@ class World:
     rank: int
     size: int
     local_rank: int
+    device: torch.device = torch.device("cpu")
+    """this process's device, where the reductions' tensors live"""
     group: dist.ProcessGroup | None = None
     """a second group over the same processes for the batch statistics, so that their reductions never
     interleave with the gradients' (``None``: the default group)"""
@@ -67,14 +69,25 @@ def single_process(name: str) -> None:
         )
 
 
+def _local_rank() -> int:
+    """torchrun's ``LOCAL_RANK``; in a group made without it, the rank modulo the visible CUDA devices."""
+    if "LOCAL_RANK" in os.environ:
+        return int(os.environ["LOCAL_RANK"])
+    if dist.is_available() and dist.is_initialized() and torch.cuda.is_available():
+        return dist.get_rank() % torch.cuda.device_count()
+    return 0
+
+
 def local_device(device: str | torch.device | None) -> torch.device:
-    """The device of this process: ``device`` when given, else CUDA device ``LOCAL_RANK`` when CUDA is
-    available, else the CPU."""
-    if device is not None:
-        return torch.device(device)
-    if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    return torch.device("cpu")
+    """The device of this process: CUDA device ``LOCAL_RANK`` for ``"cuda"`` without an index, and for
+    None when CUDA is available; the CPU for None otherwise; any other ``device`` as given (an explicit
+    ``cuda:N`` puts every process on that one device, which NCCL refuses)."""
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    chosen = torch.device(device)
+    if chosen.type == "cuda" and chosen.index is None:
+        return torch.device("cuda", _local_rank())
+    return chosen
 
 
 def join(device: torch.device) -> World | None:
@@ -95,7 +108,7 @@ def join(device: torch.device) -> World | None:
             torch.cuda.set_device(device)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     group = dist.new_group(backend=dist.get_backend())
-    return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), group)
+    return World(dist.get_rank(), dist.get_world_size(), _local_rank(), device, group)
 
 
 class SummedNLL(nn.Module):
@@ -129,6 +142,23 @@ def sum_over(value: torch.Tensor, world: World | None) -> torch.Tensor:
     if world is not None:
         dist.all_reduce(value)
     return value
+
+
+def check_same(world: World | None, device: torch.device, **values: float) -> None:
+    """ValueError in every process unless every process holds the same ``values`` (row counts, sums of the
+    data): a distributed fit needs the same data in every process."""
+    if world is None:
+        return
+    high = torch.tensor(list(values.values()), dtype=torch.float64, device=device)
+    low = high.clone()
+    dist.all_reduce(high, op=dist.ReduceOp.MAX)
+    dist.all_reduce(low, op=dist.ReduceOp.MIN)
+    differing = [name for name, a, b in zip(values, high.tolist(), low.tolist(), strict=True) if a != b]
+    if differing:
+        raise ValueError(
+            f"the processes hold different data ({', '.join(differing)} differ): every process of a distributed "
+            "fit needs the same data, which it cuts into parts itself"
+        )
 
 
 def same_seed(seed: int | None, world: World | None, device: torch.device) -> int | None:

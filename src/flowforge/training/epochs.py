@@ -57,6 +57,7 @@ from .common import (
 from .distributed import (
     SummedNLL,
     World,
+    check_same,
     data_parallel,
     join,
     launched,
@@ -228,13 +229,12 @@ def run_epochs(
                     optimizer.step()
                     for layer in lipschitz_layers:
                         layer.update_norm()
-                    loss = loss.detach()
-                    if world is not None:
-                        loss = _shared(loss, signals, world)
-                    at.total += loss * batch_index.shape[0]
+                    mean_loss, stop = _agree(loss.detach(), signals, world)
+                    assert mean_loss is not None
+                    at.total += mean_loss * batch_index.shape[0]
                     at.count += batch_index.shape[0]
                     at.batch += 1
-                    if signals.pending is not None and at.batch < len(batches):  # else after the epoch's end
+                    if stop and at.batch < len(batches):  # else after the epoch's end
                         raise run.interrupted(signals.act())
                 postfix = run.end_epoch(patience)
                 bar.set_postfix(postfix, refresh=False)
@@ -243,25 +243,33 @@ def run_epochs(
                     break
                 if run.checkpoint_due() and at.epoch < epochs:
                     run.save()
-                if signals.pending is not None:
+                if _agree(None, signals, world)[1]:
                     raise run.interrupted(signals.act())
         finally:
             bar.close()
         run.finish()
-        if signals.pending is not None:
+        if _agree(None, signals, world)[1]:
             raise TrainingInterrupted(signals.act(), run.result(), run.checkpoint_path)
     return run.result()
 
 
-def _shared(loss: torch.Tensor, signals: DeferredSignals, world: World) -> torch.Tensor:
-    """The batch's mean loss (the sum of the processes' shares), with any signal a process holds made
-    pending in all of them: one reduction of ``(share, holds a signal, its number)``."""
+def _agree(
+    loss: torch.Tensor | None, signals: DeferredSignals, world: World | None
+) -> tuple[torch.Tensor | None, bool]:
+    """The batch's mean loss (in a distributed run the sum of the processes' shares) and whether to stop for
+    a signal. In a distributed run both come from one reduction of ``(share, holds a signal, its number)``,
+    so every process takes the same decision at the same point (a signal that comes after the reduction
+    waits for the next one), and a process that got no signal takes the others'."""
+    if world is None:
+        return loss, signals.pending is not None
     held = signals.pending
-    numbers = torch.stack([loss, loss.new_tensor(float(held is not None)), loss.new_tensor(float(held or 0))])
-    sum_over(numbers, world)
-    if signals.pending is None and numbers[1] > 0:
-        signals.pending = round(float(numbers[2] / numbers[1]))
-    return numbers[0]
+    share = 0.0 if loss is None else float(loss)
+    numbers = torch.tensor([share, float(held is not None), float(held or 0)], dtype=torch.float64, device=world.device)
+    total, holding, number = sum_over(numbers, world).tolist()
+    stop = holding > 0
+    if stop and held is None:
+        signals.pending = round(number / holding)
+    return (None if loss is None else loss.new_tensor(total)), stop
 
 
 class _EpochRun:
@@ -281,7 +289,7 @@ class _EpochRun:
         world: World | None = None,
     ) -> None:
         self.model, self.optimizer, self.scheduler, self.generator = model, optimizer, scheduler, generator
-        self.writes = world is None or world.is_main
+        self.world, self.writes = world, world is None or world.is_main
         self.judge, self.validate, self.make_result, self.checkpointing = judge, validate, make_result, checkpointing
         self.device = next(model.parameters()).device
         self.history = EpochHistory()
@@ -387,7 +395,9 @@ class _EpochRun:
             on_device(saved["total"], self.device, dtype), saved["count"], saved["step"],
         )  # fmt: skip
         self.start = time.perf_counter() - saved["wall_time"]
-        set_rng_states(saved["rng"])
+        set_rng_states(saved["rng"])  # process 0's, in a distributed run
+        if self.world is not None and self.world.rank > 0:
+            torch.manual_seed(int(torch.randint(2**62, (1,))) + self.world.rank)  # dropout differs between processes
 
     def interrupted(self, signal_number: int) -> TrainingInterrupted:
         """Write the checkpoint (the current weights), give the model the best weights so far, and
@@ -522,9 +532,17 @@ def fit_data(
     _check_rows("validation", validation_data, validation_context)
     if validation_data is not None and (train_context is None) != (validation_context is None):
         raise ValueError("give a context for both the training and the validation data, or for neither")
-    world = join(local_device(device)) if launched() else None
-    if world is not None:
-        device, seed = local_device(device), same_seed(seed, world, local_device(device))
+    world = None
+    if launched():
+        device = local_device(device)
+        world = join(device)
+        seed = same_seed(seed, world, device)
+        check_same(
+            world, device, rows=train_data.shape[0], data=float(train_data.double().sum()),
+            context=0.0 if train_context is None else float(train_context.double().sum()),
+            validation_rows=-1 if validation_data is None else validation_data.shape[0],
+            validation_data=0.0 if validation_data is None else float(validation_data.double().sum()),
+        )  # fmt: skip
     device, parameters, lipschitz_layers = prepare(model, device)
     dtype = parameters[0].dtype
     train_data, validation_data = on_device(train_data, device, dtype), on_device(validation_data, device, dtype)
@@ -536,6 +554,8 @@ def fit_data(
         "validation_rows": None if validation_data is None else validation_data.shape[0],
     }  # fmt: skip
     checkpointing, generator = _checkpointing("fit_data", model, settings, checkpoint, checkpoint_every, resume, seed)
+    if world is not None and seed is not None and checkpointing.resumed is None:
+        torch.manual_seed(seed + world.rank)  # torch's own draws (dropout) differ between processes
     optimizer = _adam(parameters, lr=lr, weight_decay=weight_decay)
     forward_kl = ForwardKL()
     summed_nll = None if world is None else data_parallel(SummedNLL(model), device)

@@ -55,6 +55,19 @@ def _sum_over_processes(value: torch.Tensor, group: Any) -> torch.Tensor:
     return _SumOverProcesses.apply(value, group)
 
 
+def synchronizing() -> bool:
+    """Whether a :func:`synchronized` block is active."""
+    return bool(_GROUP)
+
+
+def batch_rows(values: torch.Tensor) -> int:
+    """The rows of the batch ``values`` (its first dimension): over every process inside :func:`synchronized`,
+    where a process may hold few rows or none."""
+    if not _GROUP:
+        return values.shape[0]
+    return int(_sum_over_processes(values.new_tensor(float(values.shape[0])), _GROUP[-1]).item())
+
+
 def batch_moments(values: torch.Tensor, dims: Sequence[int], unbiased: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and variance of ``values`` over ``dims`` (kept as size 1); ``unbiased`` divides by ``n − 1``.
 
