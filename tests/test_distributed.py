@@ -79,7 +79,8 @@ def test_a_failing_process_ends_the_run_with_its_error(tmp_path: Path) -> None:
 
 
 def test_the_command_trains_across_processes_and_process_0_writes_the_run(tmp_path: Path) -> None:
-    arguments = ["-m", "flowforge", "fit", "--data", "two-moons", "--epochs", "1", "--no-progress", "--out", "run"]
+    arguments = ["-m", "flowforge", "fit", "--data", "two-moons", "--epochs", "1", "--device", "cpu", "--no-progress"]
+    arguments += ["--out", "run"]
     result = _torchrun(*arguments, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert os.listdir(tmp_path) == ["run"]

@@ -45,7 +45,7 @@ def _fit(flow: nf.NormalizingFlow, rows: int, batch_size: int, **kwargs: Any) ->
     data = kwargs.pop("data", nf.datasets.two_moons(rows, seed=0).double())
     validation = kwargs.pop("validation", nf.datasets.two_moons(40, seed=1).double())
     result = fit_data(flow, data, validation, epochs=3, batch_size=batch_size, lr=3e-3, seed=5, progress=False,
-                      **kwargs)  # fmt: skip
+                      device="cpu", **kwargs)  # fmt: skip
     numbers = {"train": torch.tensor(result.train_nll), "validation": torch.tensor(result.validation_nll)}
     return {"state": flow.state_dict(), **numbers}  # type: ignore[dict-item]
 

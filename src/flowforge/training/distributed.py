@@ -18,6 +18,7 @@ writes checkpoints and shows a progress bar.
 
 from __future__ import annotations
 
+import inspect
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -86,7 +87,13 @@ def local_device(device: str | torch.device | None) -> torch.device:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     chosen = torch.device(device)
     if chosen.type == "cuda" and chosen.index is None:
-        return torch.device("cuda", _local_rank())
+        chosen = torch.device("cuda", _local_rank())
+        if chosen.index >= torch.cuda.device_count():
+            raise RuntimeError(
+                f"this process (local rank {chosen.index}) needs {chosen} but {torch.cuda.device_count()} CUDA "
+                "device(s) are visible: start at most one process per GPU (torchrun --nproc-per-node), or train on "
+                "the CPU"
+            )
     return chosen
 
 
@@ -132,8 +139,11 @@ def data_parallel(module: nn.Module, device: torch.device) -> nn.Module:
     in training are the synchronised batch statistics."""
     from torch.nn.parallel import DistributedDataParallel
 
+    # torch 2.13 renamed broadcast_buffers (deprecated there) to forward_sync_buffers
+    renamed = "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+    no_sync: dict[str, Any] = {"forward_sync_buffers" if renamed else "broadcast_buffers": False}
     return DistributedDataParallel(
-        module, device_ids=[device] if device.type == "cuda" else None, static_graph=True, forward_sync_buffers=False
+        module, device_ids=[device] if device.type == "cuda" else None, static_graph=True, **no_sync
     )
 
 
