@@ -147,9 +147,10 @@ def test_presets_fit_samples_by_forward_kl(preset):
     model = preset(2, 4, hidden=32)
     with torch.no_grad():
         before = float(-model.log_prob(data).mean())
-    nf.training.fit(
-        model, 400, loss="forward_kl", data=data, samples_per_step=256, lr=3e-3, seed=0, progress=False, device="cpu"
-    )
+    nf.training.fit(  # eager: compiling (test_train.py tests it) took longer than these 400 steps
+        model, 400, loss="forward_kl", data=data, samples_per_step=256, lr=3e-3, seed=0, progress=False, device="cpu",
+        compile="off",
+    )  # fmt: skip
     with torch.no_grad():
         after = float(-model.log_prob(data).mean())
     assert after < before - 0.5, (before, after)
