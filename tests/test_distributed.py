@@ -43,14 +43,21 @@ def _worker() -> ModuleType:
     return module
 
 
-def test_two_processes_train_the_model_one_process_trains(tmp_path: Path) -> None:
+def test_two_processes_train_the_model_one_process_trains(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """ActNorm and BatchNorm, a context with dequantised levels, a process with an empty part of a short
-    last batch and parts of 2 and 1 rows for ActNorm's initialisation: equal to 1e-6 in float64."""
-    kinds = ["plain", "conditional", "ragged"]
-    result = _torchrun(WORKER, "two.pt", *kinds, cwd=tmp_path)
+    last batch and parts of 2 and 1 rows for ActNorm's initialisation: equal to 1e-6 in float64. A run
+    stopped mid-epoch by a signal to one process and resumed from process 0's checkpoint ends where the
+    uninterrupted run ends, bit for bit."""
+    kinds = ["plain", "conditional", "ragged", "resume"]
+    folder = tmp_path / "two"
+    folder.mkdir()
+    result = _torchrun(WORKER, "two.pt", *kinds, cwd=folder)
     assert result.returncode == 0, result.stderr
-    assert os.listdir(tmp_path) == ["two.pt"]  # process 1 wrote nothing
-    parallel = torch.load(tmp_path / "two.pt")
+    assert sorted(os.listdir(folder)) == ["resume.pt", "two.pt"]  # process 1 wrote nothing
+    parallel = torch.load(folder / "two.pt")
+    for name, value in parallel["plain"]["state"].items():
+        assert torch.equal(parallel["resume"]["state"][name], value), name
+    monkeypatch.chdir(tmp_path)  # the single-process resume writes its checkpoint here
     worker = _worker()
     for kind in kinds:
         single = worker.run(kind)

@@ -9,6 +9,8 @@ Kinds (float64 flows, 3 epochs):
 - ``ragged``: ActNorm and couplings on 33 rows in batches of 32 (a last batch of one row: in two
   processes one part is empty), then on 30 rows in batches of 3 (parts of 2 and 1 rows);
 - ``signal``: process 1 (or the only process) sends itself SIGTERM during the first validation;
+- ``resume``: ``plain`` with a checkpoint in the working folder, stopped by SIGTERM to process 1 (or the
+  only process) in the 7th batch (mid-epoch 2), then resumed from the checkpoint into a new model;
 - ``fail``: process 1 is given no data, which its fit refuses.
 
 Process 0 (or the only process) saves ``{kind: {"state", "train", "validation"}}`` to OUT; for ``signal``
@@ -28,7 +30,7 @@ import flowforge as nf
 from flowforge import flows
 from flowforge.training import TrainingInterrupted, fit_data
 
-KINDS = ("plain", "conditional", "ragged", "signal", "fail")
+KINDS = ("plain", "conditional", "ragged", "signal", "resume", "fail")
 
 
 def model(context: int | None = None, batch_norm: bool = True) -> nf.NormalizingFlow:
@@ -84,6 +86,24 @@ def run(kind: str) -> dict[str, Any]:
         except TrainingInterrupted as stop:
             return {"signal": stop.signal_number, "epochs": len(stop.result.train_nll)}  # type: ignore[union-attr]
         return {"signal": None}
+    if kind == "resume":
+        flow, calls = model(), [0]
+        log_prob = flow.log_prob
+
+        def interrupting_log_prob(x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+            calls[0] += flow.training
+            if calls[0] == 7 and flow.training and rank == int(os.environ.get("WORLD_SIZE", "1")) - 1:
+                os.kill(os.getpid(), signal.SIGTERM)
+            return log_prob(x, context)
+
+        flow.log_prob = interrupting_log_prob  # type: ignore[method-assign]
+        try:
+            _fit(flow, 150, 32, checkpoint="resume.pt")
+        except TrainingInterrupted as stop:
+            assert stop.signal_number == signal.SIGTERM and len(stop.result.train_nll) == 1  # type: ignore[union-attr]
+        else:
+            raise AssertionError("the fit was not interrupted")
+        return _fit(model(), 150, 32, checkpoint="resume.pt", resume="resume.pt")
     assert kind == "fail"
     data = nf.datasets.two_moons(150, seed=0).double()
     return _fit(model(), 150, 32, data=data[:0] if rank == 1 else data)

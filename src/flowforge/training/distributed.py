@@ -114,8 +114,14 @@ def join(device: torch.device) -> World | None:
         if device.type == "cuda":
             torch.cuda.set_device(device)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    group = dist.new_group(backend=dist.get_backend())
-    return World(dist.get_rank(), dist.get_world_size(), _local_rank(), device, group)
+    global _STATISTICS_GROUP
+    if _STATISTICS_GROUP is None or _STATISTICS_GROUP[0] is not dist.group.WORLD:  # one per default group
+        _STATISTICS_GROUP = (dist.group.WORLD, dist.new_group(backend=dist.get_backend()))
+    return World(dist.get_rank(), dist.get_world_size(), _local_rank(), device, _STATISTICS_GROUP[1])
+
+
+_STATISTICS_GROUP: tuple[Any, Any] | None = None
+"""The default group this process joined and the second group made over it for the batch statistics."""
 
 
 class SummedNLL(nn.Module):
