@@ -203,3 +203,10 @@ def test_residual_net_context_gate_follows_its_formula():
     assert not torch.allclose(plain(x, c), net(x, c))
     zero = nf.nets.ResidualNet(3, 2, 8, context_features=4, gate_context=True, init_zeros=True)
     assert torch.equal(zero(x.float(), c.float()), torch.zeros(5, 2))
+
+
+def test_nsf_passes_the_coupling_options_on_and_refuses_them_for_autoregressive_layers():
+    model = nf.NSF(3, 2, hidden=8, context_features=2, gate_context=True, bin_logit_scale=0.5)
+    assert all(layer.bin_logit_scale == 0.5 and layer.net.gate_context for layer in model.flows)
+    with pytest.raises(ValueError, match="options of the coupling layers, not autoregressive=True"):
+        nf.NSF(3, 2, autoregressive=True, gate_context=True)

@@ -205,6 +205,8 @@ def NSF(  # noqa: N802
     p: nn.Module | None = None,
     q0: BaseDistribution | None = None,
     context_features: int | None = None,
+    gate_context: bool = False,
+    bin_logit_scale: float = 1.0,
 ) -> NormalizingFlow:
     r"""Neural spline flow (Durkan et al. 2019, https://arxiv.org/abs/1906.04032): ``layers``
     monotone rational-quadratic splines with ``bins`` bins on ``[−tail_bound, tail_bound]`` and the
@@ -215,9 +217,12 @@ def NSF(  # noqa: N802
     reversed between layers (density cheap). The wide default bound keeps the splines active
     where the intermediate values of a deep flow wander (on two-moons, bound 3 gave test NLL 1.768
     and bound 5 gave 1.699 after 4000 steps). With ``context_features`` the conditioners also read
-    the context."""
+    the context. ``gate_context`` and ``bin_logit_scale`` are options of the coupling layers (see
+    :class:`~flowforge.flows.RationalQuadraticCoupling`; ``flowforge.sbi``'s NSF sets them as sbi's does)."""
     _check(dim, layers, context_features, minimum_dim=2)
     flows: list[Flow]
+    if autoregressive and (gate_context or bin_logit_scale != 1.0):
+        raise ValueError("gate_context and bin_logit_scale are options of the coupling layers, not autoregressive=True")
     if autoregressive:
         flows = _autoregressive_stack(
             lambda: RationalQuadraticAutoregressive(
@@ -235,6 +240,8 @@ def NSF(  # noqa: N802
                 num_bins=bins,
                 tail_bound=tail_bound,
                 context_features=context_features,
+                gate_context=gate_context,
+                bin_logit_scale=bin_logit_scale,
             )
             for index in range(layers)
         ]
