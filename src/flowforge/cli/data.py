@@ -15,11 +15,13 @@ import argparse
 import math
 from collections.abc import Callable
 from contextlib import suppress
+from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
 import torch
+from torch import nn
 
 from .. import metrics, plot
 from ..datasets import DIGITS_LEVELS, REAL_TABLES, TOY_DATA, DataError, load_digits, load_real_table, load_table, split
@@ -268,23 +270,35 @@ def _whitened(whitening, data: torch.Tensor) -> torch.Tensor:
     return whitening.inverse(data.double().to(whitening.mean.device))[0]
 
 
-def _fit_beside(args: argparse.Namespace, config: dict, parts, contexts, chosen) -> None:
-    """A process other than 0 of a distributed run: the same model and fit as process 0's, writing nothing
-    (it reads the training state of a resumed run from the run folder)."""
+def _data_fit(
+    args: argparse.Namespace, config: dict, parts, contexts, chosen
+) -> tuple[nn.Module, Any, Callable[..., DataFitResult]]:
+    """The run's model, its whitening (None for images) and its fit: :func:`fit_data` of the flow with the
+    run's settings on the training and validation rows (whitened for a table, in float64 and only then
+    cast to the model's dtype), taking the options that differ between processes (``progress``,
+    ``checkpoint``, ``resume``)."""
     (train, validation), (train_c, validation_c) = parts, contexts
     model = build_data_model(config, None if config["kind"] == "images" else train).to(chosen)
     flow, whitening = split_whitening(model)
     fitted = (
         (train, validation) if whitening is None else (_whitened(whitening, train), _whitened(whitening, validation))
     )
+    fit = partial(
+        fit_data, flow, *fitted, train_context=train_c, validation_context=validation_c,
+        levels=config["levels"], epochs=args.epochs, batch_size=config["batch_size"], lr=args.lr,
+        weight_decay=args.weight_decay, clip_grad_norm=args.clip_grad, patience=args.patience,
+        seed=args.seed, device=chosen,
+    )  # fmt: skip
+    return model, whitening, fit
+
+
+def _fit_beside(args: argparse.Namespace, config: dict, parts, contexts, chosen) -> None:
+    """A process other than 0 of a distributed run: the same model and fit as process 0's, writing nothing
+    (it reads the training state of a resumed run from the run folder)."""
+    _, _, fit = _data_fit(args, config, parts, contexts, chosen)
     resume = Path(args.out) / runs.TRAINING_STATE if runs.resuming(args) else None
     with suppress(TrainingDiverged, TrainingInterrupted):  # process 0 reports them
-        fit_data(
-            flow, *fitted, train_context=train_c, validation_context=validation_c,
-            levels=config["levels"], epochs=args.epochs, batch_size=config["batch_size"], lr=args.lr,
-            weight_decay=args.weight_decay, clip_grad_norm=args.clip_grad, patience=args.patience,
-            seed=args.seed, device=chosen, progress=False, resume=resume,
-        )  # fmt: skip
+        fit(progress=False, resume=resume)
 
 
 def _fit(
@@ -304,20 +318,10 @@ def _fit(
     the whitening's log-determinant is added to what the whitened flow reports."""
     (train, validation, test), (train_c, validation_c, test_c) = parts, contexts
     out = run_folder.path
-    model = build_data_model(config, None if config["kind"] == "images" else train).to(chosen)
-    flow, whitening = split_whitening(model)
+    model, whitening, fit = _data_fit(args, config, (train, validation), (train_c, validation_c), chosen)
     shift = 0.0 if whitening is None else float(torch.log(torch.diagonal(whitening.cholesky)).sum())
-    fitted = (
-        (train, validation) if whitening is None else (_whitened(whitening, train), _whitened(whitening, validation))
-    )
     try:
-        result = fit_data(
-            flow, *fitted, train_context=train_c, validation_context=validation_c,
-            levels=config["levels"], epochs=args.epochs, batch_size=config["batch_size"], lr=args.lr,
-            weight_decay=args.weight_decay, clip_grad_norm=args.clip_grad, patience=args.patience,
-            seed=args.seed, device=chosen, progress=not args.no_progress, checkpoint=run_folder.training_state,
-            resume=run_folder.resume_from,
-        )  # fmt: skip
+        result = fit(progress=not args.no_progress, checkpoint=run_folder.training_state, resume=run_folder.resume_from)
         diverged = None
     except TrainingDiverged as error:
         result, diverged = cast(DataFitResult, error.result), str(error)
