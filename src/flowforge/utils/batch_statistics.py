@@ -77,8 +77,8 @@ def batch_moments(values: torch.Tensor, dims: Sequence[int], unbiased: bool) -> 
     if not _GROUP:
         return values.mean(dim=dims, keepdim=True), values.var(dim=dims, keepdim=True, unbiased=unbiased)
     group = _GROUP[-1]
-    local = values.new_tensor(float(values.numel() // values.sum(dim=dims, keepdim=True).numel()))
-    count = _sum_over_processes(local, group)
-    mean = _sum_over_processes(values.sum(dim=dims, keepdim=True), group) / count
+    total = values.sum(dim=dims, keepdim=True)
+    count = _sum_over_processes(values.new_tensor(float(values.numel() // total.numel())), group)
+    mean = _sum_over_processes(total, group) / count
     squares = _sum_over_processes((values - mean).square().sum(dim=dims, keepdim=True), group)
     return mean, squares / (count - 1 if unbiased else count)
