@@ -47,16 +47,18 @@ def test_two_processes_train_the_model_one_process_trains(tmp_path: Path, monkey
     """ActNorm and BatchNorm, a context with dequantised levels, a process with an empty part of a short
     last batch and parts of 2 and 1 rows for ActNorm's initialisation: equal to 1e-6 in float64. A run
     stopped mid-epoch by a signal to one process and resumed from process 0's checkpoint ends where the
-    uninterrupted run ends, bit for bit."""
-    kinds = ["plain", "conditional", "ragged", "resume"]
+    uninterrupted run ends, bit for bit, and so does one that reads its rows from memory-mapped files."""
+    kinds = ["plain", "conditional", "ragged", "resume", "mapped"]
     folder = tmp_path / "two"
     folder.mkdir()
     result = _torchrun(WORKER, "two.pt", *kinds, cwd=folder)
     assert result.returncode == 0, result.stderr
-    assert sorted(os.listdir(folder)) == ["resume.pt", "two.pt"]  # process 1 wrote nothing
+    # process 1 wrote nothing but its own copy of the mapped kind's data
+    assert sorted(os.listdir(folder)) == ["mapped-0.npy", "mapped-1.npy", "resume.pt", "two.pt"]
     parallel = torch.load(folder / "two.pt")
     for name, value in parallel["plain"]["state"].items():
         assert torch.equal(parallel["resume"]["state"][name], value), name
+        assert torch.equal(parallel["mapped"]["state"][name], value), name
     monkeypatch.chdir(tmp_path)  # the single-process resume writes its checkpoint here
     worker = _worker()
     for kind in kinds:

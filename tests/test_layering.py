@@ -11,7 +11,7 @@ SOURCE = Path(__file__).resolve().parents[1] / "src" / "flowforge"
 # Bottom first; the same table as docs/design.md. A module is matched by its longest listed prefix.
 LAYERS = [
     ["utils", "importance", "progress", "version"],
-    ["nets", "datasets"],
+    ["nets", "datasets", "streaming"],
     ["flows.base", "mcmc"],
     ["flows", "distributions"],
     ["losses"],

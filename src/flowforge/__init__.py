@@ -4,9 +4,10 @@
 ``nf.FlowVAE``), the layers under ``nf.flows``, the base and target densities under
 ``nf.distributions``, one-line models (``nf.PlanarFlow``, ``nf.RealNVP``, ``nf.MAF``, ``nf.NSF``,
 ``nf.Glow``, ...), the objectives in ``nf.losses``, the fitting loops in ``nf.training`` and the
-numbers in ``nf.metrics``; ``nf.export`` writes a model's density or sampler as a ``torch.export``
-program or an ONNX file, and ``flowforge.sbi`` (the ``sbi`` extra, imported on its own) gives sbi its
-estimators. The architecture is described in ``docs/design.md``.
+numbers in ``nf.metrics``; ``nf.streaming`` reads tables larger than memory a batch at a time;
+``nf.export`` writes a model's density or sampler as a ``torch.export`` program or an ONNX file, and
+``flowforge.sbi`` (the ``sbi`` extra, imported on its own) gives sbi its estimators. The architecture
+is described in ``docs/design.md``.
 """
 
 from . import (  # noqa: I001  (normflows module paths; moving to flowforge.compat)
@@ -21,6 +22,7 @@ from . import (  # noqa: I001  (normflows module paths; moving to flowforge.comp
     model,
     nets,
     presets,
+    streaming,
     training,
     utils,
     vae,
@@ -57,6 +59,7 @@ __all__ = [
     "model",
     "nets",
     "presets",
+    "streaming",
     "training",
     "utils",
     "vae",

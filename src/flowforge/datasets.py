@@ -144,8 +144,8 @@ def _read_text(path: Path, max_bytes: int | None) -> str:
     size = path.stat().st_size
     if max_bytes is not None and size > max_bytes:
         raise DataError(
-            f"{path}: a text table of {_size(size)} is over the limit of {_size(max_bytes)}; save it with numpy.save "
-            "as .npy (read without parsing)"
+            f"{path}: a text table of {_size(size)} is over the limit of {_size(max_bytes)}; convert it once with "
+            f"`flowforge convert {path} TABLE.npy` (read a batch at a time, without parsing)"
         )
     raw = path.read_bytes()
     if b"\0" in raw:
@@ -363,7 +363,9 @@ def split(
     """Shuffle the rows (seeded) and cut them into train, validation and test parts.
 
     ``data`` may be a tuple of tensors with the same number of rows (data and labels, data and
-    context): each part is then a tuple, cut with the same permutation.
+    context): each part is then a tuple, cut with the same permutation. A
+    :class:`~flowforge.streaming.MappedRows` (rows read on demand) is cut into views of the same rows,
+    each part's rows in file order (so that reading a part runs through the file once).
     """
     if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-9:
         raise ValueError(f"fractions must be three non-negative numbers summing to 1, got {fractions}")
@@ -377,10 +379,16 @@ def split(
     if n_train == 0:
         raise ValueError(f"{rows} rows leave no training data with fractions {fractions}")
     bounds = ((0, n_train), (n_train, n_train + n_validation), (n_train + n_validation, rows))
-    train, validation, test = (tuple(t[order[a:b]] for t in tensors) for a, b in bounds)
+    train, validation, test = (tuple(_part(t, order[a:b]) for t in tensors) for a, b in bounds)
     if isinstance(data, tuple):
         return train, validation, test
     return train[0], validation[0], test[0]
+
+
+def _part(data: Any, rows: torch.Tensor) -> Any:
+    """The rows ``rows`` of a tensor, or the view of them in file order of rows read on demand (anything
+    with a ``subset`` method: :class:`~flowforge.streaming.MappedRows`, a layer above this one)."""
+    return data.subset(np.sort(rows.numpy())) if hasattr(data, "subset") else data[rows]
 
 
 def dequantize(data: torch.Tensor, levels: int, generator: torch.Generator | None = None) -> torch.Tensor:

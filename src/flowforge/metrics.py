@@ -19,6 +19,7 @@ from .datasets import dequantize
 from .importance import check_log_weights, effective_sample_size, log_normalizer
 from .losses import require_target, target_log_prob
 from .model import MultiscaleFlow, NormalizingFlow
+from .streaming import MappedRows, Rows, chunks, moments
 from .utils.checks import positive_int
 from .vae import FlowVAE
 
@@ -223,49 +224,70 @@ def bits_per_dim(nll: float, dim: int) -> float:
     return nll / (positive_int("dim", dim) * math.log(2))
 
 
-def gaussian_nll(train: torch.Tensor, test: torch.Tensor) -> tuple[float, float]:
+def gaussian_nll(train: Rows, test: Rows) -> tuple[float, float]:
     """The baseline every density model should beat: a full-covariance Gaussian fitted to ``train``
     by maximum likelihood; returns its mean test NLL (nats per row) and that mean's standard error.
-    Computed in float64; a singular covariance (constant or collinear columns) is an error."""
-    if train.dim() != 2 or test.dim() != 2 or train.shape[1] != test.shape[1] or train.shape[0] < 2:
-        raise ValueError(f"need (rows, columns) train and test with equal columns, got {train.shape}, {test.shape}")
-    train, test = train.double(), test.double()
-    mean = train.mean(0)
-    covariance = torch.atleast_2d(torch.cov(train.T, correction=0))
+    Computed in float64; a singular covariance (constant or collinear columns) is an error. Either set
+    may be a :class:`~flowforge.streaming.MappedRows`, read in one streaming pass
+    (:func:`~flowforge.streaming.moments`)."""
+    if len(train.shape) != 2 or len(test.shape) != 2 or train.shape[1] != test.shape[1] or train.shape[0] < 2:
+        raise ValueError(
+            f"need (rows, columns) train and test with equal columns, got {tuple(train.shape)}, {tuple(test.shape)}"
+        )
+    if isinstance(train, MappedRows):
+        mean, covariance = moments(train)
+    else:
+        train = train.double()
+        mean, covariance = train.mean(0), torch.atleast_2d(torch.cov(train.T, correction=0))
     cholesky, info = torch.linalg.cholesky_ex(covariance)
     if info:
         raise ValueError("the training data's covariance is singular (constant or collinear columns)")
-    nll = -torch.distributions.MultivariateNormal(mean, scale_tril=cholesky).log_prob(test)
+    gaussian = torch.distributions.MultivariateNormal(mean, scale_tril=cholesky)
+    nll = torch.cat([-gaussian.log_prob(rows.double().cpu()) for rows in chunks(test)])
     return float(nll.mean()), float(nll.std() / math.sqrt(nll.numel()))
 
 
-def discrete_nll_offset(data: torch.Tensor, levels: int | None) -> float:
+def discrete_nll_offset(data: Rows, levels: int | None) -> float:
     """``D log levels`` for rows of ``D`` values: turns the density of data dequantised and scaled to
     ``[0, 1)`` into the likelihood bound of the discrete data (Theis et al. 2016,
     https://arxiv.org/abs/1511.01844); 0 without ``levels``."""
-    return 0.0 if levels is None else data[0].numel() * math.log(levels)
+    return 0.0 if levels is None else math.prod(data.shape[1:]) * math.log(levels)
 
 
 @torch.no_grad()
 def nll_per_row(
     model: FlowModel,
-    data: torch.Tensor,
+    data: Rows,
     batch_size: int = 4096,
-    context: torch.Tensor | None = None,
+    context: Rows | None = None,
     levels: int | None = None,
     seed: int = 0,
 ) -> torch.Tensor:
     """``−log q(x)`` (or ``−log q(x | c)`` with a per-row ``context``) for every row of ``data``, in
-    chunks on the model's device; float64 on the CPU.
+    chunks on the model's device; float64 on the CPU. ``data`` and ``context`` may be
+    :class:`~flowforge.streaming.MappedRows`, read ``batch_size`` rows at a time.
 
     With ``levels``, ``data`` holds integer levels ``0 … levels−1`` and each value is the discrete
     NLL bound of uniform dequantisation, ``−log q((k + u)/levels) + D log levels``, with one seeded
-    draw of ``u ~ U[0, 1)^D`` per row.
+    draw of ``u ~ U[0, 1)^D`` per row (drawn per chunk for rows read on demand).
     """
-    like = next(iter(model.parameters()), data)
-    data = data.to(device=like.device, dtype=like.dtype)
+    like = next(iter(model.parameters()), None)
+    offset = discrete_nll_offset(data, levels)
+    if isinstance(data, MappedRows) or isinstance(context, MappedRows):
+        generator = torch.Generator(device="cpu").manual_seed(seed)
+        values = []
+        for index in torch.arange(len(data)).split(batch_size):
+            rows = _on(data, index, like)
+            if levels is not None:
+                rows = dequantize(rows, levels, generator)
+            log_q = model.log_prob(rows) if context is None else model.log_prob(rows, _on(context, index, like))
+            values.append(-log_q.double().cpu())
+        return torch.cat(values) + offset
+    assert isinstance(data, torch.Tensor) and not isinstance(context, MappedRows)
+    device, dtype = (data.device, data.dtype) if like is None else (like.device, like.dtype)
+    data = data.to(device=device, dtype=dtype)
     if context is not None:
-        context = context.to(device=like.device, dtype=like.dtype if context.is_floating_point() else context.dtype)
+        context = context.to(device=device, dtype=dtype if context.is_floating_point() else context.dtype)
     if levels is not None:
         data = dequantize(data, levels, torch.Generator(device="cpu").manual_seed(seed))
     values = []
@@ -273,14 +295,22 @@ def nll_per_row(
         rows = data[index]
         log_q = model.log_prob(rows) if context is None else model.log_prob(rows, context[index])
         values.append(-log_q.double().cpu())
-    return torch.cat(values) + discrete_nll_offset(data, levels)
+    return torch.cat(values) + offset
+
+
+def _on(data: Rows, index: torch.Tensor, like: torch.Tensor | None) -> torch.Tensor:
+    """The rows ``index`` of ``data`` on ``like``'s device, floating ones in its dtype."""
+    rows = data.take(index) if isinstance(data, MappedRows) else data[index.to(data.device)]
+    if like is None:
+        return rows
+    return rows.to(device=like.device, dtype=like.dtype if rows.is_floating_point() else rows.dtype)
 
 
 def mean_nll(
     model: FlowModel,
-    data: torch.Tensor,
+    data: Rows,
     batch_size: int = 4096,
-    context: torch.Tensor | None = None,
+    context: Rows | None = None,
     levels: int | None = None,
     seed: int = 0,
 ) -> float:

@@ -1,6 +1,6 @@
 """Pictures of densities, samples and training, written to files (headless, no pyplot state).
 
-Every writer goes through :func:`atomic_path` (:func:`flowforge.training.checkpoint.atomic_path`,
+Every writer goes through :func:`atomic_path` (:func:`flowforge.utils.files.atomic_path`,
 re-exported here), so an interrupted run or a full disk never leaves a half-written file behind.
 matplotlib and Pillow are optional (the ``cli`` extra): without them the module still imports and
 its histogram helpers work, while every picture writer raises an :class:`ImportError` that says how
@@ -22,7 +22,7 @@ import torch
 
 from .metrics import Bounds, evaluate_in_chunks, grid_points
 from .model import NormalizingFlow
-from .training.checkpoint import atomic_path
+from .utils.files import atomic_path
 
 MISSING_PICTURE_PACKAGES = (
     'flowforge draws its pictures with matplotlib and Pillow ({name} is missing): pip install "flowforge[cli]"'

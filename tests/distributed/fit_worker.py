@@ -11,7 +11,9 @@ Kinds (float64 flows, 3 epochs):
 - ``signal``: process 1 (or the only process) sends itself SIGTERM during the first validation;
 - ``resume``: ``plain`` with a checkpoint in the working folder, stopped by SIGTERM to process 1 (or the
   only process) in the 7th batch (mid-epoch 2), then resumed from the checkpoint into a new model;
-- ``fail``: process 1 is given no data, which its fit refuses.
+- ``fail``: process 1 is given no data, which its fit refuses;
+- ``mapped``: ``plain`` with the training and validation rows read a batch at a time from a memory-mapped
+  ``.npy`` file in the working folder (one per process).
 
 Process 0 (or the only process) saves ``{kind: {"state", "train", "validation"}}`` to OUT; for ``signal``
 the number of the signal that stopped it and the epochs done.
@@ -24,13 +26,14 @@ import os
 import signal
 from typing import Any
 
+import numpy
 import torch
 
 import flowforge as nf
 from flowforge import flows
 from flowforge.training import TrainingInterrupted, fit_data
 
-KINDS = ("plain", "conditional", "ragged", "signal", "resume", "fail")
+KINDS = ("plain", "conditional", "ragged", "signal", "resume", "fail", "mapped")
 
 
 def model(context: int | None = None, batch_norm: bool = True) -> nf.NormalizingFlow:
@@ -104,6 +107,11 @@ def run(kind: str) -> dict[str, Any]:
         else:
             raise AssertionError("the fit was not interrupted")
         return _fit(model(), 150, 32, checkpoint="resume.pt", resume="resume.pt")
+    if kind == "mapped":
+        path = f"mapped-{rank}.npy"
+        numpy.save(path, torch.cat([nf.datasets.two_moons(150, seed=0), nf.datasets.two_moons(40, seed=1)]).double())
+        rows = numpy.load(path, mmap_mode="r")
+        return _fit(model(), 150, 32, data=rows[:150], validation=rows[150:])
     assert kind == "fail"
     data = nf.datasets.two_moons(150, seed=0).double()
     return _fit(model(), 150, 32, data=data[:0] if rank == 1 else data)

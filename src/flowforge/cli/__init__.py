@@ -4,8 +4,9 @@ density or sampler, run MCMC, compare flows of several depths, train a VAE with 
 One module per subcommand group, each adding its own options and running its command:
 :mod:`~flowforge.cli.fit` (``fit``, ``demo``, ``targets``), :mod:`~flowforge.cli.data` (``fit --data``),
 :mod:`~flowforge.cli.sampling` (``mcmc``, ``compare``), :mod:`~flowforge.cli.vae` (``vae``),
-:mod:`~flowforge.cli.sample` (``sample``) and :mod:`~flowforge.cli.export` (``export``: a torch.export
-program or an ONNX file). They share one error type (:mod:`~flowforge.cli.errors`),
+:mod:`~flowforge.cli.sample` (``sample``), :mod:`~flowforge.cli.export` (``export``: a torch.export
+program or an ONNX file) and :mod:`~flowforge.cli.convert` (``convert``: a CSV table as ``.npy``).
+They share one error type (:mod:`~flowforge.cli.errors`),
 one set of argument checks (:mod:`~flowforge.cli.validators`) and one writer and reader of run folders
 (:mod:`~flowforge.cli.runs`), which records each run's kind in its ``config.json``.
 
@@ -31,7 +32,7 @@ from pathlib import Path
 from ..training.checkpoint import ResumeError
 from ..training.interrupt import InterruptingSignals, signal_name
 from ..version import __version__
-from . import export, fit, runs, sample, sampling, vae
+from . import convert, export, fit, runs, sample, sampling, vae
 from .errors import CLIError, Parser
 
 __all__ = ["CLIError", "build_parser", "main"]
@@ -72,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_arguments(command("sample", "draw samples from a fitted run", sample.run))
     export.add_arguments(
         command("export", "write a fitted run's log_prob or sampler as a torch.export program or ONNX file", export.run)
+    )
+    convert.add_arguments(
+        command("convert", "convert a CSV table into a .npy file that fit --data reads a batch at a time", convert.run)
     )
     return parser
 

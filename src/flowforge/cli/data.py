@@ -7,6 +7,11 @@ model starts as the full-covariance Gaussian and ``log_prob`` and samples are in
 units; a context (``--context COLS``) is standardised and its statistics kept in the checkpoint.
 Images are dequantised and modelled on ``[0, 1]`` by a multi-scale Glow. The run's kind is
 ``"table"`` or ``"images"``.
+
+A ``.npy`` file is memory-mapped and read a batch at a time (:class:`~flowforge.streaming.MappedRows`)
+with ``--stream``, or when it is larger than :data:`STREAM_BYTES`: the whitening statistics come from one
+streaming pass in float64, and the memory the run holds is bounded by the batch and the row numbers of
+the splits, not by the file. ``flowforge convert`` turns a CSV table into such a file.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from torch import nn
 from .. import metrics, plot
 from ..datasets import DIGITS_LEVELS, REAL_TABLES, TOY_DATA, DataError, load_digits, load_real_table, load_table, split
 from ..metrics import nll_per_row
+from ..streaming import MappedRows, Rows, chunks, moments
 from ..training import DataFitResult, TrainingDiverged, TrainingInterrupted, distributed, fit_data
 from ..version import __version__
 from . import runs
@@ -48,6 +54,10 @@ MAX_TEXT_BYTES = 2**28
 """The largest .csv/.txt table read: parsing holds its cells as Python strings, about ten times the file's size."""
 MAX_ARRAY_BYTES = 2**32
 """The largest .npy/.npz array read (it is then copied once as float64)."""
+STREAM_BYTES = 2**30
+"""A ``.npy`` file larger than this is memory-mapped and read a batch at a time, as with ``--stream``."""
+STREAMED_SAMPLES = 100_000
+"""The samples a run on a memory-mapped file writes by default (other runs write one per test row)."""
 MAX_TOY_ROWS = 10**7
 """The most rows drawn from a toy set: they are generated in memory at once."""
 toy_rows = integer(1, MAX_TOY_ROWS, "a toy set is generated in memory at once")
@@ -69,6 +79,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--columns", metavar="COLS", help="data columns, by name or 0-based index: a,b,3")
     group.add_argument("--context", metavar="COLS", help="columns to condition on (a conditional flow)")
     group.add_argument("--key", help="array name inside an .npz file")
+    group.add_argument(
+        "--stream",
+        action="store_true",
+        help=f"memory-map a .npy file and read it a batch at a time (automatic above {STREAM_BYTES // 2**30} GiB)",
+    )
     group.add_argument("--class-cond", action="store_true", help="images: condition on the class labels")
     group.add_argument("--num-data", type=toy_rows, default=20_000, help="rows drawn from a toy set")
     group.add_argument("--split", type=fractions, default=(0.8, 0.1, 0.1), metavar="TRAIN,VAL,TEST")
@@ -124,8 +139,13 @@ def load_source(args: argparse.Namespace) -> dict:
         return {"kind": "images", "data": images, "labels": labels, "levels": DIGITS_LEVELS, "names": None}
     if args.class_cond:
         raise CLIError("--class-cond needs labelled images (--data digits)")
+    streamed = _streamed(args)
+    table: torch.Tensor | MappedRows
     try:
-        if source in TOY_DATA:
+        if streamed:
+            table = MappedRows.open(runs.input_path(args))
+            names = [f"x{i + 1}" for i in range(table.shape[1])]
+        elif source in TOY_DATA:
             table, names = TOY_DATA[source](args.num_data, seed=args.seed).double(), ["x1", "x2"]
         elif source in REAL_TABLES:
             table, names = bundled(load_real_table, source)
@@ -147,13 +167,35 @@ def load_source(args: argparse.Namespace) -> dict:
         raise CLIError(f"column(s) {[names[i] for i in overlap]} are both data and context")
     if len(data_index) < 2:
         raise CLIError(f"need at least 2 data columns for a flow, got {[names[i] for i in data_index]}")
+    data: Rows
+    context: Rows | None
+    if isinstance(table, MappedRows):
+        data, context = table.select(data_index), (table.select(context_index) if context_index else None)
+    else:
+        data, context = table[:, data_index], (table[:, context_index] if context_index else None)
     return {
         "kind": "table",
-        "data": table[:, data_index],
-        "context": table[:, context_index] if context_index else None,
+        "data": data,
+        "context": context,
         "names": [names[i] for i in data_index],
         "context_names": [names[i] for i in context_index],
     }
+
+
+def _streamed(args: argparse.Namespace) -> bool:
+    """Whether ``--data`` is read a batch at a time: with ``--stream`` (a ``.npy`` file only) or for a
+    ``.npy`` file larger than :data:`STREAM_BYTES`."""
+    named = args.data in TOY_DATA or args.data in REAL_TABLES or args.data in IMAGE_SETS
+    path = None if named else Path(runs.input_path(args))
+    is_npy = path is not None and path.suffix.lower() == ".npy"
+    if getattr(args, "stream", False) and not is_npy:
+        raise CLIError(
+            f"--stream memory-maps a .npy file; --data {args.data!r} is not one (convert a CSV table once with "
+            "`flowforge convert TABLE.csv TABLE.npy`)"
+        )
+    if getattr(args, "stream", False):
+        return True
+    return is_npy and path is not None and path.is_file() and path.stat().st_size > STREAM_BYTES
 
 
 def _inputs(args: argparse.Namespace) -> dict[str, str]:
@@ -162,23 +204,29 @@ def _inputs(args: argparse.Namespace) -> dict[str, str]:
     return {} if named else {"--data": runs.input_path(args)}
 
 
-def _standardise(context: torch.Tensor | None, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor | None:
+def _standardise(context: Rows | None, mean: torch.Tensor, std: torch.Tensor) -> Rows | None:
+    if isinstance(context, MappedRows):
+        return context.map(lambda values: (values - mean) / std)
     return None if context is None else (context - mean) / std
 
 
-def _check_statistics(data: torch.Tensor, names: list[str], what: str) -> tuple[torch.Tensor, torch.Tensor]:
-    std = data.std(0, unbiased=False)
+def _check_statistics(data: Rows, names: list[str], what: str) -> tuple[torch.Tensor, torch.Tensor]:
+    if isinstance(data, MappedRows):
+        mean, covariance = moments(data)
+        std = covariance.diagonal().sqrt()
+    else:
+        mean, std = data.mean(0), data.std(0, unbiased=False)
     constant = [names[i] for i in torch.nonzero(std == 0).flatten().tolist()]
     if constant:
         raise CLIError(f"{what} column(s) {constant} are constant in the training split; drop them")
     overflow = [names[i] for i in torch.nonzero(~torch.isfinite(std * std)).flatten().tolist()]
     if overflow:
-        largest = float(data.abs().max())
+        largest = max(float(values.abs().max()) for values in chunks(data))
         raise CLIError(
             f"{what} column(s) {overflow} are too large for their covariance in float64 (values up to {largest:.3g}); "
             "rescale them"
         )
-    return data.mean(0), std
+    return mean, std
 
 
 def run(args: argparse.Namespace) -> Path:
@@ -211,6 +259,9 @@ def run(args: argparse.Namespace) -> Path:
     (train, *train_rest), (validation, *validation_rest), (test, *test_rest) = parts
     if len(validation) == 0 or len(test) == 0:
         raise CLIError(f"{len(source['data'])} rows leave no validation or test rows with --split {args.split}")
+    train_c: Rows | None
+    validation_c: Rows | None
+    test_c: Rows | None
     train_c, validation_c, test_c = (rest[0] if rest else None for rest in (train_rest, validation_rest, test_rest))
     config = {
         "data": args.data,
@@ -237,11 +288,13 @@ def run(args: argparse.Namespace) -> Path:
         "invocation": runs.invocation(args),
         "data_sha256": runs.fingerprint(source["data"], context),
     }
+    if isinstance(source["data"], MappedRows):
+        config["stream"] = True
     check_data_config({**config, "kind": source["kind"]})  # the run folder adds the kind when it writes config.json
+    if args.num_samples is None:
+        args.num_samples = min(len(test), STREAMED_SAMPLES) if isinstance(test, MappedRows) else len(test)
     if not images:
-        sample_memory(
-            args.num_samples or len(test), len(config["names"]) + len(config["context_names"]), "--num-samples"
-        )
+        sample_memory(args.num_samples, len(config["names"]) + len(config["context_names"]), "--num-samples")
     statistics: dict[str, torch.Tensor] = {}
     if not images:
         _check_statistics(train, source["names"], "data")
@@ -265,8 +318,11 @@ def run(args: argparse.Namespace) -> Path:
     return run_folder.path
 
 
-def _whitened(whitening, data: torch.Tensor) -> torch.Tensor:
-    """Rows of a table in the whitened units the flow trains in, mapped in float64 (on the model's device)."""
+def _whitened(whitening, data: Rows) -> Rows:
+    """Rows of a table in the whitened units the flow trains in, mapped in float64 (on the model's device);
+    rows read on demand are mapped as each batch is read."""
+    if isinstance(data, MappedRows):
+        return data.map(lambda values: whitening.inverse(values.to(whitening.mean.device))[0])
     return whitening.inverse(data.double().to(whitening.mean.device))[0]
 
 
@@ -335,7 +391,7 @@ def _fit(
     numbers = _data_metrics(model, config, result, shift, (train, validation, test), validation_c, test_c)
     numbers["diverged"] = diverged
     numbers["world_size"] = world_size
-    _write_samples(out, model, config, train, test, test_c, args.num_samples or len(test), statistics)
+    _write_samples(out, model, config, train, test, test_c, args.num_samples, statistics)
     runs.write_json(out / runs.METRICS, numbers)
     summary = f"test NLL = {numbers['test_nll']:.4f} ± {numbers['test_nll_standard_error']:.4f} nats"
     if "bits_per_dim" in numbers:
@@ -349,15 +405,18 @@ def _fit(
         raise CLIError(f"training stopped: {diverged} (the checkpoint of the best state is in {out})")
 
 
-def _nll_per_row(model, data: torch.Tensor, context: torch.Tensor | None, levels: int | None) -> torch.Tensor:
+def _nll_per_row(model, data: Rows, context: Rows | None, levels: int | None) -> torch.Tensor:
     """``−log q`` of every row in the data's units (:func:`~flowforge.cli.models.data_log_prob` for tables)."""
     if levels is not None:
         return nll_per_row(model, data, context=context, levels=levels)
-    parts = [
-        (data[i : i + 4096], None if context is None else context[i : i + 4096]) for i in range(0, len(data), 4096)
-    ]
+    contexts = [None] * -(-len(data) // 4096) if context is None else chunks(context, 4096)
     with torch.no_grad():
-        return -torch.cat([data_log_prob(model, rows, rows_context).cpu() for rows, rows_context in parts])
+        return -torch.cat(
+            [
+                data_log_prob(model, rows, rows_context).cpu()
+                for rows, rows_context in zip(chunks(data, 4096), contexts, strict=True)
+            ]
+        )
 
 
 def _data_metrics(model, config, result, shift: float, parts, validation_c, test_c) -> dict:
@@ -373,7 +432,7 @@ def _data_metrics(model, config, result, shift: float, parts, validation_c, test
         "best_epoch": result.best_epoch + 1,
         "stopped_early": result.stopped_early,
         "train_time_s": result.wall_time,
-        "dim": int(test[0].numel()),
+        "dim": math.prod(test.shape[1:]),
         "rows": config["rows"],
     }
     if levels is not None:
@@ -411,6 +470,14 @@ def draw_samples(
     return torch.cat(chunks)
 
 
+def _histogram(rows: Rows, bounds, bins: int = 100) -> np.ndarray:
+    """:func:`~flowforge.plot.histogram2d` of 2-D rows in memory or read on demand, a chunk at a time."""
+    counts = np.zeros((bins, bins), dtype=np.int64)
+    for values in chunks(rows):
+        counts += plot.histogram2d(values, bounds, bins)
+    return counts
+
+
 def _write_samples(out: Path, model, config, train, test, test_c, count, statistics) -> None:
     if config["kind"] == "images":
         labels = torch.arange(10).repeat_interleave(8) if config["class_cond"] else None
@@ -425,6 +492,9 @@ def _write_samples(out: Path, model, config, train, test, test_c, count, statist
         )
         runs.save_npy(out / "samples.npy", samples.numpy())
         return
+    if isinstance(test, MappedRows):  # a seeded random part of the test rows, which are in file order
+        shown = np.random.default_rng(config["seed"]).permutation(len(test))[: min(len(test), count)]
+        test, test_c = test.take(shown), None if test_c is None else test_c.take(shown)
     context = None if test_c is None else test_c.repeat(-(-count // len(test_c)), 1)[:count]
     samples = draw_samples(model, config, count, context)
     columns = samples
@@ -445,7 +515,7 @@ def _write_samples(out: Path, model, config, train, test, test_c, count, statist
         plot.save_comparison(
             out / "comparison.png",
             [
-                ("training data", plot.histogram2d(train, bounds, 100)),
+                ("training data", _histogram(train, bounds)),
                 ("learned density", density),
                 ("flow samples (100000)", sample_counts),
             ],  # fmt: skip

@@ -24,6 +24,7 @@ from ..flows import Whitening
 from ..model import NormalizingFlow
 from ..nets import MLP
 from ..presets import MAF, NSF, PRESETS, Glow, NSFAutoregressive, RealNVP
+from ..streaming import MappedRows, moments
 from .errors import CLIError
 from .validators import MAX_LAYERS, parameter_budget, target_param
 
@@ -122,11 +123,12 @@ def check_data_config(config: dict) -> None:
     parameter_budget(depth * hidden * (2 * hidden + len(names) + len(context_names)), f"the {flow} flow")
 
 
-def build_data_model(config: dict, train: torch.Tensor | None = None):
+def build_data_model(config: dict, train: torch.Tensor | MappedRows | None = None):
     """The model a data run's ``config`` describes (checked first by :func:`check_data_config`). Tables:
     the preset followed by a :class:`~flowforge.flows.Whitening` layer with the mean and covariance of
     ``train`` (so the model starts as the full-covariance Gaussian of the training data and works in the
-    data's units); without ``train``, placeholders that ``load_state_dict`` fills."""
+    data's units; rows read on demand in one streaming pass, :func:`~flowforge.streaming.moments`);
+    without ``train``, placeholders that ``load_state_dict`` fills."""
     check_data_config(config)
     if config["kind"] == "images":
         classes = 10 if config.get("class_cond") else None
@@ -140,7 +142,12 @@ def build_data_model(config: dict, train: torch.Tensor | None = None):
         model.flows.append(Whitening(torch.zeros(dim, dtype=torch.float64), torch.eye(dim, dtype=torch.float64)))
     else:
         try:
-            model.flows.append(Whitening.from_data(train.double()))
+            whitening = (
+                Whitening.from_moments(*moments(train))
+                if isinstance(train, MappedRows)
+                else Whitening.from_data(train.double())
+            )
+            model.flows.append(whitening)
         except ValueError as error:
             raise CLIError(f"the training data cannot be fitted: {error}") from None
     return model

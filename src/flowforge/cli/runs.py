@@ -46,7 +46,7 @@ A run never destroys anything that is not its own:
 
 Runs written before the field ``"kind"`` existed are read by :func:`load_run`, which infers their kind
 once, by the rule that version used (:func:`run_kind`). Every file goes through
-:func:`~flowforge.training.checkpoint.atomic_path` (the one the pictures and the training states use
+:func:`~flowforge.utils.files.atomic_path` (the one the pictures and the training states use
 too): it is written beside its destination under a hidden temporary name and moved into place with
 :func:`os.replace` only when complete, so an interrupted run or a full disk never leaves a
 half-written file; ``config.json`` and ``model.pt`` are also synced to the disk (``fsync``).
@@ -74,7 +74,9 @@ from typing import Any, NamedTuple, cast
 import numpy as np
 import torch
 
-from ..training.checkpoint import ResumeError, atomic_path, check_model
+from ..streaming import MappedRows
+from ..training.checkpoint import ResumeError, check_model
+from ..utils.files import atomic_path
 from .errors import CLIError
 from .models import build_data_model, build_target_model
 
@@ -164,16 +166,23 @@ def typed_options(args: argparse.Namespace) -> list[str]:
     return [action.option_strings[0] for action in actions if action.dest in typed]
 
 
-def fingerprint(*arrays: torch.Tensor | np.ndarray | None) -> str:
+def fingerprint(*arrays: torch.Tensor | np.ndarray | MappedRows | None) -> str:
     """The SHA-256 of arrays' dtypes, shapes and values (None skipped): what a run records of its data,
-    so that resuming it on data that changed is refused."""
+    so that resuming it on data that changed is refused. Rows read on demand
+    (:class:`~flowforge.streaming.MappedRows`) are hashed as their float64 values, in one streaming pass:
+    the same digest as the table read into memory."""
     digest = hashlib.sha256()
     for array in arrays:
         if array is None:
             continue
-        values = np.ascontiguousarray(array.detach().cpu().numpy() if isinstance(array, torch.Tensor) else array)
-        digest.update(f"{values.dtype.str}{values.shape};".encode())
-        digest.update(values.tobytes())
+        if isinstance(array, MappedRows):
+            digest.update(f"{np.dtype(np.float64).str}{array.shape};".encode())
+            for values in array.chunks():
+                digest.update(np.ascontiguousarray(values.numpy()).tobytes())
+            continue
+        flat = np.ascontiguousarray(array.detach().cpu().numpy() if isinstance(array, torch.Tensor) else array)
+        digest.update(f"{flat.dtype.str}{flat.shape};".encode())
+        digest.update(flat.tobytes())
     return digest.hexdigest()
 
 

@@ -94,6 +94,14 @@ class Standardization(AffineConstFlow):
         check_event_shape(self, x, self.shape)
 
 
+def _cholesky(covariance: torch.Tensor) -> torch.Tensor:
+    """The lower Cholesky factor of a covariance; a singular one is an error."""
+    cholesky, info = torch.linalg.cholesky_ex(covariance)
+    if info:
+        raise ValueError("the data's covariance is singular (constant or collinear columns)")
+    return cholesky
+
+
 class Whitening(Flow):
     r"""Fixed full-covariance map between whitened and original units: ``x = μ + L z``,
     ``z = L⁻¹(x − μ)`` with ``L`` lower triangular (the Cholesky factor of a covariance).
@@ -132,10 +140,14 @@ class Whitening(Flow):
         if data.dim() != 2 or data.shape[0] < 2:
             raise ValueError(f"need (rows >= 2, features) data, got shape {tuple(data.shape)}")
         covariance = torch.atleast_2d(torch.cov(data.T.double(), correction=0))
-        cholesky, info = torch.linalg.cholesky_ex(covariance)
-        if info:
-            raise ValueError("the data's covariance is singular (constant or collinear columns)")
-        return cls(data.mean(0), cholesky.to(data.dtype))
+        return cls(data.mean(0), _cholesky(covariance).to(data.dtype))
+
+    @classmethod
+    def from_moments(cls, mean: torch.Tensor, covariance: torch.Tensor) -> Whitening:
+        """The map of a mean ``(D,)`` and a covariance ``(D, D)`` (e.g. of
+        :func:`~flowforge.streaming.moments`, one streaming pass over data larger than memory); a
+        singular covariance is an error."""
+        return cls(mean, _cholesky(covariance.double()).to(covariance.dtype))
 
     def _statistics(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The mean and factor in the wider of ``like``'s dtype and the buffers'."""

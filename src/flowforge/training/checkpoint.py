@@ -10,22 +10,21 @@ file is either the previous state or the new one, never a mix. It is read by :fu
 training state cannot carry code. Anything else that is stored (NumPy arrays, random-generator states)
 is stored as tensors.
 
-:func:`atomic_path` is also the writer of every file the command writes (:mod:`flowforge.plot`
-re-exports it): this is the lowest layer that writes files.
+Files are written through :func:`~flowforge.utils.files.atomic_path`, as is every file the command
+writes.
 """
 
 from __future__ import annotations
 
 import os
-import uuid
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from pathlib import Path
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import torch
 from torch import nn
+
+from ..utils.files import atomic_path
 
 T = TypeVar("T")
 
@@ -51,48 +50,6 @@ ENTRIES = {
 """The entries each loop's training state holds (besides ``"format"``, ``"version"`` and ``"loop"``)."""
 
 StatePath = str | os.PathLike
-
-
-@contextmanager
-def atomic_path(path: StatePath, durable: bool = False) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; move it into place only if the block succeeds.
-
-    The temporary file is named ``.NAME.PID.RANDOM.partial`` and removed if the block fails (a full
-    disk, an interruption), so ``path`` is either its old self or complete. An :class:`OSError` that
-    names the temporary file, or no file, is raised again naming ``path``. With ``durable`` the
-    file's data are flushed to the disk (``fsync``) before the move and the folder after it, so the
-    new file also survives a crash of the machine.
-    """
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial")
-    try:
-        yield temporary
-        if durable:
-            _sync(temporary, os.O_RDWR if os.name == "nt" else os.O_RDONLY)
-        os.replace(temporary, path)
-    except OSError as error:
-        if error.filename is None or Path(error.filename) == temporary:
-            raise OSError(error.errno, error.strerror or str(error), str(path)) from error
-        raise
-    finally:
-        if os.path.lexists(temporary):
-            os.remove(temporary)
-    if durable:
-        _sync_folder(path.parent)
-
-
-def _sync(path: Path, flags: int) -> None:
-    descriptor = os.open(path, flags)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
-def _sync_folder(folder: Path) -> None:
-    """fsync a folder, so that a rename in it is on the disk; not possible (nor needed) on Windows."""
-    if os.name != "nt":
-        _sync(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
 
 
 def save_state(path: StatePath, loop: str, state: Mapping[str, Any]) -> None:

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import torch
@@ -30,6 +30,7 @@ from ..losses import ELBO, ForwardKL
 from ..metrics import FlowModel, discrete_nll_offset, mean_elbo, mean_nll
 from ..nets.lipschitz import SpectralNormLinear
 from ..progress import progress_bar
+from ..streaming import MappedRows, Rows, all_finite, total
 from ..utils.batch_statistics import synchronized
 from ..utils.checks import positive_int
 from ..vae import FlowVAE
@@ -420,18 +421,41 @@ class _EpochRun:
         return self.make_result(self.history)
 
 
-def _check_rows(name: str, data: torch.Tensor | None, context: torch.Tensor | None) -> None:
+def _check_rows(name: str, data: Rows | None, context: Rows | None) -> None:
     if data is None and context is not None:
         raise ValueError(f"{name}_context given without {name}_data")
     if data is None:
         return
-    if data.dim() < 2 or data.shape[0] < 1 or not torch.isfinite(data).all():
+    if len(data.shape) < 2 or data.shape[0] < 1 or not all_finite(data):
         raise ValueError(f"{name}_data must be a finite (rows, features...) tensor with at least one row")
     if context is not None and context.shape[0] != data.shape[0]:
         raise ValueError(
             f"{name}_context has {context.shape[0]} rows but {name}_data has {data.shape[0]}; "
             "the context needs one row per data row"
         )
+
+
+def _as_rows(name: str, values: torch.Tensor | np.ndarray | MappedRows | None) -> Rows | None:
+    """A NumPy array (a memory-mapped ``.npy`` file, ``np.load(path, mmap_mode="r")``) as the
+    :class:`~flowforge.streaming.MappedRows` read a batch at a time; tensors and views as they are."""
+    if values is None or isinstance(values, torch.Tensor | MappedRows):
+        return values
+    if isinstance(values, np.ndarray):
+        return MappedRows(values)
+    raise TypeError(f"{name} must be a tensor, a NumPy array or MappedRows, got {type(values).__name__}")
+
+
+def _placed(values: Rows | None, device: torch.device, dtype: torch.dtype) -> Rows | None:
+    """Tensors on the training device in the model's dtype (:func:`on_device`); rows read on demand stay
+    where they are, and each batch read is moved (:func:`_batch`)."""
+    return values if values is None or isinstance(values, MappedRows) else on_device(values, device, dtype)
+
+
+def _batch(values: Rows, index: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """The rows ``index`` of ``values``, on ``device`` and (floating ones) in ``dtype``."""
+    if isinstance(values, MappedRows):
+        return on_device(values.take(index), device, dtype)
+    return values[index]
 
 
 def _adam(parameters: list[nn.Parameter], lr: float, weight_decay: float = 0.0) -> torch.optim.Adam:
@@ -475,11 +499,11 @@ def _checkpointing(
 
 def fit_data(
     model: FlowModel,
-    train_data: torch.Tensor,
-    validation_data: torch.Tensor | None = None,
+    train_data: torch.Tensor | np.ndarray | MappedRows,
+    validation_data: torch.Tensor | np.ndarray | MappedRows | None = None,
     *,
-    train_context: torch.Tensor | None = None,
-    validation_context: torch.Tensor | None = None,
+    train_context: torch.Tensor | np.ndarray | MappedRows | None = None,
+    validation_context: torch.Tensor | np.ndarray | MappedRows | None = None,
     levels: int | None = None,
     epochs: int = 100,
     batch_size: int = 256,
@@ -510,6 +534,13 @@ def fit_data(
     dequantised afresh in every batch by :func:`~flowforge.datasets.dequantize`, and the reported NLLs
     are those of the discrete data (see :func:`~flowforge.metrics.mean_nll`).
 
+    Data larger than memory: any of the four may be a NumPy array, e.g. a memory-mapped ``.npy`` file
+    (``np.load(path, mmap_mode="r")``), or a :class:`~flowforge.streaming.MappedRows` view of one (rows,
+    columns, a transform such as whitening): only the rows of the current batch (and of the current
+    validation chunk) are read, so the memory the fit holds is bounded by the batch and the shuffled
+    order (8 bytes per row), not by the file. The batches are the same rows as from a tensor of the
+    same values, so the fit is the same.
+
     ``checkpoint``, ``checkpoint_every`` (epochs; by default after an epoch that ends
     :data:`CHECKPOINT_SECONDS` or more after the last write) and ``resume`` write and continue a
     training state as in :func:`~flowforge.training.fit` (see :func:`run_epochs`): a resumed run ends in the state of an
@@ -528,6 +559,12 @@ def fit_data(
         positive_int("levels", levels)
     check_patience(patience)
     check_learning_rate(lr)
+    train_data = cast(Rows, _as_rows("train_data", train_data))
+    validation_data = _as_rows("validation_data", validation_data)
+    train_context, validation_context = (
+        _as_rows("train_context", train_context),
+        _as_rows("validation_context", validation_context),
+    )
     _check_rows("train", train_data, train_context)
     _check_rows("validation", validation_data, validation_context)
     if validation_data is not None and (train_context is None) != (validation_context is None):
@@ -538,16 +575,17 @@ def fit_data(
         world = join(device)
         seed = same_seed(seed, world, device)
         check_same(
-            world, device, rows=train_data.shape[0], data=float(train_data.double().sum()),
-            context=0.0 if train_context is None else float(train_context.double().sum()),
+            world, device, rows=train_data.shape[0], data=total(train_data),
+            context=0.0 if train_context is None else total(train_context),
             validation_rows=-1 if validation_data is None else validation_data.shape[0],
-            validation_data=0.0 if validation_data is None else float(validation_data.double().sum()),
+            validation_data=0.0 if validation_data is None else total(validation_data),
         )  # fmt: skip
     device, parameters, lipschitz_layers = prepare(model, device)
     dtype = parameters[0].dtype
-    train_data, validation_data = on_device(train_data, device, dtype), on_device(validation_data, device, dtype)
-    train_context = on_device(train_context, device, dtype)
-    validation_context = on_device(validation_context, device, dtype)
+    train_data = cast(Rows, _placed(train_data, device, dtype))
+    validation_data = _placed(validation_data, device, dtype)
+    train_context = _placed(train_context, device, dtype)
+    validation_context = _placed(validation_context, device, dtype)
     settings = {
         "rows": train_data.shape[0], "levels": levels, "epochs": epochs, "batch_size": batch_size, "lr": lr,
         "weight_decay": weight_decay, "schedule": schedule, "clip_grad_norm": clip_grad_norm, "patience": patience,
@@ -561,10 +599,10 @@ def fit_data(
     summed_nll = None if world is None else data_parallel(SummedNLL(model), device)
 
     def batch_loss(index: torch.Tensor, step: int) -> torch.Tensor:
-        batch = train_data[index]
+        batch = _batch(train_data, index, device, dtype)
         if levels is not None:
             batch = dequantize(batch, levels, generator)  # the whole global batch: the noise of one process
-        context = None if train_context is None else train_context[index]
+        context = None if train_context is None else _batch(train_context, index, device, dtype)
         if summed_nll is None or world is None:
             return forward_kl(model, batch, context)
         part = world.part(batch.shape[0])
