@@ -1,4 +1,4 @@
-"""Tables larger than memory: MappedRows views of memory-mapped .npy files, streaming moments, fits that
+"""Tables larger than memory: LazyRows views of memory-mapped .npy files, streaming moments, fits that
 read a batch at a time (the same fit as from a tensor), `flowforge convert` and `fit --data --stream`."""
 
 import json
@@ -10,7 +10,7 @@ import torch
 import flowforge as nf
 from flowforge.cli import main
 from flowforge.datasets import DataError
-from flowforge.streaming import CHUNK_ROWS, MappedRows, csv_to_npy, moments
+from flowforge.streaming import CHUNK_ROWS, LazyRows, RowFile, csv_to_npy, mean_and_standard_error, moments
 
 QUICK = ["--epochs", "2", "--no-progress", "--hidden", "16", "--layers", "2"]
 
@@ -28,7 +28,7 @@ def table(tmp_path):
     return path, values
 
 
-class CountingRows(MappedRows):
+class CountingRows(LazyRows):
     """A view that records the largest number of rows read at once."""
 
     largest = 0
@@ -41,7 +41,7 @@ class CountingRows(MappedRows):
 
 def test_views_select_rows_and_columns_in_the_order_asked(table):
     path, values = table
-    rows = MappedRows.open(path)
+    rows = LazyRows.open(path)
     assert rows.shape == (3000, 3) and len(rows) == 3000
     index = torch.tensor([2999, 0, 17, 17, 5])
     assert torch.equal(rows.take(index), torch.from_numpy(values[index.numpy()]))
@@ -57,51 +57,55 @@ def test_views_select_rows_and_columns_in_the_order_asked(table):
     with pytest.raises(ValueError, match="1-D array of integers"):
         rows.take(torch.tensor([0.5]))
     with pytest.raises(ValueError, match="2-D NumPy array"):
-        MappedRows(np.zeros(4))
+        LazyRows(np.zeros(4))
     with pytest.raises(ValueError, match="before mapping"):
         doubled.select([0])
 
 
 def test_opening_checks_the_file_and_every_value(tmp_path):
     np.save(tmp_path / "column.npy", np.arange(5.0))
-    assert MappedRows.open(tmp_path / "column.npy").shape == (5, 1)
+    assert LazyRows.open(tmp_path / "column.npy").shape == (5, 1)
     bad = np.zeros((CHUNK_ROWS + 10, 2))
     bad[CHUNK_ROWS + 3, 1] = np.inf
     np.save(tmp_path / "bad.npy", bad)
     with pytest.raises(DataError, match=rf"row {CHUNK_ROWS + 4}, column 'x2': the non-finite value inf"):
-        MappedRows.open(tmp_path / "bad.npy")
+        LazyRows.open(tmp_path / "bad.npy")
     bad[:] = 0
     bad[1, 0] = np.nan
     np.save(tmp_path / "nan.npy", bad)
     with pytest.raises(DataError, match=r"row 2, column 'x1': a missing value \(NaN\)"):
-        MappedRows.open(tmp_path / "nan.npy")
+        LazyRows.open(tmp_path / "nan.npy")
     np.save(tmp_path / "cube.npy", np.zeros((2, 2, 2)))
     with pytest.raises(DataError, match="2-D array"):
-        MappedRows.open(tmp_path / "cube.npy")
+        LazyRows.open(tmp_path / "cube.npy")
     np.save(tmp_path / "words.npy", np.array([["a", "b"]]))
     with pytest.raises(DataError, match="real numbers"):
-        MappedRows.open(tmp_path / "words.npy")
+        LazyRows.open(tmp_path / "words.npy")
     np.save(tmp_path / "empty.npy", np.zeros((0, 2)))
     with pytest.raises(DataError, match="no data rows"):
-        MappedRows.open(tmp_path / "empty.npy")
+        LazyRows.open(tmp_path / "empty.npy")
     np.save(tmp_path / "short.npy", np.zeros((1000, 2)))
     (tmp_path / "short.npy").write_bytes((tmp_path / "short.npy").read_bytes()[:500])
     with pytest.raises(DataError, match="damaged"):
-        MappedRows.open(tmp_path / "short.npy")
-    with pytest.raises(DataError, match="only .npy files"):
-        MappedRows.open(tmp_path / "table.csv")
+        LazyRows.open(tmp_path / "short.npy")
+    with pytest.raises(DataError, match="only .npy files are read"):
+        LazyRows.open(tmp_path / "table.csv")
     with pytest.raises(DataError, match="no such file"):
-        MappedRows.open(tmp_path / "missing.npy")
+        LazyRows.open(tmp_path / "missing.npy")
 
 
 def test_streaming_moments_match_the_covariance_in_memory_far_from_the_origin():
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(2 * CHUNK_ROWS + 123, 3, generator=generator, dtype=torch.float64)
     x = x @ torch.tensor([[1.0, 0.3, 0.0], [0.0, 2.0, 0.1], [0.0, 0.0, 0.5]], dtype=torch.float64) + 1e6
-    mean, covariance = moments(MappedRows(x.numpy()))
+    mean, covariance = moments(LazyRows(x.numpy()))
     torch.testing.assert_close(mean, x.mean(0), rtol=0, atol=1e-9)
     torch.testing.assert_close(covariance, torch.cov(x.T, correction=0), rtol=1e-10, atol=1e-10)
     assert torch.equal(moments(x)[0], mean)  # a tensor goes through the same chunks
+    values = x[:, 1]
+    streamed = mean_and_standard_error(values.split(1000))
+    expected = (float(values.mean()), float(values.std() / len(values) ** 0.5))
+    np.testing.assert_allclose(streamed, expected, rtol=1e-9)
 
 
 def test_a_fit_reading_batches_from_a_memory_mapped_file_is_the_fit_from_a_tensor(table):
@@ -120,7 +124,7 @@ def test_a_fit_reading_batches_from_a_memory_mapped_file_is_the_fit_from_a_tenso
 
     tensors = torch.from_numpy(values), torch.from_numpy(context)
     in_memory, expected = fit(tensors[0][:2500], tensors[0][2500:], tensors[1][:2500], tensors[1][2500:])
-    rows = MappedRows.open(path)
+    rows = LazyRows.open(path)
     mapped = np.load(path.with_name("context.npy"), mmap_mode="r")
     streamed, result = fit(
         rows.subset(np.arange(2500)), rows.subset(np.arange(2500, 3000)), mapped[:2500], mapped[2500:]
@@ -142,7 +146,7 @@ def test_a_fit_never_reads_more_than_a_chunk_of_rows_at_once(tmp_path):
 
 def test_nll_and_the_gaussian_baseline_read_on_demand_equal_those_in_memory(table):
     path, values = table
-    rows, tensor = MappedRows.open(path), torch.from_numpy(values)
+    rows, tensor = LazyRows.open(path), torch.from_numpy(values)
     model = nf.RealNVP(3, 2, hidden=8).double()
     torch.testing.assert_close(nf.metrics.nll_per_row(model, rows, 512), nf.metrics.nll_per_row(model, tensor))
     train, test = rows.subset(np.arange(2000)), rows.subset(np.arange(2000, 3000))
@@ -235,3 +239,46 @@ def test_stream_takes_only_npy_files(tmp_path, capsys):
     assert "flowforge convert" in capsys.readouterr().err
     assert run("fit", "--data", "two-moons", "--stream", *QUICK, "--out", tmp_path / "run") == 2
     assert not (tmp_path / "run").exists()
+
+
+def _mapped_kib(path) -> int | None:
+    """The resident size of the process's mappings of ``path`` (Linux's /proc/self/smaps) in KiB; None
+    where there is no smaps."""
+    try:
+        lines = open("/proc/self/smaps", encoding="utf-8").read().splitlines()
+    except OSError:
+        return None
+    total, inside = 0, False
+    for line in lines:
+        fields = line.split()
+        if "-" in fields[0] and len(fields) >= 5:  # a mapping's first line: address range, ..., path
+            inside = len(fields) >= 6 and fields[5] == str(path)
+        elif inside and fields[0] == "Rss:":
+            total += int(fields[1])
+    return total
+
+
+def test_a_row_file_reads_runs_of_rows_without_mapping_the_file(tmp_path):
+    path = (tmp_path / "wide.npy").resolve()
+    values = np.random.default_rng(0).standard_normal((5000, 7)).astype(np.float32)
+    np.save(path, values)
+    file = RowFile(path)
+    assert file.shape == (5000, 7) and file.dtype == np.float32
+    np.testing.assert_array_equal(file[10:2000], values[10:2000])
+    np.testing.assert_array_equal(file[4990:9999], values[4990:])
+    rows = np.array([0, 1, 2, 2, 7, 8, 4999])  # runs, a repeated row, the last row
+    np.testing.assert_array_equal(file[rows], values[rows])
+    assert file[np.array([], dtype=np.int64)].shape == (0, 7)
+    generator = torch.Generator().manual_seed(0)
+    opened = LazyRows.open(path)
+    for _ in range(50):
+        index = torch.randint(len(opened), (256,), generator=generator)
+        assert torch.equal(opened.take(index), torch.from_numpy(values[index.numpy()]).double())
+    assert _mapped_kib(path) in (0, None)  # nothing of the file is resident in the process
+    mapped = LazyRows(np.load(path, mmap_mode="r"))  # a memory map works too, and maps what it reads
+    assert torch.equal(mapped.take(torch.tensor([3, 1])), torch.from_numpy(values[[3, 1]]).double())
+    np.save(tmp_path / "fortran.npy", np.asfortranarray(values))
+    with pytest.raises(DataError, match="Fortran order"):
+        RowFile(tmp_path / "fortran.npy")
+    with pytest.raises(ValueError, match="without a step"):
+        file[::2]

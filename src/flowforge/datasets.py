@@ -191,15 +191,16 @@ def _check_values(values: np.ndarray, names: list[str], path: Path, first_row: i
         raise DataError(f"{path}: row {row + first_row}, column {names[column]!r}: {what}")
 
 
-def _array_header(handle: Any, where: str) -> tuple[tuple[int, ...], np.dtype]:
-    """The shape and dtype in the header of a ``.npy`` stream, read without its data."""
+def _array_header(handle: Any, where: str) -> tuple[tuple[int, ...], np.dtype, bool]:
+    """The shape, dtype and whether the values are in Fortran order, from the header of a ``.npy``
+    stream, read without its data (the stream is left at the data's start)."""
     try:
         version = np.lib.format.read_magic(handle)
         read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, _, dtype = read(handle)
+        shape, fortran_order, dtype = read(handle)
     except (ValueError, EOFError) as error:
         raise DataError(f"{where}: cannot read as a NumPy file ({error})") from None
-    return shape, dtype
+    return shape, dtype, fortran_order
 
 
 def _check_array_size(
@@ -234,7 +235,7 @@ def load_array(path: str | os.PathLike[str], key: str | None = None, max_bytes: 
     try:
         if suffix == ".npy":
             with open(path, "rb") as handle:
-                shape, dtype = _array_header(handle, str(path))
+                shape, dtype, _ = _array_header(handle, str(path))
                 _check_array_size(str(path), shape, dtype, os.fstat(handle.fileno()).st_size - handle.tell(), max_bytes)
             values = np.load(path, allow_pickle=False)
         elif suffix == ".npz":
@@ -266,7 +267,7 @@ def _load_npz_member(path: Path, key: str | None, max_bytes: int | None) -> np.n
         info = archive.getinfo(members[name])
         where = f"{path}, array {name!r}"
         with archive.open(info) as member:
-            shape, dtype = _array_header(member, where)
+            shape, dtype, _ = _array_header(member, where)
             _check_array_size(where, shape, dtype, info.file_size - member.tell(), max_bytes)
     with np.load(path, allow_pickle=False) as arrays:
         return arrays[name]
@@ -364,7 +365,7 @@ def split(
 
     ``data`` may be a tuple of tensors with the same number of rows (data and labels, data and
     context): each part is then a tuple, cut with the same permutation. A
-    :class:`~flowforge.streaming.MappedRows` (rows read on demand) is cut into views of the same rows,
+    :class:`~flowforge.streaming.LazyRows` (rows read on demand) is cut into views of the same rows,
     each part's rows in file order (so that reading a part runs through the file once).
     """
     if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-9:
@@ -387,7 +388,7 @@ def split(
 
 def _part(data: Any, rows: torch.Tensor) -> Any:
     """The rows ``rows`` of a tensor, or the view of them in file order of rows read on demand (anything
-    with a ``subset`` method: :class:`~flowforge.streaming.MappedRows`, a layer above this one)."""
+    with a ``subset`` method: :class:`~flowforge.streaming.LazyRows`, a layer above this one)."""
     return data.subset(np.sort(rows.numpy())) if hasattr(data, "subset") else data[rows]
 
 

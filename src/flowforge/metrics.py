@@ -19,7 +19,7 @@ from .datasets import dequantize
 from .importance import check_log_weights, effective_sample_size, log_normalizer
 from .losses import require_target, target_log_prob
 from .model import MultiscaleFlow, NormalizingFlow
-from .streaming import MappedRows, Rows, chunks, moments
+from .streaming import LazyRows, Rows, chunks, mean_and_standard_error, moments
 from .utils.checks import positive_int
 from .vae import FlowVAE
 
@@ -228,13 +228,13 @@ def gaussian_nll(train: Rows, test: Rows) -> tuple[float, float]:
     """The baseline every density model should beat: a full-covariance Gaussian fitted to ``train``
     by maximum likelihood; returns its mean test NLL (nats per row) and that mean's standard error.
     Computed in float64; a singular covariance (constant or collinear columns) is an error. Either set
-    may be a :class:`~flowforge.streaming.MappedRows`, read in one streaming pass
+    may be a :class:`~flowforge.streaming.LazyRows`, read in one streaming pass
     (:func:`~flowforge.streaming.moments`)."""
     if len(train.shape) != 2 or len(test.shape) != 2 or train.shape[1] != test.shape[1] or train.shape[0] < 2:
         raise ValueError(
             f"need (rows, columns) train and test with equal columns, got {tuple(train.shape)}, {tuple(test.shape)}"
         )
-    if isinstance(train, MappedRows):
+    if isinstance(train, LazyRows):
         mean, covariance = moments(train)
     else:
         train = train.double()
@@ -243,8 +243,7 @@ def gaussian_nll(train: Rows, test: Rows) -> tuple[float, float]:
     if info:
         raise ValueError("the training data's covariance is singular (constant or collinear columns)")
     gaussian = torch.distributions.MultivariateNormal(mean, scale_tril=cholesky)
-    nll = torch.cat([-gaussian.log_prob(rows.double().cpu()) for rows in chunks(test)])
-    return float(nll.mean()), float(nll.std() / math.sqrt(nll.numel()))
+    return mean_and_standard_error(-gaussian.log_prob(rows.double().cpu()) for rows in chunks(test))
 
 
 def discrete_nll_offset(data: Rows, levels: int | None) -> float:
@@ -265,7 +264,7 @@ def nll_per_row(
 ) -> torch.Tensor:
     """``−log q(x)`` (or ``−log q(x | c)`` with a per-row ``context``) for every row of ``data``, in
     chunks on the model's device; float64 on the CPU. ``data`` and ``context`` may be
-    :class:`~flowforge.streaming.MappedRows`, read ``batch_size`` rows at a time.
+    :class:`~flowforge.streaming.LazyRows`, read ``batch_size`` rows at a time.
 
     With ``levels``, ``data`` holds integer levels ``0 … levels−1`` and each value is the discrete
     NLL bound of uniform dequantisation, ``−log q((k + u)/levels) + D log levels``, with one seeded
@@ -273,7 +272,7 @@ def nll_per_row(
     """
     like = next(iter(model.parameters()), None)
     offset = discrete_nll_offset(data, levels)
-    if isinstance(data, MappedRows) or isinstance(context, MappedRows):
+    if isinstance(data, LazyRows) or isinstance(context, LazyRows):
         generator = torch.Generator(device="cpu").manual_seed(seed)
         values = []
         for index in torch.arange(len(data)).split(batch_size):
@@ -283,7 +282,7 @@ def nll_per_row(
             log_q = model.log_prob(rows) if context is None else model.log_prob(rows, _on(context, index, like))
             values.append(-log_q.double().cpu())
         return torch.cat(values) + offset
-    assert isinstance(data, torch.Tensor) and not isinstance(context, MappedRows)
+    assert isinstance(data, torch.Tensor) and not isinstance(context, LazyRows)
     device, dtype = (data.device, data.dtype) if like is None else (like.device, like.dtype)
     data = data.to(device=device, dtype=dtype)
     if context is not None:
@@ -300,7 +299,7 @@ def nll_per_row(
 
 def _on(data: Rows, index: torch.Tensor, like: torch.Tensor | None) -> torch.Tensor:
     """The rows ``index`` of ``data`` on ``like``'s device, floating ones in its dtype."""
-    rows = data.take(index) if isinstance(data, MappedRows) else data[index.to(data.device)]
+    rows = data.take(index) if isinstance(data, LazyRows) else data[index.to(data.device)]
     if like is None:
         return rows
     return rows.to(device=like.device, dtype=like.dtype if rows.is_floating_point() else rows.dtype)

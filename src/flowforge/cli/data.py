@@ -8,7 +8,7 @@ units; a context (``--context COLS``) is standardised and its statistics kept in
 Images are dequantised and modelled on ``[0, 1]`` by a multi-scale Glow. The run's kind is
 ``"table"`` or ``"images"``.
 
-A ``.npy`` file is memory-mapped and read a batch at a time (:class:`~flowforge.streaming.MappedRows`)
+A ``.npy`` file is memory-mapped and read a batch at a time (:class:`~flowforge.streaming.LazyRows`)
 with ``--stream``, or when it is larger than :data:`STREAM_BYTES`: the whitening statistics come from one
 streaming pass in float64, and the memory the run holds is bounded by the batch and the row numbers of
 the splits, not by the file. ``flowforge convert`` turns a CSV table into such a file.
@@ -31,7 +31,7 @@ from torch import nn
 from .. import metrics, plot
 from ..datasets import DIGITS_LEVELS, REAL_TABLES, TOY_DATA, DataError, load_digits, load_real_table, load_table, split
 from ..metrics import nll_per_row
-from ..streaming import MappedRows, Rows, chunks, moments
+from ..streaming import LazyRows, Rows, chunks, mean_and_standard_error, moments
 from ..training import DataFitResult, TrainingDiverged, TrainingInterrupted, distributed, fit_data
 from ..version import __version__
 from . import runs
@@ -140,10 +140,10 @@ def load_source(args: argparse.Namespace) -> dict:
     if args.class_cond:
         raise CLIError("--class-cond needs labelled images (--data digits)")
     streamed = _streamed(args)
-    table: torch.Tensor | MappedRows
+    table: torch.Tensor | LazyRows
     try:
         if streamed:
-            table = MappedRows.open(runs.input_path(args))
+            table = LazyRows.open(runs.input_path(args))
             names = [f"x{i + 1}" for i in range(table.shape[1])]
         elif source in TOY_DATA:
             table, names = TOY_DATA[source](args.num_data, seed=args.seed).double(), ["x1", "x2"]
@@ -169,7 +169,7 @@ def load_source(args: argparse.Namespace) -> dict:
         raise CLIError(f"need at least 2 data columns for a flow, got {[names[i] for i in data_index]}")
     data: Rows
     context: Rows | None
-    if isinstance(table, MappedRows):
+    if isinstance(table, LazyRows):
         data, context = table.select(data_index), (table.select(context_index) if context_index else None)
     else:
         data, context = table[:, data_index], (table[:, context_index] if context_index else None)
@@ -205,13 +205,13 @@ def _inputs(args: argparse.Namespace) -> dict[str, str]:
 
 
 def _standardise(context: Rows | None, mean: torch.Tensor, std: torch.Tensor) -> Rows | None:
-    if isinstance(context, MappedRows):
+    if isinstance(context, LazyRows):
         return context.map(lambda values: (values - mean) / std)
     return None if context is None else (context - mean) / std
 
 
 def _check_statistics(data: Rows, names: list[str], what: str) -> tuple[torch.Tensor, torch.Tensor]:
-    if isinstance(data, MappedRows):
+    if isinstance(data, LazyRows):
         mean, covariance = moments(data)
         std = covariance.diagonal().sqrt()
     else:
@@ -288,11 +288,11 @@ def run(args: argparse.Namespace) -> Path:
         "invocation": runs.invocation(args),
         "data_sha256": runs.fingerprint(source["data"], context),
     }
-    if isinstance(source["data"], MappedRows):
+    if isinstance(source["data"], LazyRows):
         config["stream"] = True
     check_data_config({**config, "kind": source["kind"]})  # the run folder adds the kind when it writes config.json
     if args.num_samples is None:
-        args.num_samples = min(len(test), STREAMED_SAMPLES) if isinstance(test, MappedRows) else len(test)
+        args.num_samples = min(len(test), STREAMED_SAMPLES) if isinstance(test, LazyRows) else len(test)
     if not images:
         sample_memory(args.num_samples, len(config["names"]) + len(config["context_names"]), "--num-samples")
     statistics: dict[str, torch.Tensor] = {}
@@ -321,7 +321,7 @@ def run(args: argparse.Namespace) -> Path:
 def _whitened(whitening, data: Rows) -> Rows:
     """Rows of a table in the whitened units the flow trains in, mapped in float64 (on the model's device);
     rows read on demand are mapped as each batch is read."""
-    if isinstance(data, MappedRows):
+    if isinstance(data, LazyRows):
         return data.map(lambda values: whitening.inverse(values.to(whitening.mean.device))[0])
     return whitening.inverse(data.double().to(whitening.mean.device))[0]
 
@@ -350,11 +350,12 @@ def _data_fit(
 
 def _fit_beside(args: argparse.Namespace, config: dict, parts, contexts, chosen) -> None:
     """A process other than 0 of a distributed run: the same model and fit as process 0's, writing nothing
-    (it reads the training state of a resumed run from the run folder)."""
+    (it names the run's training state as process 0 does, which only process 0 writes, and reads it to
+    resume)."""
     _, _, fit = _data_fit(args, config, parts, contexts, chosen)
-    resume = Path(args.out) / runs.TRAINING_STATE if runs.resuming(args) else None
+    state = Path(args.out) / runs.TRAINING_STATE  # written by process 0 only
     with suppress(TrainingDiverged, TrainingInterrupted):  # process 0 reports them
-        fit(progress=False, resume=resume)
+        fit(progress=False, checkpoint=state, resume=state if runs.resuming(args) else None)
 
 
 def _fit(
@@ -405,28 +406,29 @@ def _fit(
         raise CLIError(f"training stopped: {diverged} (the checkpoint of the best state is in {out})")
 
 
-def _nll_per_row(model, data: Rows, context: Rows | None, levels: int | None) -> torch.Tensor:
-    """``−log q`` of every row in the data's units (:func:`~flowforge.cli.models.data_log_prob` for tables)."""
+def _nll(model, data: Rows, context: Rows | None, levels: int | None) -> tuple[float, float]:
+    """The mean ``−log q`` of the rows in the data's units (:func:`~flowforge.cli.models.data_log_prob` for
+    tables) and its standard error, a chunk of rows at a time (none of them kept)."""
     if levels is not None:
-        return nll_per_row(model, data, context=context, levels=levels)
-    contexts = [None] * -(-len(data) // 4096) if context is None else chunks(context, 4096)
-    with torch.no_grad():
-        return -torch.cat(
-            [
-                data_log_prob(model, rows, rows_context).cpu()
-                for rows, rows_context in zip(chunks(data, 4096), contexts, strict=True)
-            ]
+        values = iter([nll_per_row(model, data, context=context, levels=levels)])
+    else:
+        contexts = [None] * -(-len(data) // 4096) if context is None else chunks(context, 4096)
+        values = (
+            -data_log_prob(model, rows, rows_context).cpu()
+            for rows, rows_context in zip(chunks(data, 4096), contexts, strict=True)
         )
+    with torch.no_grad():
+        return mean_and_standard_error(values)
 
 
 def _data_metrics(model, config, result, shift: float, parts, validation_c, test_c) -> dict:
     train, validation, test = parts
     levels = config["levels"]
-    test_nll = _nll_per_row(model, test, test_c, levels)
+    test_nll, test_error = _nll(model, test, test_c, levels)
     numbers = {
-        "test_nll": float(test_nll.mean()),
-        "test_nll_standard_error": float(test_nll.std() / math.sqrt(len(test_nll))),
-        "validation_nll": float(_nll_per_row(model, validation, validation_c, levels).mean()),
+        "test_nll": test_nll,
+        "test_nll_standard_error": test_error,
+        "validation_nll": _nll(model, validation, validation_c, levels)[0],
         "train_nll_last_epoch": float(result.train_nll[-1]) + shift if len(result.train_nll) else None,
         "epochs": len(result.train_nll),
         "best_epoch": result.best_epoch + 1,
@@ -492,7 +494,7 @@ def _write_samples(out: Path, model, config, train, test, test_c, count, statist
         )
         runs.save_npy(out / "samples.npy", samples.numpy())
         return
-    if isinstance(test, MappedRows):  # a seeded random part of the test rows, which are in file order
+    if isinstance(test, LazyRows):  # a seeded random part of the test rows, which are in file order
         shown = np.random.default_rng(config["seed"]).permutation(len(test))[: min(len(test), count)]
         test, test_c = test.take(shown), None if test_c is None else test_c.take(shown)
     context = None if test_c is None else test_c.repeat(-(-count // len(test_c)), 1)[:count]

@@ -24,7 +24,7 @@ from ..flows import Whitening
 from ..model import NormalizingFlow
 from ..nets import MLP
 from ..presets import MAF, NSF, PRESETS, Glow, NSFAutoregressive, RealNVP
-from ..streaming import MappedRows, moments
+from ..streaming import LazyRows, moments
 from .errors import CLIError
 from .validators import MAX_LAYERS, parameter_budget, target_param
 
@@ -123,7 +123,7 @@ def check_data_config(config: dict) -> None:
     parameter_budget(depth * hidden * (2 * hidden + len(names) + len(context_names)), f"the {flow} flow")
 
 
-def build_data_model(config: dict, train: torch.Tensor | MappedRows | None = None):
+def build_data_model(config: dict, train: torch.Tensor | LazyRows | None = None):
     """The model a data run's ``config`` describes (checked first by :func:`check_data_config`). Tables:
     the preset followed by a :class:`~flowforge.flows.Whitening` layer with the mean and covariance of
     ``train`` (so the model starts as the full-covariance Gaussian of the training data and works in the
@@ -144,7 +144,7 @@ def build_data_model(config: dict, train: torch.Tensor | MappedRows | None = Non
         try:
             whitening = (
                 Whitening.from_moments(*moments(train))
-                if isinstance(train, MappedRows)
+                if isinstance(train, LazyRows)
                 else Whitening.from_data(train.double())
             )
             model.flows.append(whitening)

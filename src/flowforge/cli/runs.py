@@ -74,7 +74,7 @@ from typing import Any, NamedTuple, cast
 import numpy as np
 import torch
 
-from ..streaming import MappedRows
+from ..streaming import LazyRows
 from ..training.checkpoint import ResumeError, check_model
 from ..utils.files import atomic_path
 from .errors import CLIError
@@ -166,16 +166,16 @@ def typed_options(args: argparse.Namespace) -> list[str]:
     return [action.option_strings[0] for action in actions if action.dest in typed]
 
 
-def fingerprint(*arrays: torch.Tensor | np.ndarray | MappedRows | None) -> str:
+def fingerprint(*arrays: torch.Tensor | np.ndarray | LazyRows | None) -> str:
     """The SHA-256 of arrays' dtypes, shapes and values (None skipped): what a run records of its data,
     so that resuming it on data that changed is refused. Rows read on demand
-    (:class:`~flowforge.streaming.MappedRows`) are hashed as their float64 values, in one streaming pass:
+    (:class:`~flowforge.streaming.LazyRows`) are hashed as their float64 values, in one streaming pass:
     the same digest as the table read into memory."""
     digest = hashlib.sha256()
     for array in arrays:
         if array is None:
             continue
-        if isinstance(array, MappedRows):
+        if isinstance(array, LazyRows):
             digest.update(f"{np.dtype(np.float64).str}{array.shape};".encode())
             for values in array.chunks():
                 digest.update(np.ascontiguousarray(values.numpy()).tobytes())

@@ -1,5 +1,10 @@
 """Training one model in several processes with ``torch.distributed`` (launched by ``torchrun``).
 
+:func:`fit` (reverse or forward KL by steps) splits the samples of every step across the processes:
+each draws its part of ``samples_per_step`` with its own random stream and computes its share of the
+step's mean loss, and ``DistributedDataParallel`` sums the shares' gradients, so a step of ``N``
+processes is a step of one process on ``samples_per_step`` samples.
+
 :func:`fit_data` trains data-parallel when it runs in a process group of more than one process: one
 started by ``torchrun`` (which sets ``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK`` and the rendezvous address;
 :func:`join` then creates the group: gloo on the CPU, NCCL on CUDA with one device per local rank) or
@@ -27,6 +32,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from .checkpoint import set_rng_states
+from .interrupt import DeferredSignals
+
 
 @dataclass(frozen=True)
 class World:
@@ -45,6 +53,11 @@ class World:
     def is_main(self) -> bool:
         """Process 0: the one that writes files and prints."""
         return self.rank == 0
+
+    def part_size(self, rows: int) -> int:
+        """The number of rows of this process's part of ``rows``."""
+        part = self.part(rows)
+        return part.stop - part.start
 
     def part(self, rows: int) -> slice:
         """This process's contiguous part of a global batch of ``rows`` rows (parts differ by at most one)."""
@@ -65,8 +78,8 @@ def single_process(name: str) -> None:
     """RuntimeError in one of several processes: the fit ``name`` would train independent copies."""
     if launched():
         raise RuntimeError(
-            f"{name} trains in one process, but this is one of several (torchrun): only fit_data trains across "
-            f"processes so far; run {name} without torchrun"
+            f"{name} trains in one process, but this is one of several (torchrun): only fit_data and fit train "
+            f"across processes so far; run {name} without torchrun"
         )
 
 
@@ -124,6 +137,18 @@ _STATISTICS_GROUP: tuple[Any, Any] | None = None
 """The default group this process joined and the second group made over it for the batch statistics."""
 
 
+class Share(nn.Module):
+    """``forward(value) = objective(model, value) · weight``: a process's share of a step's loss as a module,
+    so that ``DistributedDataParallel`` sees the pass (sampling included) and reduces its gradients."""
+
+    def __init__(self, model: nn.Module, objective: Any, weight: float) -> None:
+        super().__init__()
+        self.model, self.objective, self.weight = model, objective, weight
+
+    def forward(self, value: Any) -> torch.Tensor:
+        return self.objective(self.model, value) * self.weight
+
+
 class SummedNLL(nn.Module):
     """``forward(x, context) = −Σ log q(x | context)`` over the rows: the model's negative log-likelihood
     as a module, so that ``DistributedDataParallel`` sees the model's pass and reduces its gradients (a
@@ -160,9 +185,51 @@ def sum_over(value: torch.Tensor, world: World | None) -> torch.Tensor:
     return value
 
 
+def agree(loss: torch.Tensor | None, signals: DeferredSignals, world: World | None) -> tuple[torch.Tensor | None, bool]:
+    """A step's loss (in a distributed run the sum of the processes' shares) and whether to stop for a
+    signal. In a distributed run both come from one reduction of ``(share, holds a signal, its number)``,
+    so every process takes the same decision at the same point (a signal that comes after the reduction
+    waits for the next one), and a process that got no signal takes the others'."""
+    if world is None:
+        return loss, signals.pending is not None
+    held = signals.pending
+    share = 0.0 if loss is None else float(loss)
+    numbers = torch.tensor([share, float(held is not None), float(held or 0)], dtype=torch.float64, device=world.device)
+    total, holding, number = sum_over(numbers, world).tolist()
+    stop = holding > 0
+    if stop and held is None:
+        signals.pending = round(number / holding)
+    return (None if loss is None else loss.new_tensor(total)), stop
+
+
+def every_rng_state(world: World | None, states: dict[str, Any]) -> dict[str, Any]:
+    """This process's generator ``states`` (:func:`~flowforge.training.checkpoint.rng_states`) and, in a
+    distributed run, every process's, gathered under ``"processes"``: what a training state records so
+    that each process resumes its own random stream."""
+    if world is None:
+        return states
+    gathered: list[Any] = [None] * world.size
+    dist.all_gather_object(gathered, states)
+    return {**states, "processes": gathered}
+
+
+def restore_rng_state(world: World | None, saved: dict[str, Any]) -> None:
+    """Set torch's generators to this process's state in ``saved`` (:func:`every_rng_state`); a process
+    without one of its own (a state written by another number of processes) takes process 0's, moved on
+    by its rank, so that the processes' streams still differ."""
+    own = saved.get("processes")
+    if world is not None and own is not None and len(own) == world.size:
+        set_rng_states(own[world.rank])
+        return
+    set_rng_states(saved)
+    if world is not None and world.rank > 0:
+        torch.manual_seed(int(torch.randint(2**62, (1,))) + world.rank)
+
+
 def check_same(world: World | None, device: torch.device, **values: float) -> None:
     """ValueError in every process unless every process holds the same ``values`` (row counts, sums of the
-    data): a distributed fit needs the same data in every process."""
+    data, whether a checkpoint is written and resumed from): a distributed fit needs the same data and
+    settings in every process."""
     if world is None:
         return
     high = torch.tensor(list(values.values()), dtype=torch.float64, device=device)
@@ -172,8 +239,9 @@ def check_same(world: World | None, device: torch.device, **values: float) -> No
     differing = [name for name, a, b in zip(values, high.tolist(), low.tolist(), strict=True) if a != b]
     if differing:
         raise ValueError(
-            f"the processes hold different data ({', '.join(differing)} differ): every process of a distributed "
-            "fit needs the same data, which it cuts into parts itself"
+            f"the processes hold different data or settings ({', '.join(differing)} differ): every process of a "
+            "distributed fit needs the same data, which it cuts into parts itself, and the same checkpoint and "
+            "resume arguments (only process 0 writes the checkpoint)"
         )
 
 

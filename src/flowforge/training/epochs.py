@@ -30,7 +30,7 @@ from ..losses import ELBO, ForwardKL
 from ..metrics import FlowModel, discrete_nll_offset, mean_elbo, mean_nll
 from ..nets.lipschitz import SpectralNormLinear
 from ..progress import progress_bar
-from ..streaming import MappedRows, Rows, all_finite, total
+from ..streaming import LazyRows, Rows, all_finite, total
 from ..utils.batch_statistics import synchronized
 from ..utils.checks import positive_int
 from ..vae import FlowVAE
@@ -43,7 +43,6 @@ from .checkpoint import (
     restored_generator,
     rng_states,
     save_state,
-    set_rng_states,
 )
 from .common import (
     DataFitResult,
@@ -58,14 +57,16 @@ from .common import (
 from .distributed import (
     SummedNLL,
     World,
+    agree,
     check_same,
     data_parallel,
+    every_rng_state,
     join,
     launched,
     local_device,
+    restore_rng_state,
     same_seed,
     single_process,
-    sum_over,
 )
 from .interrupt import DeferredSignals
 
@@ -230,7 +231,7 @@ def run_epochs(
                     optimizer.step()
                     for layer in lipschitz_layers:
                         layer.update_norm()
-                    mean_loss, stop = _agree(loss.detach(), signals, world)
+                    mean_loss, stop = agree(loss.detach(), signals, world)
                     assert mean_loss is not None
                     at.total += mean_loss * batch_index.shape[0]
                     at.count += batch_index.shape[0]
@@ -242,35 +243,18 @@ def run_epochs(
                 bar.update(1)
                 if run.history.stopped_early:
                     break
-                if run.checkpoint_due() and at.epoch < epochs:
+                # one reduction: whether process 0 is due to write (its clock decides) and whether to stop
+                due, stop = agree(torch.tensor(float(run.checkpoint_due())), signals, world)
+                if float(cast(torch.Tensor, due)) > 0 and at.epoch < epochs:
                     run.save()
-                if _agree(None, signals, world)[1]:
+                if stop:
                     raise run.interrupted(signals.act())
         finally:
             bar.close()
         run.finish()
-        if _agree(None, signals, world)[1]:
+        if agree(None, signals, world)[1]:
             raise TrainingInterrupted(signals.act(), run.result(), run.checkpoint_path)
     return run.result()
-
-
-def _agree(
-    loss: torch.Tensor | None, signals: DeferredSignals, world: World | None
-) -> tuple[torch.Tensor | None, bool]:
-    """The batch's mean loss (in a distributed run the sum of the processes' shares) and whether to stop for
-    a signal. In a distributed run both come from one reduction of ``(share, holds a signal, its number)``,
-    so every process takes the same decision at the same point (a signal that comes after the reduction
-    waits for the next one), and a process that got no signal takes the others'."""
-    if world is None:
-        return loss, signals.pending is not None
-    held = signals.pending
-    share = 0.0 if loss is None else float(loss)
-    numbers = torch.tensor([share, float(held is not None), float(held or 0)], dtype=torch.float64, device=world.device)
-    total, holding, number = sum_over(numbers, world).tolist()
-    stop = holding > 0
-    if stop and held is None:
-        signals.pending = round(number / holding)
-    return (None if loss is None else loss.new_tensor(total)), stop
 
 
 class _EpochRun:
@@ -350,7 +334,7 @@ class _EpochRun:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
             "generator": generator_state(self.generator),
-            "rng": rng_states(self.device),
+            "rng": every_rng_state(self.world, rng_states(self.device)),
             "epoch": at.epoch,
             "batch": at.batch,
             "order": None if at.order is None else at.order.cpu(),
@@ -367,7 +351,8 @@ class _EpochRun:
         }
 
     def checkpoint_due(self) -> bool:
-        """Whether the epoch just ended is one to write the training state after."""
+        """Whether the epoch just ended is one to write the training state after (by this process's clock:
+        in a distributed run process 0's decides, :func:`run_epochs`)."""
         every = self.checkpointing.every
         if self.checkpointing.path is None or not self.writes:
             return False
@@ -376,8 +361,12 @@ class _EpochRun:
         return self.at.epoch % every == 0
 
     def save(self, complete: bool = False) -> None:
+        """Write the training state (process 0 of a distributed run, after every process has given its
+        generators' states: every process calls this at the same point)."""
         assert self.checkpointing.path is not None
-        save_state(self.checkpointing.path, self.checkpointing.loop, self.state(complete))
+        state = self.state(complete)
+        if self.writes:
+            save_state(self.checkpointing.path, self.checkpointing.loop, state)
         self.saved_at = time.perf_counter()
 
     def restore(self, saved: dict[str, Any]) -> None:
@@ -396,14 +385,12 @@ class _EpochRun:
             on_device(saved["total"], self.device, dtype), saved["count"], saved["step"],
         )  # fmt: skip
         self.start = time.perf_counter() - saved["wall_time"]
-        set_rng_states(saved["rng"])  # process 0's, in a distributed run
-        if self.world is not None and self.world.rank > 0:
-            torch.manual_seed(int(torch.randint(2**62, (1,))) + self.world.rank)  # dropout differs between processes
+        restore_rng_state(self.world, saved["rng"])  # each process's own (dropout differs between them)
 
     def interrupted(self, signal_number: int) -> TrainingInterrupted:
         """Write the checkpoint (the current weights), give the model the best weights so far, and
         describe the stop."""
-        if self.checkpointing.path is not None and self.writes:
+        if self.checkpointing.path is not None:
             self.save()
         if self.validate is not None:
             self.model.load_state_dict(self.best_state)
@@ -413,7 +400,7 @@ class _EpochRun:
         """The end of the run: the best weights into the model, and the last checkpoint."""
         if self.validate is not None:
             self.model.load_state_dict(self.best_state)
-        if self.checkpointing.path is not None and self.writes:
+        if self.checkpointing.path is not None:
             self.save(complete=True)
 
     def result(self) -> Any:
@@ -435,25 +422,25 @@ def _check_rows(name: str, data: Rows | None, context: Rows | None) -> None:
         )
 
 
-def _as_rows(name: str, values: torch.Tensor | np.ndarray | MappedRows | None) -> Rows | None:
+def _as_rows(name: str, values: torch.Tensor | np.ndarray | LazyRows | None) -> Rows | None:
     """A NumPy array (a memory-mapped ``.npy`` file, ``np.load(path, mmap_mode="r")``) as the
-    :class:`~flowforge.streaming.MappedRows` read a batch at a time; tensors and views as they are."""
-    if values is None or isinstance(values, torch.Tensor | MappedRows):
+    :class:`~flowforge.streaming.LazyRows` read a batch at a time; tensors and views as they are."""
+    if values is None or isinstance(values, torch.Tensor | LazyRows):
         return values
     if isinstance(values, np.ndarray):
-        return MappedRows(values)
-    raise TypeError(f"{name} must be a tensor, a NumPy array or MappedRows, got {type(values).__name__}")
+        return LazyRows(values)
+    raise TypeError(f"{name} must be a tensor, a NumPy array or LazyRows, got {type(values).__name__}")
 
 
 def _placed(values: Rows | None, device: torch.device, dtype: torch.dtype) -> Rows | None:
     """Tensors on the training device in the model's dtype (:func:`on_device`); rows read on demand stay
     where they are, and each batch read is moved (:func:`_batch`)."""
-    return values if values is None or isinstance(values, MappedRows) else on_device(values, device, dtype)
+    return values if values is None or isinstance(values, LazyRows) else on_device(values, device, dtype)
 
 
 def _batch(values: Rows, index: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """The rows ``index`` of ``values``, on ``device`` and (floating ones) in ``dtype``."""
-    if isinstance(values, MappedRows):
+    if isinstance(values, LazyRows):
         return on_device(values.take(index), device, dtype)
     return values[index]
 
@@ -499,11 +486,11 @@ def _checkpointing(
 
 def fit_data(
     model: FlowModel,
-    train_data: torch.Tensor | np.ndarray | MappedRows,
-    validation_data: torch.Tensor | np.ndarray | MappedRows | None = None,
+    train_data: torch.Tensor | np.ndarray | LazyRows,
+    validation_data: torch.Tensor | np.ndarray | LazyRows | None = None,
     *,
-    train_context: torch.Tensor | np.ndarray | MappedRows | None = None,
-    validation_context: torch.Tensor | np.ndarray | MappedRows | None = None,
+    train_context: torch.Tensor | np.ndarray | LazyRows | None = None,
+    validation_context: torch.Tensor | np.ndarray | LazyRows | None = None,
     levels: int | None = None,
     epochs: int = 100,
     batch_size: int = 256,
@@ -535,7 +522,7 @@ def fit_data(
     are those of the discrete data (see :func:`~flowforge.metrics.mean_nll`).
 
     Data larger than memory: any of the four may be a NumPy array, e.g. a memory-mapped ``.npy`` file
-    (``np.load(path, mmap_mode="r")``), or a :class:`~flowforge.streaming.MappedRows` view of one (rows,
+    (``np.load(path, mmap_mode="r")``), or a :class:`~flowforge.streaming.LazyRows` view of one (rows,
     columns, a transform such as whitening): only the rows of the current batch (and of the current
     validation chunk) are read, so the memory the fit holds is bounded by the batch and the shuffled
     order (8 bytes per row), not by the file. The batches are the same rows as from a tensor of the
@@ -579,6 +566,7 @@ def fit_data(
             context=0.0 if train_context is None else total(train_context),
             validation_rows=-1 if validation_data is None else validation_data.shape[0],
             validation_data=0.0 if validation_data is None else total(validation_data),
+            checkpoint=float(checkpoint is not None), resume=float(resume is not None),
         )  # fmt: skip
     device, parameters, lipschitz_layers = prepare(model, device)
     dtype = parameters[0].dtype
