@@ -1,6 +1,8 @@
-"""Data-parallel training (flowforge.training.distributed): two processes under torchrun train the
-model one process trains at the same global batch, with ActNorm and BatchNorm synchronised; a failing
-process ends the run; the command writes one run folder from process 0 and records the world size."""
+"""Training across processes (flowforge.training.distributed): two processes under torchrun train the
+model one process trains at the same global batch, with ActNorm and BatchNorm synchronised, also from
+memory-mapped files; reverse KL split across two processes computes what one process computes with their
+two random streams, and resumes bit for bit; a failing process ends the run; the command writes one run
+folder from process 0 and records the world size, for data and for targets."""
 
 from __future__ import annotations
 
@@ -48,21 +50,29 @@ def test_two_processes_train_the_model_one_process_trains(tmp_path: Path, monkey
     last batch and parts of 2 and 1 rows for ActNorm's initialisation: equal to 1e-6 in float64. A run
     stopped mid-epoch by a signal to one process and resumed from process 0's checkpoint ends where the
     uninterrupted run ends, bit for bit, and so does one that reads its rows from memory-mapped files."""
-    kinds = ["plain", "conditional", "ragged", "resume", "mapped"]
+    kinds = ["plain", "conditional", "ragged", "resume", "mapped", "reverse", "reverse-resume"]
     folder = tmp_path / "two"
     folder.mkdir()
     result = _torchrun(WORKER, "two.pt", *kinds, cwd=folder)
     assert result.returncode == 0, result.stderr
     # process 1 wrote nothing but its own copy of the mapped kind's data
-    assert sorted(os.listdir(folder)) == ["mapped-0.npy", "mapped-1.npy", "resume.pt", "two.pt"]
+    assert sorted(os.listdir(folder)) == ["mapped-0.npy", "mapped-1.npy", "resume.pt", "reverse.pt", "two.pt"]
     parallel = torch.load(folder / "two.pt")
     for name, value in parallel["plain"]["state"].items():
         assert torch.equal(parallel["resume"]["state"][name], value), name
         assert torch.equal(parallel["mapped"]["state"][name], value), name
+    for key in ("state", "train"):
+        reverse, resumed = parallel["reverse"][key], parallel["reverse-resume"][key]
+        assert (
+            all(torch.equal(resumed[k], v) for k, v in reverse.items())
+            if key == "state"
+            else torch.equal(resumed, reverse)
+        )
     monkeypatch.chdir(tmp_path)  # the single-process resume writes its checkpoint here
     worker = _worker()
     for kind in kinds:
-        single = worker.run(kind)
+        # reverse KL: each process draws its own samples, which simulate_reverse draws in one process alike
+        single = worker.simulate_reverse(2) if kind.startswith("reverse") else worker.run(kind)
         assert single["state"].keys() == parallel[kind]["state"].keys()
         for name, value in single["state"].items():
             if value.is_floating_point():
@@ -99,6 +109,17 @@ def test_the_command_trains_across_processes_and_process_0_writes_the_run(tmp_pa
     assert result.stdout.count("test NLL") == 1  # printed once, by process 0
 
 
+def test_the_command_fits_a_target_across_processes(tmp_path: Path) -> None:
+    arguments = ["-m", "flowforge", "fit", "--iterations", "60", "--frame-every", "30", "--frame-samples", "4096"]
+    arguments += ["--eval-samples", "2000", "--kl-grid", "40", "--device", "cpu", "--no-progress", "--out", "run"]
+    result = _torchrun(*arguments, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert os.listdir(tmp_path) == ["run"]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["world_size"] == 2 and metrics["iterations"] == 60 and metrics["frames"] == 3
+    assert result.stdout.count("ESS") == 1  # printed once, by process 0
+
+
 def test_a_global_batch_is_cut_into_contiguous_parts_that_differ_by_at_most_one_row() -> None:
     for size in (1, 2, 3, 8):
         for rows in (0, 1, 5, 22, 32):
@@ -125,12 +146,22 @@ def test_a_world_size_without_torchrun_s_rendezvous_is_refused(monkeypatch: pyte
         distributed.join(torch.device("cpu"))
 
 
+def test_the_simulation_of_split_steps_in_one_process_is_the_fit_of_one_process() -> None:
+    """simulate_reverse, the reference of the two-process reverse KL, computes fit's steps: with one
+    process it equals fit to rounding."""
+    worker = _worker()
+    fitted, simulated = worker.run("reverse"), worker.simulate_reverse(1)
+    torch.testing.assert_close(fitted["train"], simulated["train"], rtol=0, atol=1e-12)
+    for name, value in fitted["state"].items():
+        torch.testing.assert_close(simulated["state"][name], value, rtol=0, atol=1e-12, msg=name)
+
+
 def test_fits_that_cannot_train_across_processes_refuse_torchrun(monkeypatch: pytest.MonkeyPatch) -> None:
     import flowforge as nf
 
     monkeypatch.setenv("WORLD_SIZE", "2")
     model = nf.RealNVP(2, 2, p=nf.distributions.TwoModes(2.0, 0.1))
-    with pytest.raises(RuntimeError, match="only fit_data trains across processes"):
-        fit(model, 1, progress=False)
-    with pytest.raises(RuntimeError, match="only fit_data trains across processes"):
+    with pytest.raises(ValueError, match="reverse_kl and forward_kl only; alpha_divergence trains in one process"):
+        fit(model, 1, loss="alpha_divergence", progress=False)
+    with pytest.raises(RuntimeError, match="only fit_data and fit train across processes"):
         fit_vae(nf.VAE(4, latent_dim=2), torch.rand(8, 4), epochs=1, progress=False)

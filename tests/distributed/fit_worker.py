@@ -13,7 +13,12 @@ Kinds (float64 flows, 3 epochs):
   only process) in the 7th batch (mid-epoch 2), then resumed from the checkpoint into a new model;
 - ``fail``: process 1 is given no data, which its fit refuses;
 - ``mapped``: ``plain`` with the training and validation rows read a batch at a time from a memory-mapped
-  ``.npy`` file in the working folder (one per process).
+  ``.npy`` file in the working folder (one per process);
+- ``reverse``: :func:`fit` by reverse KL (annealed) to TwoModes, 6 steps of 11 samples split across the
+  processes (parts of 6 and 5), each process drawing with its own stream; :func:`simulate_reverse`
+  computes the same in one process;
+- ``reverse-resume``: ``reverse`` with a checkpoint every 2 steps, stopped by SIGTERM to the last process
+  in step 4, and resumed from the checkpoint into a new model.
 
 Process 0 (or the only process) saves ``{kind: {"state", "train", "validation"}}`` to OUT; for ``signal``
 the number of the signal that stopped it and the epochs done.
@@ -31,9 +36,10 @@ import torch
 
 import flowforge as nf
 from flowforge import flows
-from flowforge.training import TrainingInterrupted, fit_data
+from flowforge.training import TrainingInterrupted, fit, fit_data
 
-KINDS = ("plain", "conditional", "ragged", "signal", "resume", "fail", "mapped")
+KINDS = ("plain", "conditional", "ragged", "signal", "resume", "fail", "mapped", "reverse", "reverse-resume")
+REVERSE = {"iterations": 6, "samples_per_step": 11, "anneal_iters": 4, "seed": 5}
 
 
 def model(context: int | None = None, batch_norm: bool = True) -> nf.NormalizingFlow:
@@ -53,6 +59,56 @@ def _fit(flow: nf.NormalizingFlow, rows: int, batch_size: int, **kwargs: Any) ->
                       device="cpu", **kwargs)  # fmt: skip
     numbers = {"train": torch.tensor(result.train_nll), "validation": torch.tensor(result.validation_nll)}
     return {"state": flow.state_dict(), **numbers}  # type: ignore[dict-item]
+
+
+def reverse_model() -> nf.NormalizingFlow:
+    torch.manual_seed(int(os.environ.get("RANK", "0")))  # different in each process: DDP must align them
+    layers: list[flows.Flow] = []
+    for index in range(3):
+        mask = flows.alternating_mask(2, even=index % 2 == 0)
+        layers.append(flows.RealNVPCoupling(2, 8, mask, init_identity=False))
+    return nf.NormalizingFlow(nf.distributions.DiagGaussian(2), layers, p=nf.distributions.TwoModes(2.0, 0.1)).double()
+
+
+def _reverse(flow: nf.NormalizingFlow, **kwargs: Any) -> dict[str, Any]:
+    result = fit(flow, progress=False, device="cpu", compile="off", **REVERSE, **kwargs)
+    return {"state": flow.state_dict(), "train": torch.tensor(result.loss_history), "validation": torch.zeros(0)}
+
+
+def simulate_reverse(processes: int) -> dict[str, Any]:
+    """What ``reverse`` computes in ``processes`` processes, in this one: process 0's initial weights, each
+    process's part of the samples drawn from its own stream (seeded ``seed + rank``) and its share of the
+    loss; the gradient of the sum of the shares, and the default Adam step."""
+    from flowforge.losses import ReverseKL, annealing_beta
+
+    environment = os.environ.pop("RANK", None)
+    flow = reverse_model()
+    if environment is not None:
+        os.environ["RANK"] = environment
+    total = REVERSE["samples_per_step"]
+    parts = [nf.training.distributed.World(rank, processes, rank).part_size(total) for rank in range(processes)]
+    optimizer = torch.optim.Adam(flow.parameters(), lr=1e-3, weight_decay=1e-4, fused=True)
+    streams = []
+    for rank in range(processes):
+        torch.manual_seed(REVERSE["seed"] + rank)
+        streams.append(torch.get_rng_state())
+    history = []
+    for it in range(REVERSE["iterations"]):
+        optimizer.zero_grad(set_to_none=True)
+        beta, summed = annealing_beta(it, REVERSE["anneal_iters"]), 0.0
+        for rank, part in enumerate(parts):
+            torch.set_rng_state(streams[rank])
+            share = ReverseKL(part)(flow, torch.tensor(beta, dtype=torch.float64)) * (part / total)
+            share.backward()
+            streams[rank] = torch.get_rng_state()
+            summed += float(share.detach())
+        optimizer.step()
+        history.append(summed)
+    return {
+        "state": flow.state_dict(),
+        "train": torch.tensor(history, dtype=torch.float64),
+        "validation": torch.zeros(0),
+    }
 
 
 def run(kind: str) -> dict[str, Any]:
@@ -107,6 +163,26 @@ def run(kind: str) -> dict[str, Any]:
         else:
             raise AssertionError("the fit was not interrupted")
         return _fit(model(), 150, 32, checkpoint="resume.pt", resume="resume.pt")
+    if kind == "reverse":
+        return _reverse(reverse_model())
+    if kind == "reverse-resume":
+        flow, calls = reverse_model(), [0]
+        target_log_prob = flow.p.log_prob
+
+        def interrupting_log_prob(x: torch.Tensor) -> torch.Tensor:
+            calls[0] += 1
+            if calls[0] == 4 and rank == int(os.environ.get("WORLD_SIZE", "1")) - 1:
+                os.kill(os.getpid(), signal.SIGTERM)  # held until the step's reduction
+            return target_log_prob(x)
+
+        flow.p.log_prob = interrupting_log_prob  # type: ignore[method-assign]
+        try:
+            _reverse(flow, checkpoint="reverse.pt", checkpoint_every=2)
+        except TrainingInterrupted as stop:
+            assert stop.signal_number == signal.SIGTERM and stop.result.iterations == 4  # type: ignore[union-attr]
+        else:
+            raise AssertionError("the fit was not interrupted")
+        return _reverse(reverse_model(), checkpoint="reverse.pt", checkpoint_every=2, resume="reverse.pt")
     if kind == "mapped":
         path = f"mapped-{rank}.npy"
         numpy.save(path, torch.cat([nf.datasets.two_moons(150, seed=0), nf.datasets.two_moons(40, seed=1)]).double())

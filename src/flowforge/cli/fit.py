@@ -5,6 +5,9 @@ A target run folder (kind ``"target"``) gets ``config.json``, ``model.pt`` (conf
 ``comparison.png``, ``training.gif``, ``loss.png`` and the training state ``checkpoint.pt``, from which
 ``--resume RUN`` continues an interrupted run (:func:`flowforge.cli.runs.resume_arguments`). ``fit --data``
 hands over to :mod:`flowforge.cli.data`; ``demo`` is ``fit`` with the seed's defaults and a default folder.
+Under ``torchrun`` every process builds the same model and :func:`~flowforge.training.fit` splits each
+step's samples across them; only process 0 opens the run folder, draws the pictures, writes the files and
+prints, and ``metrics.json`` records the ``world_size``.
 
 Honest numbers: when the grid KL or the log Z estimate is not valid by its own diagnostics
 (:func:`flowforge.metrics.summary`: the flow's mass off the grid, a large grid error, too few
@@ -19,6 +22,10 @@ from __future__ import annotations
 import argparse
 import math
 import time
+from collections.abc import Callable
+from contextlib import suppress
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,7 +34,7 @@ import torch
 from .. import metrics, plot
 from ..distributions.targets import TARGETS
 from ..presets import PRESETS
-from ..training import COMPILE_MODES, Every, FitResult, TrainingDiverged, TrainingInterrupted, fit
+from ..training import COMPILE_MODES, Every, FitResult, TrainingDiverged, TrainingInterrupted, distributed, fit
 from ..version import __version__
 from . import data, runs
 from .errors import CLIError
@@ -190,10 +197,19 @@ def run(args: argparse.Namespace) -> None:
     picture_resolution(box([args.range, args.range] if args.range else target.bounds.tolist()), args.grid_size,
                        "--range" if args.range else f"the box of target {args.target!r}")  # fmt: skip
     chosen = device(args.device)
+    world = None
+    if distributed.launched():
+        chosen = distributed.local_device(chosen)  # "cuda": cuda:LOCAL_RANK, one device per process
+        if args.compile == "on":
+            raise CLIError("--compile on: a fit across processes runs its step eagerly; leave --compile at auto")
+        world = distributed.join(chosen)
     pictures()
+    if world is not None and not world.is_main:
+        _fit_beside(args, _config(args, params, chosen), chosen)
+        return
     with runs.open_run(args.out, "target", overwrite=args.overwrite, resume=runs.resuming(args)) as run_folder:
         config = run_folder.start(_config(args, params, chosen))
-        _fit_target(args, run_folder, config, chosen)
+        _fit_target(args, run_folder, config, chosen, world_size=1 if world is None else world.size)
 
 
 def _config(args: argparse.Namespace, params: dict, chosen: torch.device) -> dict:
@@ -224,10 +240,36 @@ def _config(args: argparse.Namespace, params: dict, chosen: torch.device) -> dic
     }
 
 
-def _fit_target(args: argparse.Namespace, run_folder: runs.RunFolder, config: dict, chosen: torch.device) -> None:
-    out = run_folder.path
+def _target_fit(args: argparse.Namespace, config: dict, chosen: torch.device) -> tuple[Any, Callable[..., FitResult]]:
+    """The run's model and its fit: :func:`~flowforge.training.fit` with the run's settings, taking the
+    options that differ between the processes of a distributed run (``callbacks``, ``progress``,
+    ``checkpoint``, ``resume``)."""
     torch.manual_seed(args.seed)
     model = build_target_model(config).to(chosen)
+    fitted = partial(
+        fit, model, args.iterations, loss=args.loss.replace("-", "_"), samples_per_step=args.samples_per_step,
+        data=model.p.sample if args.loss == "forward-kl" else None, anneal_iters=args.anneal or None,
+        beta0=args.beta0, lr=args.lr, weight_decay=args.weight_decay, seed=args.seed, device=chosen,
+        compile=args.compile,
+    )  # fmt: skip
+    return model, fitted
+
+
+def _fit_beside(args: argparse.Namespace, config: dict, chosen: torch.device) -> None:
+    """A process other than 0 of a distributed run: the same model and fit as process 0's, writing nothing
+    (it names the run's training state as process 0 does, which only process 0 writes, and reads it to
+    resume); process 0 draws the pictures and reports."""
+    _, fitted = _target_fit(args, config, chosen)
+    state = Path(args.out) / runs.TRAINING_STATE
+    with suppress(TrainingDiverged, TrainingInterrupted):
+        fitted(progress=False, checkpoint=state, resume=state if runs.resuming(args) else None)
+
+
+def _fit_target(
+    args: argparse.Namespace, run_folder: runs.RunFolder, config: dict, chosen: torch.device, world_size: int = 1
+) -> None:
+    out = run_folder.path
+    model, fitted = _target_fit(args, config, chosen)
     target = model.p
     bounds = box([args.range, args.range] if args.range else target.bounds.tolist())
     like = next(model.parameters())
@@ -239,19 +281,7 @@ def _fit_target(args: argparse.Namespace, run_folder: runs.RunFolder, config: di
     frames.add(initial, "iteration 0")
     start = time.perf_counter()
     try:
-        result = fit(
-            model,
-            args.iterations,
-            loss=args.loss.replace("-", "_"),
-            samples_per_step=args.samples_per_step,
-            data=target.sample if args.loss == "forward-kl" else None,
-            anneal_iters=args.anneal or None,
-            beta0=args.beta0,
-            lr=args.lr,
-            weight_decay=args.weight_decay,
-            seed=args.seed,
-            device=chosen,
-            compile=args.compile,
+        result = fitted(
             callbacks=[Every(args.frame_every, frames)] if args.frame_every else [],
             progress=not args.no_progress,
             checkpoint=run_folder.training_state,
@@ -294,6 +324,7 @@ def _fit_target(args: argparse.Namespace, run_folder: runs.RunFolder, config: di
         "frames": len(frames),
         "device": result.device,
         "diverged": diverged,
+        "world_size": world_size,
     }
     runs.write_json(out / runs.METRICS, numbers)
     print(f"{headline(numbers)}, {numbers['iterations_per_second']:.0f} it/s, {fit_wall_time:.1f} s -> {out}")

@@ -19,7 +19,7 @@ import copy
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -28,6 +28,7 @@ from .. import losses
 from ..losses import ELBO, AlphaDivergence, ForwardKL, ReverseKL
 from ..metrics import FlowModel
 from ..progress import progress_bar
+from ..utils.batch_statistics import synchronized
 from ..utils.checks import positive_int
 from . import accelerate
 from .accelerate import COMPILE_MODES, EagerStep, Step
@@ -40,10 +41,21 @@ from .checkpoint import (
     restore,
     rng_states,
     save_state,
-    set_rng_states,
 )
 from .common import Every, FitResult, TrainingDiverged, TrainingInterrupted, check_learning_rate, on_device, prepare
-from .distributed import single_process
+from .distributed import (
+    Share,
+    World,
+    agree,
+    check_same,
+    data_parallel,
+    every_rng_state,
+    join,
+    launched,
+    local_device,
+    restore_rng_state,
+    same_seed,
+)
 from .interrupt import DeferredSignals
 
 STEP_LOSSES = ("reverse_kl", "forward_kl", "alpha_divergence")
@@ -227,20 +239,54 @@ def fit(
     boundary: the checkpoint is written, the model keeps the current weights (the last good ones if
     the loss became non-finite since the last check), and :class:`TrainingInterrupted` is raised with
     the result so far. A second Ctrl-C stops at once, with a :class:`KeyboardInterrupt`.
+
+    Under ``torchrun`` (:mod:`flowforge.training.distributed`) a reverse or forward KL fit splits every
+    step's ``samples_per_step`` samples across the processes: each draws its part with its own random
+    stream (seeded ``seed + rank``) and computes its share of the step's mean loss, whose gradients
+    ``DistributedDataParallel`` sums, so a step of ``N`` processes is a step of one process on all the
+    samples (a conditional model's per-sample context rows are split alike). The step runs eagerly
+    (``compile="on"`` is refused), the loss history is the global loss in every process, and the NaN
+    checks, signals, checkpoints (written by process 0, with every process's random stream) and
+    callbacks (run by process 0 only) agree across the processes. The α-divergence, whose estimate is
+    not a mean over samples, and loss objects other than :class:`~flowforge.losses.ReverseKL` and
+    :class:`~flowforge.losses.ForwardKL` train in one process only.
     """
-    single_process("fit")
     compile_mode = _validate(iterations, samples_per_step, compile, lr)
     positive_int("check_every", check_every)
     positive_int("checkpoint_every", checkpoint_every)
     loss = _loss_object(loss, samples_per_step, anneal_iters, beta0, score_fn)
     if isinstance(loss, ReverseKL | AlphaDivergence):
         losses.require_target(model)
+    world = None
+    if launched():
+        if not isinstance(loss, ReverseKL | ForwardKL):
+            raise ValueError(
+                "fit splits the samples of a step across processes for reverse_kl and forward_kl only; "
+                f"{getattr(loss, 'name', type(loss).__name__)} trains in one process (run it without torchrun)"
+            )
+        device = local_device(device)
+        world = join(device)
+        assert world is not None
+        compile_mode = _distributed_compile_mode(compile_mode, loss, samples_per_step, world)
+        seed = same_seed(seed, world, device)
+        check_same(
+            world, device, iterations=iterations, samples_per_step=samples_per_step,
+            checkpoint=float(checkpoint is not None), resume=float(resume is not None),
+        )  # fmt: skip
     if seed is not None:
-        torch.manual_seed(seed)
+        torch.manual_seed(seed if world is None else seed + world.rank)
     device, parameters, lipschitz_layers = prepare(model, device)
     saved = load_state(resume, "fit", model) if resume is not None else None
     dtype = parameters[0].dtype
-    objective, step_input = _objective_and_input(loss, samples_per_step, data, context, device, dtype)
+    if world is None:
+        objective, step_input = _objective_and_input(loss, samples_per_step, data, context, device, dtype)
+    else:  # this process's part of the step's samples (a reverse KL object's own number of them)
+        total = loss.num_samples if isinstance(loss, ReverseKL) else samples_per_step
+        part = world.part_size(total)
+        objective, step_input = _objective_and_input(
+            _part_of(loss, part), part, data, _context_part(context, total, world, loss), device, dtype
+        )
+        objective = _scaled(data_parallel(Share(model, objective, part / total), device), world.size)
     default_optimizer = optimizer is None
     if optimizer is None:
         optimizer = torch.optim.Adam(parameters, lr=lr, weight_decay=weight_decay, fused=device.type in ("cpu", "cuda"))
@@ -268,12 +314,54 @@ def fit(
     def compiled() -> Step:
         return accelerate.compiled_step(eager, fusable, lr, weight_decay, rows)
 
-    run = _StepRun(model, eager, compiled, iterations, settings, callbacks, device, dtype)
+    run = _StepRun(model, eager, compiled, iterations, settings, callbacks, device, dtype, world)
     if saved is None:
         run.begin(compile_mode)
     else:
         restore(lambda: run.restore(saved, str(resume)), resume)
-    return run.run(step_input, lipschitz_layers, check_every, checkpoint, checkpoint_every, progress)
+    with synchronized(None if world is None else world.group, world is not None):
+        return run.run(step_input, lipschitz_layers, check_every, checkpoint, checkpoint_every, progress)
+
+
+def _distributed_compile_mode(compile_mode: str, loss: Any, samples_per_step: int, world: World) -> str:
+    """The compile mode of a distributed fit (eager), after checking that every process has a sample."""
+    total = loss.num_samples if isinstance(loss, ReverseKL) else samples_per_step
+    if total < world.size:
+        raise ValueError(
+            f"the samples of a step ({total}) must be at least as many as the processes ({world.size}), which "
+            "split them"
+        )
+    if compile_mode == "on":
+        raise ValueError("a distributed fit runs its step eagerly; pass compile='off' or 'auto'")
+    return "off"
+
+
+def _part_of(loss: Any, part: int) -> Any:
+    """The loss this process runs: a reverse KL drawing ``part`` samples a step (its part of them)."""
+    if not isinstance(loss, ReverseKL) or loss.num_samples == part:
+        return loss
+    own = copy.copy(loss)
+    own.num_samples = part
+    return own
+
+
+def _context_part(context: torch.Tensor | None, samples: int, world: World, loss: Any) -> Any:
+    """This process's rows of a sampling loss's per-sample context (one row per sample of the step)."""
+    if context is None or getattr(loss, "needs_data", False) or samples == 1:
+        return context
+    if context.dim() >= 1 and context.shape[0] == samples:
+        return context[world.part(samples)]
+    return context
+
+
+def _scaled(share: nn.Module, size: int) -> accelerate.Objective:
+    """The objective of a distributed step: this process's share times the number of processes, whose
+    gradient ``DistributedDataParallel`` averages into the gradient of the sum of the shares."""
+
+    def objective(model: nn.Module, value: Any) -> torch.Tensor:
+        return share(value) * size
+
+    return objective
 
 
 def _loss_settings(loss: Any) -> dict[str, Any]:
@@ -299,7 +387,9 @@ class _StepRun:
         callbacks: Sequence[Every],
         device: torch.device,
         dtype: torch.dtype,
+        world: World | None = None,
     ) -> None:
+        self.world, self.writes = world, world is None or world.is_main
         self.model, self.eager, self.compiled = model, eager, compiled
         self.iterations, self.settings, self.callbacks, self.device = iterations, settings, callbacks, device
         self.stepper: Step = eager
@@ -334,7 +424,7 @@ class _StepRun:
         self.probe_time, self.compile_time, self.step_time = timing["probe"], timing["compile"], timing["step"]
         self.timed_steps, self.earlier_wall_time = timing["timed_steps"], timing["wall"]
         load_callback_states([callback.function for callback in self.callbacks], saved["callbacks"], path)
-        set_rng_states(saved["rng"])
+        restore_rng_state(self.world, saved["rng"])
 
     def state(self) -> dict[str, Any]:
         """What :meth:`restore` takes back."""
@@ -360,12 +450,16 @@ class _StepRun:
                 "timed_steps": self.timed_steps,
                 "wall": time.perf_counter() - self.start,
             },
-            "rng": rng_states(self.device),
+            "rng": every_rng_state(self.world, rng_states(self.device)),
             "callbacks": callback_states([callback.function for callback in self.callbacks]),
         }
 
     def save(self, path: StatePath) -> None:
-        save_state(path, "fit", self.state())
+        """Write the training state (process 0 of a distributed run, after every process has given its
+        generators' states: every process calls this at the same step)."""
+        state = self.state()
+        if self.writes:
+            save_state(path, "fit", state)
         self.saved_at = self.done
 
     def run(
@@ -379,28 +473,31 @@ class _StepRun:
     ) -> FitResult:
         self.start = time.perf_counter() - self.earlier_wall_time
         first = self.done
-        bar = progress_bar(total=self.iterations, initial=first, enabled=progress, unit="it", dynamic_ncols=True)
+        bar = progress_bar(
+            total=self.iterations, initial=first, enabled=progress and self.writes, unit="it", dynamic_ncols=True
+        )
         with DeferredSignals() as signals:
             try:
                 for it in range(first, self.iterations):
-                    self._step(it, step_input(it), timed=it > first)
+                    stop = self._step(it, step_input(it), timed=it > first, signals=signals)
                     for layer in lipschitz_layers:
                         layer.update_norm()
                     if self.done % check_every == 0 or self.done == self.iterations:
                         self._check(bar)
-                    for callback in self.callbacks:
+                    for callback in self.callbacks if self.writes else ():
                         if self.done % callback.interval == 0:
                             callback.function(self.done, self.model)
                     bar.update(1)
                     if checkpoint is not None and (self.done % checkpoint_every == 0 or self.done == self.iterations):
                         self.save(checkpoint)
-                    if signals.pending is not None:
+                    if stop or (self.world is None and signals.pending is not None):  # a signal since the step too
                         raise self._interrupted(signals.act(), checkpoint)
             finally:
                 bar.close()
         return self.result()
 
-    def _step(self, it: int, value: Any, timed: bool) -> None:
+    def _step(self, it: int, value: Any, timed: bool, signals: DeferredSignals) -> bool:
+        """One step; returns whether to stop for a signal (in a distributed run, as every process does)."""
         step_start = time.perf_counter()
         if self.first_compiled_call:
             self.first_compiled_call = False
@@ -414,12 +511,17 @@ class _StepRun:
                 self.timed_steps += 1
                 if accelerate.AUTO_PROBE_WARMUP <= it < accelerate.AUTO_PROBE_STEPS:
                     self.probe_time += elapsed
+        stop = signals.pending is not None
+        if self.world is not None:  # the sum of the shares (each times the number of processes)
+            summed, stop = agree(loss_value / self.world.size, signals, self.world)
+            loss_value = cast(torch.Tensor, summed)
         self.history[it] = loss_value
         self.done = it + 1
         if not self.decided and self.done == accelerate.AUTO_PROBE_STEPS and self.done < self.iterations:
             self.decided = True
             if accelerate.compile_pays(self.probe_time, self.iterations - self.done):
                 self.stepper, self.first_compiled_call = self.compiled(), True
+        return stop
 
     def _check(self, bar: Any) -> None:
         """Raise :class:`TrainingDiverged` (restoring the last good state) if a loss since the last check
@@ -440,7 +542,7 @@ class _StepRun:
     def _interrupted(self, signal_number: int, checkpoint: StatePath | None) -> TrainingInterrupted:
         """Write the checkpoint (unless written at this step), leave the model usable, and describe the stop."""
         if checkpoint is not None and self.saved_at != self.done:
-            self.save(checkpoint)
+            self.save(checkpoint)  # every process: saved_at is the same in all
         if not bool(torch.isfinite(self.history[self.good_until : self.done]).all()):
             _restore(self.model, self.good)
         return TrainingInterrupted(signal_number, self.result(), None if checkpoint is None else Path(checkpoint))
