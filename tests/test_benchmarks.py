@@ -174,3 +174,27 @@ def test_density_table_short_run(monkeypatch, capsys):
         assert "zuko not installed" in out
     else:
         assert "two-moons, NSF at the same size" in out and "zuko" in out.splitlines()[-1]
+
+
+def test_streaming_table_short_run(monkeypatch, capsys, tmp_path):
+    from benchmarks import streaming
+
+    out = run(streaming, ["--rows", "20000", "--train-rows", "2000", "--folder", str(tmp_path)], monkeypatch, capsys)
+    assert "RowFile (--stream)" in out
+    lines = [line for line in out.splitlines() if line.startswith("| 20,000 |")]
+    assert [line.split(" | ")[2] for line in lines] == ["memory", "stream"]
+    assert list(tmp_path.iterdir()) == []  # the files it wrote are gone
+
+
+def test_distributed_scripts_run_and_parse(monkeypatch, capsys):
+    import pathlib
+    import subprocess
+
+    from benchmarks import distributed
+
+    script = pathlib.Path(distributed.__file__).with_name("distributed_cuda.sh")
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    monkeypatch.setattr(sys, "argv", ["distributed", "--work", "--loss", "reverse-kl", "--batch", "64"])
+    monkeypatch.setattr(distributed, "STEPS", 2)
+    distributed.main()
+    assert "seconds" in capsys.readouterr().out

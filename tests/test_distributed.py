@@ -156,6 +156,27 @@ def test_the_simulation_of_split_steps_in_one_process_is_the_fit_of_one_process(
         torch.testing.assert_close(simulated["state"][name], value, rtol=0, atol=1e-12, msg=name)
 
 
+def test_the_distributed_path_with_one_process_is_the_fit_of_one_process(tmp_path: Path) -> None:
+    """A process group of one (created by the caller) runs the distributed path: DDP, the reductions,
+    the synchronised statistics and the gathered random streams; it computes what one process computes
+    without it: bit for bit by reverse KL, to rounding for the data fit (whose loss is there a sum over
+    the part divided by the batch size, and whose batch statistics are sums, instead of means)."""
+    kinds = ["plain", "reverse", "reverse-resume"]
+    rendezvous = f"file://{tmp_path / 'rendezvous'}"
+    result = subprocess.run(
+        [sys.executable, str(WORKER), "out.pt", *kinds, "--group-of-one", rendezvous], cwd=tmp_path,
+        env=_environment(), capture_output=True, text=True, timeout=TIMEOUT,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    runs = torch.load(tmp_path / "out.pt")
+    for kind in kinds:
+        alone, grouped = runs["alone"][kind], runs["group"][kind]
+        tolerance = 0.0 if kind.startswith("reverse") else 1e-9
+        torch.testing.assert_close(grouped["train"], alone["train"], rtol=0, atol=tolerance, msg=kind)
+        for name, value in alone["state"].items():
+            torch.testing.assert_close(grouped["state"][name], value, rtol=0, atol=tolerance, msg=f"{kind} {name}")
+
+
 def test_fits_that_cannot_train_across_processes_refuse_torchrun(monkeypatch: pytest.MonkeyPatch) -> None:
     import flowforge as nf
 

@@ -282,3 +282,17 @@ def test_a_row_file_reads_runs_of_rows_without_mapping_the_file(tmp_path):
         RowFile(tmp_path / "fortran.npy")
     with pytest.raises(ValueError, match="without a step"):
         file[::2]
+
+
+def test_the_documented_script_runs(tmp_path, monkeypatch):
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "streaming.md").read_text(encoding="utf-8")
+    (source,) = re.findall(r"^```python\n(.*?)^```$", text, re.S | re.M)
+    assert "epochs=10, batch_size=1024)" in source
+    source = source.replace("epochs=10, batch_size=1024)", "epochs=1, batch_size=128, progress=False)")
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "table.npy", rng.standard_normal((600, 3)) + 100)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(source, "docs/streaming.md", "exec"), {"__name__": "__docs__"})

@@ -1,6 +1,9 @@
-"""Data fits that tests/test_distributed.py runs in one process and under ``torchrun`` with several.
+"""Fits that tests/test_distributed.py runs in one process and under ``torchrun`` with several.
 
     python tests/distributed/fit_worker.py OUT KIND [KIND ...]
+    python tests/distributed/fit_worker.py OUT KIND [KIND ...] --group-of-one file:///tmp/rendezvous
+
+``WORKER_DEVICE=cuda`` runs them on CUDA (one GPU per process, NCCL).
 
 Kinds (float64 flows, 3 epochs):
 
@@ -39,6 +42,8 @@ from flowforge import flows
 from flowforge.training import TrainingInterrupted, fit, fit_data
 
 KINDS = ("plain", "conditional", "ragged", "signal", "resume", "fail", "mapped", "reverse", "reverse-resume")
+DEVICE = os.environ.get("WORKER_DEVICE", "cpu")
+"""Where the fits run: ``cpu``, or ``cuda`` (one GPU per process) for a check on a GPU machine."""
 REVERSE = {"iterations": 6, "samples_per_step": 11, "anneal_iters": 4, "seed": 5}
 
 
@@ -56,7 +61,7 @@ def _fit(flow: nf.NormalizingFlow, rows: int, batch_size: int, **kwargs: Any) ->
     data = kwargs.pop("data", nf.datasets.two_moons(rows, seed=0).double())
     validation = kwargs.pop("validation", nf.datasets.two_moons(40, seed=1).double())
     result = fit_data(flow, data, validation, epochs=3, batch_size=batch_size, lr=3e-3, seed=5, progress=False,
-                      device="cpu", **kwargs)  # fmt: skip
+                      device=DEVICE, **kwargs)  # fmt: skip
     numbers = {"train": torch.tensor(result.train_nll), "validation": torch.tensor(result.validation_nll)}
     return {"state": flow.state_dict(), **numbers}  # type: ignore[dict-item]
 
@@ -71,7 +76,7 @@ def reverse_model() -> nf.NormalizingFlow:
 
 
 def _reverse(flow: nf.NormalizingFlow, **kwargs: Any) -> dict[str, Any]:
-    result = fit(flow, progress=False, device="cpu", compile="off", **REVERSE, **kwargs)
+    result = fit(flow, progress=False, device=DEVICE, compile="off", **REVERSE, **kwargs)
     return {"state": flow.state_dict(), "train": torch.tensor(result.loss_history), "validation": torch.zeros(0)}
 
 
@@ -193,11 +198,29 @@ def run(kind: str) -> dict[str, Any]:
     return _fit(model(), 150, 32, data=data[:0] if rank == 1 else data)
 
 
+def group_of_one(kinds: list[str], rendezvous: str) -> dict[str, Any]:
+    """Each kind in this one process, then again inside a process group of one that this process creates
+    (gloo, or NCCL on CUDA): the distributed path with one process, ``{"alone": ..., "group": ...}``."""
+    import torch.distributed as dist
+
+    alone = {kind: run(kind) for kind in kinds}
+    dist.init_process_group("nccl" if DEVICE == "cuda" else "gloo", init_method=rendezvous, rank=0, world_size=1)
+    try:
+        grouped = {kind: run(kind) for kind in kinds}
+    finally:
+        dist.destroy_process_group()
+    return {"alone": alone, "group": grouped}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("out")
     parser.add_argument("kinds", nargs="+", choices=KINDS)
+    parser.add_argument("--group-of-one", metavar="URL", help="run group_of_one with this rendezvous (file://...)")
     args = parser.parse_args()
+    if args.group_of_one:
+        torch.save(group_of_one(args.kinds, args.group_of_one), args.out)
+        return
     results = {kind: run(kind) for kind in args.kinds}
     if os.environ.get("RANK", "0") == "0":
         torch.save(results, args.out)

@@ -67,10 +67,11 @@ class World:
 
 
 def launched() -> bool:
-    """Whether this process is one of several: a process group of more than one is initialised, or
-    ``torchrun``'s ``WORLD_SIZE`` says more than one."""
+    """Whether the fits train across processes: the caller has initialised a process group (of any size:
+    a group of one runs the distributed path, e.g. to check NCCL on one GPU), or ``torchrun``'s
+    ``WORLD_SIZE`` says more than one process."""
     if dist.is_available() and dist.is_initialized():
-        return dist.get_world_size() > 1
+        return True
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
