@@ -14,7 +14,7 @@ LAYERS = [
     ["nets", "datasets", "streaming"],
     ["flows.base", "mcmc"],
     ["flows", "distributions"],
-    ["losses"],
+    ["losses", "fab"],
     ["model", "vae"],
     ["presets", "metrics"],
     ["training", "export", "sbi"],

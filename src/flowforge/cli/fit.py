@@ -105,8 +105,9 @@ def add_arguments(parser: argparse.ArgumentParser, demo: bool = False) -> None:
     parser.add_argument(
         "--loss",
         default="reverse-kl",
-        choices=("reverse-kl", "forward-kl"),
-        help="reverse KL to the density, or forward KL to exact target samples",
+        choices=("reverse-kl", "forward-kl", "fab"),
+        help="reverse KL to the density, forward KL to exact target samples, or fab (AIS towards p^2/q and the "
+        "alpha=2 divergence with a replay buffer, Midgley et al. 2023; not annealed)",
     )
     parser.add_argument("--iterations", type=iteration_count, default=20000)
     parser.add_argument(
@@ -185,6 +186,8 @@ def run(args: argparse.Namespace) -> None:
         return
     if hasattr(args, "options_that_apply"):  # fit (demo takes no data options)
         _refuse_options_that_do_not_apply(args, "target", "data")
+    if args.loss == "fab" and args.compile == "on":
+        raise CLIError("--loss fab runs AIS inside every step, which is not compiled; leave --compile at auto")
     args.flow = args.flow or "planar"
     args.layers = args.layers or 16
     if args.flow in IMAGE_PRESETS:
@@ -202,6 +205,10 @@ def run(args: argparse.Namespace) -> None:
         chosen = distributed.local_device(chosen)  # "cuda": cuda:LOCAL_RANK, one device per process
         if args.compile == "on":
             raise CLIError("--compile on: a fit across processes runs its step eagerly; leave --compile at auto")
+        if args.loss == "fab":
+            raise CLIError(
+                "--loss fab trains in one process (its AIS and buffer are not split); run it without torchrun"
+            )
         world = distributed.join(chosen)
     pictures()
     if world is not None and not world.is_main:
@@ -248,7 +255,8 @@ def _target_fit(args: argparse.Namespace, config: dict, chosen: torch.device) ->
     model = build_target_model(config).to(chosen)
     fitted = partial(
         fit, model, args.iterations, loss=args.loss.replace("-", "_"), samples_per_step=args.samples_per_step,
-        data=model.p.sample if args.loss == "forward-kl" else None, anneal_iters=args.anneal or None,
+        data=model.p.sample if args.loss == "forward-kl" else None,
+        anneal_iters=None if args.loss == "fab" else args.anneal or None,
         beta0=args.beta0, lr=args.lr, weight_decay=args.weight_decay, seed=args.seed, device=chosen,
         compile=args.compile,
     )  # fmt: skip

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from .. import losses
+from ..fab import FAB
 from ..losses import ELBO, AlphaDivergence, ForwardKL, ReverseKL
 from ..metrics import FlowModel
 from ..progress import progress_bar
@@ -58,7 +59,7 @@ from .distributed import (
 )
 from .interrupt import DeferredSignals
 
-STEP_LOSSES = ("reverse_kl", "forward_kl", "alpha_divergence")
+STEP_LOSSES = ("reverse_kl", "forward_kl", "alpha_divergence", "fab")
 """The loss names :func:`fit` takes (the ELBO trains by epochs, with :func:`~flowforge.training.fit_vae`)."""
 
 Data = torch.Tensor | Callable[[int], torch.Tensor | tuple[torch.Tensor, torch.Tensor]]
@@ -73,6 +74,10 @@ def _loss_object(loss: str | Any, samples_per_step: int, anneal_iters: int | Non
             return ReverseKL(samples_per_step, anneal_iters, beta0, score_fn)
         if loss == "alpha_divergence":
             return AlphaDivergence(samples_per_step)
+        if loss == "fab":
+            if anneal_iters is not None:
+                raise ValueError("FAB is not annealed: leave anneal_iters at None")
+            return FAB(samples_per_step)
         return ForwardKL()
     if isinstance(loss, ELBO) or not callable(loss):
         raise ValueError(
@@ -255,8 +260,12 @@ def fit(
     positive_int("check_every", check_every)
     positive_int("checkpoint_every", checkpoint_every)
     loss = _loss_object(loss, samples_per_step, anneal_iters, beta0, score_fn)
-    if isinstance(loss, ReverseKL | AlphaDivergence):
+    if isinstance(loss, ReverseKL | AlphaDivergence | FAB):
         losses.require_target(model)
+    if not getattr(loss, "compilable", True):  # FAB: AIS inside the step
+        if compile_mode == "on":
+            raise ValueError(f"the {getattr(loss, 'name', type(loss).__name__)} loss runs eagerly; pass compile='off'")
+        compile_mode = "off"
     world = None
     if launched():
         if not isinstance(loss, ReverseKL | ForwardKL):
@@ -314,7 +323,7 @@ def fit(
     def compiled() -> Step:
         return accelerate.compiled_step(eager, fusable, lr, weight_decay, rows)
 
-    run = _StepRun(model, eager, compiled, iterations, settings, callbacks, device, dtype, world)
+    run = _StepRun(model, eager, compiled, iterations, settings, callbacks, device, dtype, world, loss)
     if saved is None:
         run.begin(compile_mode)
     else:
@@ -367,7 +376,7 @@ def _scaled(share: nn.Module, size: int) -> accelerate.Objective:
 def _loss_settings(loss: Any) -> dict[str, Any]:
     """The loss's type and, for flowforge's own losses, its settings (what a resumed run must share)."""
     settings: dict[str, Any] = {"loss": type(loss).__name__}
-    if isinstance(loss, ReverseKL | AlphaDivergence | ForwardKL):
+    if isinstance(loss, ReverseKL | AlphaDivergence | ForwardKL | FAB):
         simple = int | float | str | None
         settings.update({key: value for key, value in vars(loss).items() if isinstance(value, simple)})
     return settings
@@ -388,8 +397,11 @@ class _StepRun:
         device: torch.device,
         dtype: torch.dtype,
         world: World | None = None,
+        loss: Any = None,
     ) -> None:
         self.world, self.writes = world, world is None or world.is_main
+        self.stateful_loss = loss if hasattr(loss, "state_dict") and hasattr(loss, "load_state_dict") else None
+        """a loss that keeps state between steps (FAB's buffer), saved in the training state"""
         self.model, self.eager, self.compiled = model, eager, compiled
         self.iterations, self.settings, self.callbacks, self.device = iterations, settings, callbacks, device
         self.stepper: Step = eager
@@ -424,6 +436,8 @@ class _StepRun:
         self.probe_time, self.compile_time, self.step_time = timing["probe"], timing["compile"], timing["step"]
         self.timed_steps, self.earlier_wall_time = timing["timed_steps"], timing["wall"]
         load_callback_states([callback.function for callback in self.callbacks], saved["callbacks"], path)
+        if self.stateful_loss is not None and "loss_state" in saved:
+            self.stateful_loss.load_state_dict(saved["loss_state"])
         restore_rng_state(self.world, saved["rng"])
 
     def state(self) -> dict[str, Any]:
@@ -452,6 +466,7 @@ class _StepRun:
             },
             "rng": every_rng_state(self.world, rng_states(self.device)),
             "callbacks": callback_states([callback.function for callback in self.callbacks]),
+            **({} if self.stateful_loss is None else {"loss_state": self.stateful_loss.state_dict()}),
         }
 
     def save(self, path: StatePath) -> None:
