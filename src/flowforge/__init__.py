@@ -3,7 +3,7 @@
 ``import flowforge as nf`` gives the models (``nf.NormalizingFlow``, ``nf.MultiscaleFlow``,
 ``nf.FlowVAE``), the layers under ``nf.flows``, the base and target densities under
 ``nf.distributions``, one-line models (``nf.PlanarFlow``, ``nf.RealNVP``, ``nf.MAF``, ``nf.NSF``,
-``nf.Glow``, ...), the objectives in ``nf.losses``, the fitting loops in ``nf.training`` and the
+``nf.Glow``, ...), the objectives in ``nf.losses`` (and FAB in ``nf.fab``), the fitting loops in ``nf.training`` and the
 numbers in ``nf.metrics``; ``nf.streaming`` reads tables larger than memory a batch at a time;
 ``nf.export`` writes a model's density or sampler as a ``torch.export`` program or an ONNX file, and
 ``flowforge.sbi`` (the ``sbi`` extra, imported on its own) gives sbi its estimators. The architecture
@@ -14,6 +14,7 @@ from . import (  # noqa: I001  (normflows module paths; moving to flowforge.comp
     datasets,
     distributions,
     export,
+    fab,
     flows,
     importance,
     losses,
@@ -51,6 +52,7 @@ __all__ = [
     "datasets",
     "distributions",
     "export",
+    "fab",
     "flows",
     "importance",
     "losses",
