@@ -49,14 +49,18 @@ def test_two_processes_train_the_model_one_process_trains(tmp_path: Path, monkey
     """ActNorm and BatchNorm, a context with dequantised levels, a process with an empty part of a short
     last batch and parts of 2 and 1 rows for ActNorm's initialisation: equal to 1e-6 in float64. A run
     stopped mid-epoch by a signal to one process and resumed from process 0's checkpoint ends where the
-    uninterrupted run ends, bit for bit, and so does one that reads its rows from memory-mapped files."""
-    kinds = ["plain", "conditional", "ragged", "resume", "mapped", "reverse", "reverse-resume"]
+    uninterrupted run ends, bit for bit, and so does one whose processes read their rows from one .npy file.
+    Reverse KL equals a one-process simulation of the two random streams and resumes bit for bit, with
+    process 0's callbacks restored; a callback that evaluates a BatchNorm model in process 0 alone runs."""
+    kinds = ["plain", "conditional", "ragged", "resume", "mapped", "reverse", "reverse-resume", "callback"]
     folder = tmp_path / "two"
     folder.mkdir()
+    worker = _worker()
+    worker.write_shared(str(folder / worker.SHARED))
+    worker.write_shared(str(tmp_path / worker.SHARED))  # for the single-process runs below
     result = _torchrun(WORKER, "two.pt", *kinds, cwd=folder)
     assert result.returncode == 0, result.stderr
-    # process 1 wrote nothing but its own copy of the mapped kind's data
-    assert sorted(os.listdir(folder)) == ["mapped-0.npy", "mapped-1.npy", "resume.pt", "reverse.pt", "two.pt"]
+    assert sorted(os.listdir(folder)) == ["resume.pt", "reverse.pt", "shared.npy", "two.pt"]  # process 0's files
     parallel = torch.load(folder / "two.pt")
     for name, value in parallel["plain"]["state"].items():
         assert torch.equal(parallel["resume"]["state"][name], value), name
@@ -68,9 +72,10 @@ def test_two_processes_train_the_model_one_process_trains(tmp_path: Path, monkey
             if key == "state"
             else torch.equal(resumed, reverse)
         )
+    callback = parallel.pop("callback")  # it ran to its end: process 0's callback started no reduction
+    assert len(callback["train"]) == 6 and torch.isfinite(callback["train"]).all()
     monkeypatch.chdir(tmp_path)  # the single-process resume writes its checkpoint here
-    worker = _worker()
-    for kind in kinds:
+    for kind in kinds[:-1]:
         # reverse KL: each process draws its own samples, which simulate_reverse draws in one process alike
         single = worker.simulate_reverse(2) if kind.startswith("reverse") else worker.run(kind)
         assert single["state"].keys() == parallel[kind]["state"].keys()

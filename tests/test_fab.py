@@ -178,3 +178,25 @@ def test_fab_refuses_what_it_cannot_do():
         FAB(4)(flow, context=torch.zeros(1, 2))
     with pytest.raises(ValueError, match="min_buffer_batches"):
         FAB(4, buffer_batches=2, min_buffer_batches=3)
+
+
+def test_the_command_fits_by_fab(tmp_path, capsys):
+    from flowforge.cli import main
+
+    arguments = [
+        "fit",
+        "--loss",
+        "fab",
+        "--flow",
+        "realnvp",
+        "--layers",
+        "2",
+        "--iterations",
+        "6",
+        "--samples-per-step",
+    ]
+    arguments += ["16", "--frame-every", "3", "--frame-samples", "1000", "--eval-samples", "200", "--kl-grid", "20"]
+    assert main([*arguments, "--no-progress", "--out", str(tmp_path / "run")]) == 0
+    assert "ESS" in capsys.readouterr().out
+    assert main([*arguments, "--compile", "on", "--out", str(tmp_path / "other")]) == 2
+    assert "--loss fab runs AIS inside every step" in capsys.readouterr().err

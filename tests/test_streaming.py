@@ -1,5 +1,5 @@
-"""Tables larger than memory: LazyRows views of memory-mapped .npy files, streaming moments, fits that
-read a batch at a time (the same fit as from a tensor), `flowforge convert` and `fit --data --stream`."""
+"""Tables larger than memory: LazyRows views of .npy files, streaming moments, fits that read a batch at a
+time (the same fit as from a tensor), `flowforge convert` and `fit --data --stream`."""
 
 import json
 
@@ -10,7 +10,7 @@ import torch
 import flowforge as nf
 from flowforge.cli import main
 from flowforge.datasets import DataError
-from flowforge.streaming import CHUNK_ROWS, LazyRows, RowFile, csv_to_npy, mean_and_standard_error, moments
+from flowforge.streaming import CHUNK_ROWS, LazyRows, RowFile, as_rows, csv_to_npy, mean_and_standard_error, moments
 
 QUICK = ["--epochs", "2", "--no-progress", "--hidden", "16", "--layers", "2"]
 
@@ -296,3 +296,47 @@ def test_the_documented_script_runs(tmp_path, monkeypatch):
     np.save(tmp_path / "table.npy", rng.standard_normal((600, 3)) + 100)
     monkeypatch.chdir(tmp_path)
     exec(compile(source, "docs/streaming.md", "exec"), {"__name__": "__docs__"})
+
+
+def test_numpy_arrays_go_wherever_tensors_go_and_bad_indices_are_refused(table, tmp_path):
+    path, values = table
+    mapped = np.load(path, mmap_mode="r")
+    model = nf.RealNVP(3, 2, hidden=8).double()
+    torch.testing.assert_close(
+        nf.metrics.nll_per_row(model, mapped), nf.metrics.nll_per_row(model, torch.from_numpy(values))
+    )
+    assert nf.metrics.mean_nll(model, mapped) == pytest.approx(nf.metrics.mean_nll(model, torch.from_numpy(values)))
+    np.testing.assert_allclose(
+        nf.metrics.gaussian_nll(mapped[:2000], mapped[2000:]),
+        nf.metrics.gaussian_nll(torch.from_numpy(values[:2000]), torch.from_numpy(values[2000:])),
+        rtol=1e-12,
+    )
+    labels = as_rows(np.arange(4), "labels")  # 1-D (labels): a tensor in memory, integers kept
+    assert isinstance(labels, torch.Tensor) and labels.dtype == torch.int64
+    with pytest.raises(TypeError, match="train_data must hold real numbers"):
+        as_rows(np.array([["a"]]), "train_data")
+    with pytest.raises(TypeError, match="context must be a tensor, a NumPy array or LazyRows, got list"):
+        as_rows([[1.0]], "context")
+    file = RowFile(path)
+    for bad in ([-1], [3000], [5, 2]):
+        with pytest.raises(IndexError, match=r"increasing row numbers in \[0, 3000\)"):
+            file[np.array(bad)]
+    view = LazyRows.open(path).select([2, 0])
+    with pytest.raises(ValueError, match=r"columns \[-1\] out of range for a view of 2 columns"):
+        view.select([-1])
+    np.save(tmp_path / "durations.npy", np.array([[1, 2]], dtype="timedelta64[s]"))
+    with pytest.raises(DataError, match="real numbers"):
+        LazyRows.open(tmp_path / "durations.npy")
+
+
+def test_a_first_row_with_a_missing_value_is_data_not_a_header(tmp_path, capsys):
+    (tmp_path / "gap.csv").write_text("1,,3\n4,5,6\n")
+    with pytest.raises(DataError, match="line 1, column 'x2': missing value"):
+        csv_to_npy(tmp_path / "gap.csv", tmp_path / "gap.npy")
+    with pytest.raises(DataError, match="row 1, column 'x2': missing value"):
+        nf.datasets.load_table(tmp_path / "gap.csv")
+    (tmp_path / "tabs.csv").write_text("a\tb\n1\t2\n")
+    assert run("convert", tmp_path / "tabs.csv", tmp_path / "tabs.npy", "--delimiter", "\\t") == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "tabs.npy"), [[1.0, 2.0]])
+    assert run("convert", tmp_path / "tabs.npy", tmp_path / "again.npy") == 2
+    assert "is a NumPy file already" in capsys.readouterr().err

@@ -168,16 +168,27 @@ def _parse_csv(path: Path, delimiter: str, max_bytes: int | None) -> tuple[list[
         raise DataError(f"{path}: not a readable CSV file ({error})") from None
     if not rows:
         raise DataError(f"{path}: no data rows")
-
-    def is_number(cell: str) -> bool:
-        try:
-            float(cell)
-        except ValueError:
-            return False
-        return True
-
-    header = rows[0] if not all(is_number(cell) for cell in rows[0]) else None
+    header = rows[0] if is_header(rows[0]) else None
     return ([cell.strip() for cell in header] if header else None), (rows[1:] if header else rows)
+
+
+MISSING_VALUES = ("", "na", "nan", "null", "none")
+"""Cells of a text table that mean a missing value (compared stripped and in lower case)."""
+
+
+def is_number(cell: str) -> bool:
+    """Whether a cell of a text table reads as a number (``float``'s rules)."""
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
+
+
+def is_header(cells: list[str]) -> bool:
+    """Whether the first row of a text table is its header: a cell that is neither a number nor a missing
+    value (a first data row with a missing value is data, and its missing value an error)."""
+    return any(not is_number(cell) and cell.strip().lower() not in MISSING_VALUES for cell in cells)
 
 
 def _check_values(values: np.ndarray, names: list[str], path: Path, first_row: int) -> None:
@@ -311,7 +322,7 @@ def load_table(
                 raise DataError(f"{path}: row {index + first_row} has {len(row)} fields, expected {width}")
             for column, cell in enumerate(row):
                 text = cell.strip()
-                if text == "" or text.lower() in ("na", "nan", "null", "none"):
+                if text.lower() in MISSING_VALUES:
                     raise DataError(f"{path}: row {index + first_row}, column {names[column]!r}: missing value")
                 try:
                     values[index, column] = float(text)

@@ -13,13 +13,14 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any, cast
 
+import numpy as np
 import torch
 
 from .datasets import dequantize
 from .importance import check_log_weights, effective_sample_size, log_normalizer
 from .losses import require_target, target_log_prob
 from .model import MultiscaleFlow, NormalizingFlow
-from .streaming import LazyRows, Rows, chunks, mean_and_standard_error, moments
+from .streaming import LazyRows, Rows, as_rows, chunks, mean_and_standard_error, moments
 from .utils.checks import positive_int
 from .vae import FlowVAE
 
@@ -224,12 +225,13 @@ def bits_per_dim(nll: float, dim: int) -> float:
     return nll / (positive_int("dim", dim) * math.log(2))
 
 
-def gaussian_nll(train: Rows, test: Rows) -> tuple[float, float]:
+def gaussian_nll(train: Rows | np.ndarray, test: Rows | np.ndarray) -> tuple[float, float]:
     """The baseline every density model should beat: a full-covariance Gaussian fitted to ``train``
     by maximum likelihood; returns its mean test NLL (nats per row) and that mean's standard error.
     Computed in float64; a singular covariance (constant or collinear columns) is an error. Either set
-    may be a :class:`~flowforge.streaming.LazyRows`, read in one streaming pass
-    (:func:`~flowforge.streaming.moments`)."""
+    may be a :class:`~flowforge.streaming.LazyRows` or a 2-D NumPy array (a memory map), read in one
+    streaming pass (:func:`~flowforge.streaming.moments`)."""
+    train, test = as_rows(train, "train"), as_rows(test, "test")
     if len(train.shape) != 2 or len(test.shape) != 2 or train.shape[1] != test.shape[1] or train.shape[0] < 2:
         raise ValueError(
             f"need (rows, columns) train and test with equal columns, got {tuple(train.shape)}, {tuple(test.shape)}"
@@ -243,7 +245,7 @@ def gaussian_nll(train: Rows, test: Rows) -> tuple[float, float]:
     if info:
         raise ValueError("the training data's covariance is singular (constant or collinear columns)")
     gaussian = torch.distributions.MultivariateNormal(mean, scale_tril=cholesky)
-    return mean_and_standard_error(-gaussian.log_prob(rows.double().cpu()) for rows in chunks(test))
+    return mean_and_standard_error(-gaussian.log_prob(rows.to(mean)) for rows in chunks(test))
 
 
 def discrete_nll_offset(data: Rows, levels: int | None) -> float:
@@ -256,20 +258,23 @@ def discrete_nll_offset(data: Rows, levels: int | None) -> float:
 @torch.no_grad()
 def nll_per_row(
     model: FlowModel,
-    data: Rows,
+    data: Rows | np.ndarray,
     batch_size: int = 4096,
-    context: Rows | None = None,
+    context: Rows | np.ndarray | None = None,
     levels: int | None = None,
     seed: int = 0,
 ) -> torch.Tensor:
     """``−log q(x)`` (or ``−log q(x | c)`` with a per-row ``context``) for every row of ``data``, in
     chunks on the model's device; float64 on the CPU. ``data`` and ``context`` may be
-    :class:`~flowforge.streaming.LazyRows`, read ``batch_size`` rows at a time.
+    :class:`~flowforge.streaming.LazyRows` or 2-D NumPy arrays (memory maps), read ``batch_size`` rows
+    at a time.
 
     With ``levels``, ``data`` holds integer levels ``0 … levels−1`` and each value is the discrete
     NLL bound of uniform dequantisation, ``−log q((k + u)/levels) + D log levels``, with one seeded
     draw of ``u ~ U[0, 1)^D`` per row (drawn per chunk for rows read on demand).
     """
+    data = as_rows(data, "data")
+    context = None if context is None else as_rows(context, "context")
     like = next(iter(model.parameters()), None)
     offset = discrete_nll_offset(data, levels)
     if isinstance(data, LazyRows) or isinstance(context, LazyRows):
@@ -282,7 +287,6 @@ def nll_per_row(
             log_q = model.log_prob(rows) if context is None else model.log_prob(rows, _on(context, index, like))
             values.append(-log_q.double().cpu())
         return torch.cat(values) + offset
-    assert isinstance(data, torch.Tensor) and not isinstance(context, LazyRows)
     device, dtype = (data.device, data.dtype) if like is None else (like.device, like.dtype)
     data = data.to(device=device, dtype=dtype)
     if context is not None:
@@ -307,9 +311,9 @@ def _on(data: Rows, index: torch.Tensor, like: torch.Tensor | None) -> torch.Ten
 
 def mean_nll(
     model: FlowModel,
-    data: Rows,
+    data: Rows | np.ndarray,
     batch_size: int = 4096,
-    context: Rows | None = None,
+    context: Rows | np.ndarray | None = None,
     levels: int | None = None,
     seed: int = 0,
 ) -> float:

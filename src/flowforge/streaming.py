@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .datasets import DataError, _array_header, _check_array_size
+from .datasets import MISSING_VALUES, DataError, _array_header, _check_array_size, is_header, is_number
 from .utils.files import atomic_path
 
 CHUNK_ROWS = 65536
@@ -60,7 +60,7 @@ class LazyRows:
     ) -> None:
         if not isinstance(array, np.ndarray | RowFile) or len(array.shape) != 2:
             raise ValueError(f"LazyRows needs a 2-D NumPy array (rows, columns), got {_describe(array)}")
-        if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+        if np.dtype(array.dtype).kind not in "iuf":
             raise ValueError(f"LazyRows needs an array of real numbers, got dtype {array.dtype}")
         self.array = array
         self.rows = None if rows is None else _row_numbers(rows, array.shape[0])
@@ -68,6 +68,8 @@ class LazyRows:
         if self.columns is not None and not all(0 <= c < array.shape[1] for c in self.columns):
             raise ValueError(f"columns {self.columns} out of range for {array.shape[1]} columns")
         self.transform = transform
+        self._moments: tuple[torch.Tensor, torch.Tensor] | None = None
+        """:func:`moments` of this view, once computed (a view does not change)"""
 
     @classmethod
     def open(cls, path: str | os.PathLike[str]) -> LazyRows:
@@ -132,7 +134,11 @@ class LazyRows:
         """The view of the columns ``columns`` of this one."""
         if self.transform is not None:
             raise ValueError("select the columns before mapping the rows")
-        chosen = list(columns) if self.columns is None else [self.columns[c] for c in columns]
+        width = self.shape[1]
+        wanted = [int(c) for c in columns]
+        if not all(0 <= c < width for c in wanted):
+            raise ValueError(f"columns {wanted} out of range for a view of {width} columns")
+        chosen = wanted if self.columns is None else [self.columns[c] for c in wanted]
         return type(self)(self.array, self.rows, chosen)
 
     def map(self, transform: Transform) -> LazyRows:
@@ -186,7 +192,7 @@ class RowFile:
                 _check_array_size(str(path), shape, dtype, os.fstat(handle.fileno()).st_size - offset, None)
         except OSError as error:
             raise DataError(f"{path}: cannot read ({error.strerror or error})") from None
-        if not (np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)):
+        if np.dtype(dtype).kind not in "iuf":
             raise DataError(f"{path}: expected an array of real numbers, got dtype {dtype}")
         if len(shape) not in (1, 2):
             raise DataError(f"{path}: expected a 2-D array (rows, columns), got shape {shape}")
@@ -220,6 +226,11 @@ class RowFile:
             numbers = np.asarray(rows, dtype=np.int64)
             if numbers.size == 0:
                 return np.empty((0, self.shape[1]), self.dtype)
+            if numbers.ndim != 1 or numbers.min() < 0 or numbers.max() >= self.shape[0] or (np.diff(numbers) < 0).any():
+                raise IndexError(
+                    f"RowFile reads increasing row numbers in [0, {self.shape[0]}), got {numbers.size} from "
+                    f"{numbers.min()} to {numbers.max()}"
+                )
             breaks = np.flatnonzero(np.diff(numbers) != 1) + 1
             starts, ends = numbers[np.r_[0, breaks]], numbers[np.r_[breaks - 1, numbers.size - 1]] + 1
         return self._read_runs(starts.tolist(), ends.tolist())
@@ -260,6 +271,21 @@ def _row_numbers(index: torch.Tensor | np.ndarray | Sequence[int], rows: int) ->
     return numbers
 
 
+def as_rows(values: torch.Tensor | np.ndarray | LazyRows, name: str) -> Rows:
+    """What the fits and metrics take: a tensor or a :class:`LazyRows` as it is; a 2-D NumPy array of real
+    numbers (a memory map, ``np.load(path, mmap_mode="r")``) as a :class:`LazyRows` read a batch at a
+    time (its values as float64); another NumPy array (1-D labels, images) as a tensor in memory."""
+    if isinstance(values, torch.Tensor | LazyRows):
+        return values
+    if isinstance(values, np.ndarray):
+        if values.dtype.kind not in "iuf" and values.dtype != np.bool_:
+            raise TypeError(f"{name} must hold real numbers, got a NumPy array of dtype {values.dtype}")
+        if values.ndim == 2 and values.dtype.kind in "iuf":
+            return LazyRows(values)
+        return torch.from_numpy(np.array(values))
+    raise TypeError(f"{name} must be a tensor, a NumPy array or LazyRows, got {type(values).__name__}")
+
+
 def take(data: Rows, index: torch.Tensor) -> torch.Tensor:
     """The rows ``index`` of a tensor or of a :class:`LazyRows`."""
     return data.take(index) if isinstance(data, LazyRows) else data[index]
@@ -287,14 +313,19 @@ def moments(data: Rows) -> tuple[torch.Tensor, torch.Tensor]:
     in one pass over chunks of :data:`CHUNK_ROWS` rows: each chunk's mean and centred sum of squares
     (two passes over the chunk in memory), merged by the pairwise update of Chan, Golub and LeVeque
     (1979), which keeps data far from the origin (an offset of 1e6 with a spread of 1) accurate to
-    rounding where ``E[x²] − E[x]²`` would lose it.
+    rounding where ``E[x²] − E[x]²`` would lose it. A :class:`LazyRows` keeps its moments, so that a
+    second call reads nothing.
 
     >>> x = torch.randn(1000, 3, dtype=torch.float64) + 1e6
     >>> mean, covariance = moments(LazyRows(x.numpy()))
     >>> torch.allclose(covariance, torch.cov(x.T, correction=0), rtol=1e-9)
     True
     """
+    if isinstance(data, LazyRows) and data._moments is not None:
+        return data._moments
     count, mean, scatter = _merged_moments(chunks(data))
+    if isinstance(data, LazyRows):
+        data._moments = (mean, scatter / count)
     return mean, scatter / count
 
 
@@ -334,9 +365,6 @@ def _merged_moments(parts: Iterable[torch.Tensor]) -> tuple[int, torch.Tensor, t
     if mean is None or scatter is None:
         raise ValueError("moments need at least one row")
     return count, mean, scatter
-
-
-_MISSING = ("", "na", "nan", "null", "none")
 
 
 def csv_to_npy(
@@ -389,7 +417,7 @@ def _parse_to_raw(
                 if not any(cell.strip() for cell in cells):
                     continue
                 if names is None:
-                    if all(_is_number(cell) for cell in cells):
+                    if not is_header(cells):
                         names = [f"x{i + 1}" for i in range(len(cells))]
                     else:
                         names = [cell.strip() for cell in cells]
@@ -409,14 +437,6 @@ def _parse_to_raw(
     return names, rows
 
 
-def _is_number(cell: str) -> bool:
-    try:
-        float(cell)
-    except ValueError:
-        return False
-    return True
-
-
 def _write_chunk(source: Path, lines: list[tuple[int, list[str]]], names: list[str], dtype: np.dtype, out) -> int:
     """Parse the rows ``lines`` (each with its line number in the file) into finite numbers and append
     them to ``out``; the first bad line and column are named in a :class:`~flowforge.datasets.DataError`."""
@@ -430,9 +450,9 @@ def _write_chunk(source: Path, lines: list[tuple[int, list[str]]], names: list[s
         for number, cells in lines:
             for column, cell in enumerate(cells):
                 text = cell.strip()
-                if text.lower() in _MISSING:
+                if text.lower() in MISSING_VALUES:
                     raise DataError(f"{source}: line {number}, column {names[column]!r}: missing value") from None
-                if not _is_number(text):
+                if not is_number(text):
                     raise DataError(
                         f"{source}: line {number}, column {names[column]!r}: {text!r} is not a number"
                     ) from None

@@ -15,13 +15,16 @@ Kinds (float64 flows, 3 epochs):
 - ``resume``: ``plain`` with a checkpoint in the working folder, stopped by SIGTERM to process 1 (or the
   only process) in the 7th batch (mid-epoch 2), then resumed from the checkpoint into a new model;
 - ``fail``: process 1 is given no data, which its fit refuses;
-- ``mapped``: ``plain`` with the training and validation rows read a batch at a time from a memory-mapped
-  ``.npy`` file in the working folder (one per process);
+- ``mapped``: ``plain`` with the training and validation rows read a batch at a time from one ``.npy``
+  file in the working folder (``shared.npy``, read by every process);
 - ``reverse``: :func:`fit` by reverse KL (annealed) to TwoModes, 6 steps of 11 samples split across the
   processes (parts of 6 and 5), each process drawing with its own stream; :func:`simulate_reverse`
   computes the same in one process;
-- ``reverse-resume``: ``reverse`` with a checkpoint every 2 steps, stopped by SIGTERM to the last process
-  in step 4, and resumed from the checkpoint into a new model.
+- ``reverse-resume``: ``reverse`` with a checkpoint every 2 steps and a counting callback in process 0
+  (as the command's frames), stopped by SIGTERM to the last process in step 4, and resumed from the
+  checkpoint into a new model;
+- ``callback``: ``reverse`` with a BatchNorm layer and a callback in process 0 that evaluates the model
+  (whose batch statistics must then be process 0's alone).
 
 Process 0 (or the only process) saves ``{kind: {"state", "train", "validation"}}`` to OUT; for ``signal``
 the number of the signal that stopped it and the epochs done.
@@ -39,9 +42,12 @@ import torch
 
 import flowforge as nf
 from flowforge import flows
-from flowforge.training import TrainingInterrupted, fit, fit_data
+from flowforge.streaming import LazyRows
+from flowforge.training import Every, TrainingInterrupted, fit, fit_data
 
-KINDS = ("plain", "conditional", "ragged", "signal", "resume", "fail", "mapped", "reverse", "reverse-resume")
+KINDS = (
+    "plain", "conditional", "ragged", "signal", "resume", "fail", "mapped", "reverse", "reverse-resume", "callback",
+)  # fmt: skip
 DEVICE = os.environ.get("WORKER_DEVICE", "cpu")
 """Where the fits run: ``cpu``, or ``cuda`` (one GPU per process) for a check on a GPU machine."""
 REVERSE = {"iterations": 6, "samples_per_step": 11, "anneal_iters": 4, "seed": 5}
@@ -66,12 +72,39 @@ def _fit(flow: nf.NormalizingFlow, rows: int, batch_size: int, **kwargs: Any) ->
     return {"state": flow.state_dict(), **numbers}  # type: ignore[dict-item]
 
 
-def reverse_model() -> nf.NormalizingFlow:
+SHARED = "shared.npy"
+"""The table of the ``mapped`` kind, in the working folder."""
+
+
+def write_shared(path: str) -> None:
+    """The 190 rows (150 to train on, 40 to validate on) of the ``mapped`` kind."""
+    numpy.save(path, torch.cat([nf.datasets.two_moons(150, seed=0), nf.datasets.two_moons(40, seed=1)]).double())
+
+
+class Counter:
+    """A callback that counts its calls and keeps the count in a training state."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, iteration: int, model: Any) -> None:
+        self.calls += 1
+
+    def state_dict(self) -> dict[str, int]:
+        return {"calls": self.calls}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.calls = state["calls"]
+
+
+def reverse_model(batch_norm: bool = False) -> nf.NormalizingFlow:
     torch.manual_seed(int(os.environ.get("RANK", "0")))  # different in each process: DDP must align them
     layers: list[flows.Flow] = []
     for index in range(3):
         mask = flows.alternating_mask(2, even=index % 2 == 0)
         layers.append(flows.RealNVPCoupling(2, 8, mask, init_identity=False))
+        if batch_norm and index == 1:
+            layers.append(flows.BatchNorm(2))
     return nf.NormalizingFlow(nf.distributions.DiagGaussian(2), layers, p=nf.distributions.TwoModes(2.0, 0.1)).double()
 
 
@@ -82,7 +115,7 @@ def _reverse(flow: nf.NormalizingFlow, **kwargs: Any) -> dict[str, Any]:
 
 def simulate_reverse(processes: int) -> dict[str, Any]:
     """What ``reverse`` computes in ``processes`` processes, in this one: process 0's initial weights, each
-    process's part of the samples drawn from its own stream (seeded ``seed + rank``) and its share of the
+    process's part of the samples drawn from its own stream (seeded by ``process_seed``) and its share of the
     loss; the gradient of the sum of the shares, and the default Adam step."""
     from flowforge.losses import ReverseKL, annealing_beta
 
@@ -95,7 +128,7 @@ def simulate_reverse(processes: int) -> dict[str, Any]:
     optimizer = torch.optim.Adam(flow.parameters(), lr=1e-3, weight_decay=1e-4, fused=True)
     streams = []
     for rank in range(processes):
-        torch.manual_seed(REVERSE["seed"] + rank)
+        torch.manual_seed(nf.training.distributed.process_seed(REVERSE["seed"], rank))
         streams.append(torch.get_rng_state())
     history = []
     for it in range(REVERSE["iterations"]):
@@ -181,18 +214,32 @@ def run(kind: str) -> dict[str, Any]:
             return target_log_prob(x)
 
         flow.p.log_prob = interrupting_log_prob  # type: ignore[method-assign]
+        counted = Counter()  # process 0 runs the callbacks (as the command's frames), the others have none
         try:
-            _reverse(flow, checkpoint="reverse.pt", checkpoint_every=2)
+            _reverse(
+                flow, checkpoint="reverse.pt", checkpoint_every=2, callbacks=[Every(1, counted)] if rank == 0 else []
+            )
         except TrainingInterrupted as stop:
             assert stop.signal_number == signal.SIGTERM and stop.result.iterations == 4  # type: ignore[union-attr]
         else:
             raise AssertionError("the fit was not interrupted")
-        return _reverse(reverse_model(), checkpoint="reverse.pt", checkpoint_every=2, resume="reverse.pt")
-    if kind == "mapped":
-        path = f"mapped-{rank}.npy"
-        numpy.save(path, torch.cat([nf.datasets.two_moons(150, seed=0), nf.datasets.two_moons(40, seed=1)]).double())
-        rows = numpy.load(path, mmap_mode="r")
-        return _fit(model(), 150, 32, data=rows[:150], validation=rows[150:])
+        again = Counter()
+        resumed = _reverse(
+            reverse_model(), checkpoint="reverse.pt", checkpoint_every=2, resume="reverse.pt",
+            callbacks=[Every(1, again)] if rank == 0 else [],
+        )  # fmt: skip
+        assert rank != 0 or again.calls == REVERSE["iterations"]  # 4 restored from the checkpoint, 2 more
+        return resumed
+    if kind == "mapped":  # every process reads the same file (written by the caller, or here when missing)
+        if not os.path.exists(SHARED):
+            write_shared(SHARED)
+        rows = LazyRows.open(SHARED)
+        return _fit(model(), 150, 32, data=rows.subset(range(150)), validation=rows.subset(range(150, 190)))
+    if kind == "callback":  # process 0's callback evaluates a model with BatchNorm: no reduction of its own
+        flow = reverse_model(batch_norm=True)
+        probe = torch.zeros(3, 2, dtype=torch.float64, device=DEVICE)
+        callbacks = [Every(2, lambda _, m: m.log_prob(probe))] if rank == 0 else []
+        return _reverse(flow, callbacks=callbacks)
     assert kind == "fail"
     data = nf.datasets.two_moons(150, seed=0).double()
     return _fit(model(), 150, 32, data=data[:0] if rank == 1 else data)

@@ -1,6 +1,6 @@
 """``flowforge convert TABLE.csv TABLE.npy``: a CSV table as a ``.npy`` file, once, in bounded memory.
 
-A ``.npy`` file is what ``flowforge fit --data`` memory-maps and reads a batch at a time (``--stream``,
+A ``.npy`` file is what ``flowforge fit --data`` reads a batch at a time (``--stream``,
 automatic above 1 GiB); a CSV file is parsed into memory whole, which limits it to
 :data:`~flowforge.cli.data.MAX_TEXT_BYTES`. The conversion (:func:`~flowforge.streaming.csv_to_npy`)
 parses the rows a chunk at a time, checks every value (a missing or non-numeric one is an error naming
@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``convert``."""
     parser.add_argument("source", metavar="TABLE.csv", help="a CSV (or .txt) table of numbers, UTF-8")
     parser.add_argument("target", metavar="TABLE.npy", help="the .npy file to write")
-    parser.add_argument("--delimiter", default=",", help="field separator (default ,)")
+    parser.add_argument("--delimiter", default=",", help="field separator (default ,; \\t or tab for tabs)")
     parser.add_argument(
         "--dtype", choices=tuple(DTYPES), default="float64", help="float64 (default, exact) or float32 (half the size)"
     )
@@ -37,8 +37,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> None:
     """Convert ``args.source`` into ``args.target`` and print its shape and columns."""
     source, target = Path(args.source), Path(args.target)
-    if len(args.delimiter) != 1:
-        raise CLIError(f"--delimiter must be one character, got {args.delimiter!r}")
+    delimiter = {"\\t": "\t", "tab": "\t"}.get(args.delimiter, args.delimiter)
+    if len(delimiter) != 1:
+        raise CLIError(f"--delimiter must be one character (or \\t, tab), got {args.delimiter!r}")
+    if source.suffix.lower() in (".npy", ".npz"):
+        raise CLIError(f"{args.source!r} is a NumPy file already; convert reads a CSV table (.csv, .txt)")
     if target.suffix.lower() != ".npy":
         raise CLIError(f"the converted table is written as .npy; name the file *.npy, got {args.target!r}")
     if target.exists() and source.exists() and target.resolve() == source.resolve():
@@ -50,7 +53,7 @@ def run(args: argparse.Namespace) -> None:
     if not target.parent.is_dir():
         raise CLIError(f"cannot write {args.target!r}: folder {str(target.parent)!r} does not exist")
     try:
-        (rows, width), names = csv_to_npy(source, target, args.delimiter, DTYPES[args.dtype])
+        (rows, width), names = csv_to_npy(source, target, delimiter, DTYPES[args.dtype])
     except DataError as error:
         raise CLIError(str(error)) from None
     print(f"wrote {target}: {rows} rows x {width} columns ({args.dtype})")

@@ -8,7 +8,7 @@ units; a context (``--context COLS``) is standardised and its statistics kept in
 Images are dequantised and modelled on ``[0, 1]`` by a multi-scale Glow. The run's kind is
 ``"table"`` or ``"images"``.
 
-A ``.npy`` file is memory-mapped and read a batch at a time (:class:`~flowforge.streaming.LazyRows`)
+A ``.npy`` file is read a batch at a time (:class:`~flowforge.streaming.LazyRows`, with ``pread``)
 with ``--stream``, or when it is larger than :data:`STREAM_BYTES`: the whitening statistics come from one
 streaming pass in float64, and the memory the run holds is bounded by the batch and the row numbers of
 the splits, not by the file. ``flowforge convert`` turns a CSV table into such a file.
@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Callable
-from contextlib import suppress
 from functools import partial
 from pathlib import Path
 from typing import Any, cast
@@ -55,9 +54,9 @@ MAX_TEXT_BYTES = 2**28
 MAX_ARRAY_BYTES = 2**32
 """The largest .npy/.npz array read (it is then copied once as float64)."""
 STREAM_BYTES = 2**30
-"""A ``.npy`` file larger than this is memory-mapped and read a batch at a time, as with ``--stream``."""
+"""A ``.npy`` file larger than this is read a batch at a time, as with ``--stream``."""
 STREAMED_SAMPLES = 100_000
-"""The samples a run on a memory-mapped file writes by default (other runs write one per test row)."""
+"""The samples a streamed run writes by default (other runs write one per test row)."""
 MAX_TOY_ROWS = 10**7
 """The most rows drawn from a toy set: they are generated in memory at once."""
 toy_rows = integer(1, MAX_TOY_ROWS, "a toy set is generated in memory at once")
@@ -82,7 +81,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--stream",
         action="store_true",
-        help=f"memory-map a .npy file and read it a batch at a time (automatic above {STREAM_BYTES // 2**30} GiB)",
+        help=f"read a .npy file a batch at a time instead of into memory (automatic above {STREAM_BYTES // 2**30} GiB)",
     )
     group.add_argument("--class-cond", action="store_true", help="images: condition on the class labels")
     group.add_argument("--num-data", type=toy_rows, default=20_000, help="rows drawn from a toy set")
@@ -182,16 +181,20 @@ def load_source(args: argparse.Namespace) -> dict:
     }
 
 
+def _named(args: argparse.Namespace) -> bool:
+    """Whether ``--data`` names a data set (a toy set, a bundled table or images) rather than a file."""
+    return args.data in TOY_DATA or args.data in REAL_TABLES or args.data in IMAGE_SETS
+
+
 def _streamed(args: argparse.Namespace) -> bool:
     """Whether ``--data`` is read a batch at a time: with ``--stream`` (a ``.npy`` file only) or for a
     ``.npy`` file larger than :data:`STREAM_BYTES`."""
-    named = args.data in TOY_DATA or args.data in REAL_TABLES or args.data in IMAGE_SETS
-    path = None if named else Path(runs.input_path(args))
+    path = None if _named(args) else Path(runs.input_path(args))
     is_npy = path is not None and path.suffix.lower() == ".npy"
     if getattr(args, "stream", False) and not is_npy:
         raise CLIError(
-            f"--stream memory-maps a .npy file; --data {args.data!r} is not one (convert a CSV table once with "
-            "`flowforge convert TABLE.csv TABLE.npy`)"
+            f"--stream reads a .npy file a batch at a time; --data {args.data!r} is not one (convert a CSV table "
+            "once with `flowforge convert TABLE.csv TABLE.npy`)"
         )
     if getattr(args, "stream", False):
         return True
@@ -200,8 +203,7 @@ def _streamed(args: argparse.Namespace) -> bool:
 
 def _inputs(args: argparse.Namespace) -> dict[str, str]:
     """The input file of a data run, which its run folder must not write over."""
-    named = args.data in TOY_DATA or args.data in REAL_TABLES or args.data in IMAGE_SETS
-    return {} if named else {"--data": runs.input_path(args)}
+    return {} if _named(args) else {"--data": runs.input_path(args)}
 
 
 def _standardise(context: Rows | None, mean: torch.Tensor, std: torch.Tensor) -> Rows | None:
@@ -305,7 +307,8 @@ def run(args: argparse.Namespace) -> Path:
                 _standardise(c, context_mean, context_std) for c in (train_c, validation_c, test_c)
             )
     if world is not None and not world.is_main:
-        _fit_beside(args, {**config, "kind": source["kind"]}, (train, validation), (train_c, validation_c), chosen)
+        typed = {**config, "kind": source["kind"]}  # what the run folder would record
+        runs.fit_beside(args, _data_fit(args, typed, (train, validation), (train_c, validation_c), chosen)[2])
         return Path(args.out)
     with runs.open_run(
         args.out, source["kind"], overwrite=args.overwrite, inputs=_inputs(args), resume=runs.resuming(args)
@@ -346,16 +349,6 @@ def _data_fit(
         seed=args.seed, device=chosen,
     )  # fmt: skip
     return model, whitening, fit
-
-
-def _fit_beside(args: argparse.Namespace, config: dict, parts, contexts, chosen) -> None:
-    """A process other than 0 of a distributed run: the same model and fit as process 0's, writing nothing
-    (it names the run's training state as process 0 does, which only process 0 writes, and reads it to
-    resume)."""
-    _, _, fit = _data_fit(args, config, parts, contexts, chosen)
-    state = Path(args.out) / runs.TRAINING_STATE  # written by process 0 only
-    with suppress(TrainingDiverged, TrainingInterrupted):  # process 0 reports them
-        fit(progress=False, checkpoint=state, resume=state if runs.resuming(args) else None)
 
 
 def _fit(

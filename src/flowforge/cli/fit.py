@@ -23,9 +23,7 @@ import argparse
 import math
 import time
 from collections.abc import Callable
-from contextlib import suppress
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -211,8 +209,8 @@ def run(args: argparse.Namespace) -> None:
             )
         world = distributed.join(chosen)
     pictures()
-    if world is not None and not world.is_main:
-        _fit_beside(args, _config(args, params, chosen), chosen)
+    if world is not None and not world.is_main:  # the same fit, writing nothing: process 0 reports
+        runs.fit_beside(args, _target_fit(args, _config(args, params, chosen), chosen)[1])
         return
     with runs.open_run(args.out, "target", overwrite=args.overwrite, resume=runs.resuming(args)) as run_folder:
         config = run_folder.start(_config(args, params, chosen))
@@ -261,16 +259,6 @@ def _target_fit(args: argparse.Namespace, config: dict, chosen: torch.device) ->
         compile=args.compile,
     )  # fmt: skip
     return model, fitted
-
-
-def _fit_beside(args: argparse.Namespace, config: dict, chosen: torch.device) -> None:
-    """A process other than 0 of a distributed run: the same model and fit as process 0's, writing nothing
-    (it names the run's training state as process 0 does, which only process 0 writes, and reads it to
-    resume); process 0 draws the pictures and reports."""
-    _, fitted = _target_fit(args, config, chosen)
-    state = Path(args.out) / runs.TRAINING_STATE
-    with suppress(TrainingDiverged, TrainingInterrupted):
-        fitted(progress=False, checkpoint=state, resume=state if runs.resuming(args) else None)
 
 
 def _fit_target(

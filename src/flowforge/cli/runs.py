@@ -66,7 +66,7 @@ import socket
 import time
 import uuid
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, NamedTuple, cast
@@ -75,6 +75,7 @@ import numpy as np
 import torch
 
 from ..streaming import LazyRows
+from ..training import TrainingDiverged, TrainingInterrupted
 from ..training.checkpoint import ResumeError, check_model
 from ..utils.files import atomic_path
 from .errors import CLIError
@@ -184,6 +185,15 @@ def fingerprint(*arrays: torch.Tensor | np.ndarray | LazyRows | None) -> str:
         digest.update(f"{flat.dtype.str}{flat.shape};".encode())
         digest.update(flat.tobytes())
     return digest.hexdigest()
+
+
+def fit_beside(args: argparse.Namespace, fit: Callable[..., Any]) -> None:
+    """A process other than 0 of a distributed run: the run's ``fit`` (as process 0 runs it) without a
+    progress bar, naming the run's training state as process 0 does (only process 0 writes it) and
+    reading it to resume; a divergence or an interruption is process 0's to report."""
+    state = Path(args.out) / TRAINING_STATE
+    with suppress(TrainingDiverged, TrainingInterrupted):
+        fit(progress=False, checkpoint=state, resume=state if resuming(args) else None)
 
 
 def resuming(args: argparse.Namespace) -> bool:

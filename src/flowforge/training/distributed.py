@@ -28,6 +28,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -128,6 +129,8 @@ def join(device: torch.device) -> World | None:
         if device.type == "cuda":
             torch.cuda.set_device(device)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if device.type == "cuda":  # also in a group the caller made: NCCL's object gathers use the current device
+        torch.cuda.set_device(device)
     global _STATISTICS_GROUP
     if _STATISTICS_GROUP is None or _STATISTICS_GROUP[0] is not dist.group.WORLD:  # one per default group
         _STATISTICS_GROUP = (dist.group.WORLD, dist.new_group(backend=dist.get_backend()))
@@ -203,6 +206,16 @@ def agree(loss: torch.Tensor | None, signals: DeferredSignals, world: World | No
     return (None if loss is None else loss.new_tensor(total)), stop
 
 
+def process_seed(seed: int, rank: int) -> int:
+    """The seed of process ``rank``'s random stream in a run seeded ``seed``: ``seed`` itself for process
+    0 (so a group of one draws what one process draws), and for the others a seed derived from
+    ``(seed, rank)`` by NumPy's ``SeedSequence``, so that the streams of one run never coincide with
+    those of a run with a neighbouring seed (as ``seed + rank`` would)."""
+    if rank == 0:
+        return seed
+    return int(np.random.SeedSequence([seed, rank]).generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
 def every_rng_state(world: World | None, states: dict[str, Any]) -> dict[str, Any]:
     """This process's generator ``states`` (:func:`~flowforge.training.checkpoint.rng_states`) and, in a
     distributed run, every process's, gathered under ``"processes"``: what a training state records so
@@ -224,7 +237,7 @@ def restore_rng_state(world: World | None, saved: dict[str, Any]) -> None:
         return
     set_rng_states(saved)
     if world is not None and world.rank > 0:
-        torch.manual_seed(int(torch.randint(2**62, (1,))) + world.rank)
+        torch.manual_seed(process_seed(int(torch.randint(2**62, (1,))), world.rank))
 
 
 def check_same(world: World | None, device: torch.device, **values: float) -> None:

@@ -30,7 +30,7 @@ from ..losses import ELBO, ForwardKL
 from ..metrics import FlowModel, discrete_nll_offset, mean_elbo, mean_nll
 from ..nets.lipschitz import SpectralNormLinear
 from ..progress import progress_bar
-from ..streaming import LazyRows, Rows, all_finite, total
+from ..streaming import LazyRows, Rows, all_finite, as_rows, total
 from ..utils.batch_statistics import synchronized
 from ..utils.checks import positive_int
 from ..vae import FlowVAE
@@ -64,6 +64,7 @@ from .distributed import (
     join,
     launched,
     local_device,
+    process_seed,
     restore_rng_state,
     same_seed,
     single_process,
@@ -422,16 +423,6 @@ def _check_rows(name: str, data: Rows | None, context: Rows | None) -> None:
         )
 
 
-def _as_rows(name: str, values: torch.Tensor | np.ndarray | LazyRows | None) -> Rows | None:
-    """A NumPy array (a memory-mapped ``.npy`` file, ``np.load(path, mmap_mode="r")``) as the
-    :class:`~flowforge.streaming.LazyRows` read a batch at a time; tensors and views as they are."""
-    if values is None or isinstance(values, torch.Tensor | LazyRows):
-        return values
-    if isinstance(values, np.ndarray):
-        return LazyRows(values)
-    raise TypeError(f"{name} must be a tensor, a NumPy array or LazyRows, got {type(values).__name__}")
-
-
 def _placed(values: Rows | None, device: torch.device, dtype: torch.dtype) -> Rows | None:
     """Tensors on the training device in the model's dtype (:func:`on_device`); rows read on demand stay
     where they are, and each batch read is moved (:func:`_batch`)."""
@@ -521,12 +512,13 @@ def fit_data(
     dequantised afresh in every batch by :func:`~flowforge.datasets.dequantize`, and the reported NLLs
     are those of the discrete data (see :func:`~flowforge.metrics.mean_nll`).
 
-    Data larger than memory: any of the four may be a NumPy array, e.g. a memory-mapped ``.npy`` file
-    (``np.load(path, mmap_mode="r")``), or a :class:`~flowforge.streaming.LazyRows` view of one (rows,
-    columns, a transform such as whitening): only the rows of the current batch (and of the current
-    validation chunk) are read, so the memory the fit holds is bounded by the batch and the shuffled
-    order (8 bytes per row), not by the file. The batches are the same rows as from a tensor of the
-    same values, so the fit is the same.
+    Data larger than memory: any of the four may be a :class:`~flowforge.streaming.LazyRows` (a ``.npy``
+    file opened by :meth:`~flowforge.streaming.LazyRows.open`, with a selection of rows and columns and
+    a transform such as whitening) or a 2-D NumPy array (e.g. ``np.load(path, mmap_mode="r")``; other
+    NumPy arrays, such as 1-D labels, are read into memory, :func:`~flowforge.streaming.as_rows`): only
+    the rows of the current batch (and of the current validation chunk) are read, so the memory the fit
+    holds is bounded by the batch and the shuffled order (8 bytes per row), not by the file. The batches
+    are the same rows as from a tensor of the same values, so the fit is the same.
 
     ``checkpoint``, ``checkpoint_every`` (epochs; by default after an epoch that ends
     :data:`CHECKPOINT_SECONDS` or more after the last write) and ``resume`` write and continue a
@@ -546,12 +538,10 @@ def fit_data(
         positive_int("levels", levels)
     check_patience(patience)
     check_learning_rate(lr)
-    train_data = cast(Rows, _as_rows("train_data", train_data))
-    validation_data = _as_rows("validation_data", validation_data)
-    train_context, validation_context = (
-        _as_rows("train_context", train_context),
-        _as_rows("validation_context", validation_context),
-    )
+    train_data = as_rows(train_data, "train_data")
+    validation_data = None if validation_data is None else as_rows(validation_data, "validation_data")
+    train_context = None if train_context is None else as_rows(train_context, "train_context")
+    validation_context = None if validation_context is None else as_rows(validation_context, "validation_context")
     _check_rows("train", train_data, train_context)
     _check_rows("validation", validation_data, validation_context)
     if validation_data is not None and (train_context is None) != (validation_context is None):
@@ -581,7 +571,7 @@ def fit_data(
     }  # fmt: skip
     checkpointing, generator = _checkpointing("fit_data", model, settings, checkpoint, checkpoint_every, resume, seed)
     if world is not None and seed is not None and checkpointing.resumed is None:
-        torch.manual_seed(seed + world.rank)  # torch's own draws (dropout) differ between processes
+        torch.manual_seed(process_seed(seed, world.rank))  # torch's own draws (dropout) differ between processes
     optimizer = _adam(parameters, lr=lr, weight_decay=weight_decay)
     forward_kl = ForwardKL()
     summed_nll = None if world is None else data_parallel(SummedNLL(model), device)

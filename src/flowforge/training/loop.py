@@ -29,7 +29,7 @@ from ..fab import FAB
 from ..losses import ELBO, AlphaDivergence, ForwardKL, ReverseKL
 from ..metrics import FlowModel
 from ..progress import progress_bar
-from ..utils.batch_statistics import synchronized
+from ..utils.batch_statistics import local, synchronized
 from ..utils.checks import positive_int
 from . import accelerate
 from .accelerate import COMPILE_MODES, EagerStep, Step
@@ -54,6 +54,7 @@ from .distributed import (
     join,
     launched,
     local_device,
+    process_seed,
     restore_rng_state,
     same_seed,
 )
@@ -247,12 +248,13 @@ def fit(
 
     Under ``torchrun`` (:mod:`flowforge.training.distributed`) a reverse or forward KL fit splits every
     step's ``samples_per_step`` samples across the processes: each draws its part with its own random
-    stream (seeded ``seed + rank``) and computes its share of the step's mean loss, whose gradients
-    ``DistributedDataParallel`` sums, so a step of ``N`` processes is a step of one process on all the
-    samples (a conditional model's per-sample context rows are split alike). The step runs eagerly
-    (``compile="on"`` is refused), the loss history is the global loss in every process, and the NaN
-    checks, signals, checkpoints (written by process 0, with every process's random stream) and
-    callbacks (run by process 0 only) agree across the processes. The α-divergence, whose estimate is
+    stream (seeded by :func:`~flowforge.training.distributed.process_seed`) and computes its share of
+    the step's mean loss, whose gradients ``DistributedDataParallel`` sums, so a step of ``N`` processes
+    is a step of one process on all the samples (a conditional model's per-sample context rows are split
+    alike). The step runs eagerly (``compile="on"`` is refused), the loss history is the global loss in
+    every process, and the NaN checks, signals and checkpoints (written by process 0, with every
+    process's random stream) agree across the processes. Callbacks run in process 0 only, with batch
+    statistics of its own (they must not start collective operations of their own). The α-divergence, whose estimate is
     not a mean over samples, and loss objects other than :class:`~flowforge.losses.ReverseKL` and
     :class:`~flowforge.losses.ForwardKL` train in one process only.
     """
@@ -283,14 +285,14 @@ def fit(
             checkpoint=float(checkpoint is not None), resume=float(resume is not None),
         )  # fmt: skip
     if seed is not None:
-        torch.manual_seed(seed if world is None else seed + world.rank)
+        torch.manual_seed(seed if world is None else process_seed(seed, world.rank))
     device, parameters, lipschitz_layers = prepare(model, device)
     saved = load_state(resume, "fit", model) if resume is not None else None
     dtype = parameters[0].dtype
     if world is None:
         objective, step_input = _objective_and_input(loss, samples_per_step, data, context, device, dtype)
-    else:  # this process's part of the step's samples (a reverse KL object's own number of them)
-        total = loss.num_samples if isinstance(loss, ReverseKL) else samples_per_step
+    else:  # this process's part of the step's samples
+        total = _step_samples(loss, samples_per_step)
         part = world.part_size(total)
         objective, step_input = _objective_and_input(
             _part_of(loss, part), part, data, _context_part(context, total, world, loss), device, dtype
@@ -334,7 +336,7 @@ def fit(
 
 def _distributed_compile_mode(compile_mode: str, loss: Any, samples_per_step: int, world: World) -> str:
     """The compile mode of a distributed fit (eager), after checking that every process has a sample."""
-    total = loss.num_samples if isinstance(loss, ReverseKL) else samples_per_step
+    total = _step_samples(loss, samples_per_step)
     if total < world.size:
         raise ValueError(
             f"the samples of a step ({total}) must be at least as many as the processes ({world.size}), which "
@@ -343,6 +345,11 @@ def _distributed_compile_mode(compile_mode: str, loss: Any, samples_per_step: in
     if compile_mode == "on":
         raise ValueError("a distributed fit runs its step eagerly; pass compile='off' or 'auto'")
     return "off"
+
+
+def _step_samples(loss: Any, samples_per_step: int) -> int:
+    """The samples of a step: a reverse KL object's own number of them, else ``samples_per_step``."""
+    return loss.num_samples if isinstance(loss, ReverseKL) else samples_per_step
 
 
 def _part_of(loss: Any, part: int) -> Any:
@@ -435,7 +442,8 @@ class _StepRun:
         timing = saved["timing"]
         self.probe_time, self.compile_time, self.step_time = timing["probe"], timing["compile"], timing["step"]
         self.timed_steps, self.earlier_wall_time = timing["timed_steps"], timing["wall"]
-        load_callback_states([callback.function for callback in self.callbacks], saved["callbacks"], path)
+        if self.writes:  # process 0 runs the callbacks (the others are given none)
+            load_callback_states([callback.function for callback in self.callbacks], saved["callbacks"], path)
         if self.stateful_loss is not None and "loss_state" in saved:
             self.stateful_loss.load_state_dict(saved["loss_state"])
         restore_rng_state(self.world, saved["rng"])
@@ -501,7 +509,8 @@ class _StepRun:
                         self._check(bar)
                     for callback in self.callbacks if self.writes else ():
                         if self.done % callback.interval == 0:
-                            callback.function(self.done, self.model)
+                            with local():  # process 0 alone: its batch statistics reduce over nobody else
+                                callback.function(self.done, self.model)
                     bar.update(1)
                     if checkpoint is not None and (self.done % checkpoint_every == 0 or self.done == self.iterations):
                         self.save(checkpoint)

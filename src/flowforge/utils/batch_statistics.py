@@ -55,17 +55,39 @@ def _sum_over_processes(value: torch.Tensor, group: Any) -> torch.Tensor:
     return _SumOverProcesses.apply(value, group)
 
 
+@contextmanager
+def local() -> Iterator[None]:
+    """Inside a :func:`synchronized` block, statistics of this process's batch alone: for work that only
+    some processes do (the callbacks that process 0 runs), which must not start a reduction the others
+    never join."""
+    _GROUP.append(_LOCAL)
+    try:
+        yield
+    finally:
+        _GROUP.pop()
+
+
+_LOCAL = object()
+"""The marker :func:`local` pushes: no reduction."""
+
+
+def _group() -> Any:
+    """The group the statistics reduce over, or :data:`_LOCAL` when they do not."""
+    return _GROUP[-1] if _GROUP else _LOCAL
+
+
 def synchronizing() -> bool:
-    """Whether a :func:`synchronized` block is active."""
-    return bool(_GROUP)
+    """Whether a :func:`synchronized` block is active (and no :func:`local` block inside it)."""
+    return _group() is not _LOCAL
 
 
 def batch_rows(values: torch.Tensor) -> int:
     """The rows of the batch ``values`` (its first dimension): over every process inside :func:`synchronized`,
     where a process may hold few rows or none."""
-    if not _GROUP:
+    group = _group()
+    if group is _LOCAL:
         return values.shape[0]
-    return int(_sum_over_processes(values.new_tensor(float(values.shape[0])), _GROUP[-1]).item())
+    return int(_sum_over_processes(values.new_tensor(float(values.shape[0])), group).item())
 
 
 def batch_moments(values: torch.Tensor, dims: Sequence[int], unbiased: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -74,9 +96,9 @@ def batch_moments(values: torch.Tensor, dims: Sequence[int], unbiased: bool) -> 
     Inside :func:`synchronized`, over the global batch: two passes (the sum, then the squared deviations
     from the global mean), each summed over the processes."""
     dims = list(dims)
-    if not _GROUP:
+    group = _group()
+    if group is _LOCAL:
         return values.mean(dim=dims, keepdim=True), values.var(dim=dims, keepdim=True, unbiased=unbiased)
-    group = _GROUP[-1]
     total = values.sum(dim=dims, keepdim=True)
     count = _sum_over_processes(values.new_tensor(float(values.numel() // total.numel())), group)
     mean = _sum_over_processes(total, group) / count
