@@ -291,8 +291,8 @@ def load_table(
     delimiter: str = ",",
     max_bytes: int | None = None,
 ) -> tuple[torch.Tensor, list[str]]:
-    """Read a numeric table from ``.csv``/``.txt`` (UTF-8; header detected: a first row that is not
-    all numbers), ``.npy`` or ``.npz`` (``key`` names the array when there are several; read by
+    """Read a numeric table from ``.csv``/``.txt`` (UTF-8; header detected, :func:`is_header`), ``.npy``
+    or ``.npz`` (``key`` names the array when there are several; read by
     :func:`load_array`).
 
     ``columns`` selects columns by name or index. Returns a float64 tensor ``(rows, columns)`` and

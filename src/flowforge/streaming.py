@@ -15,10 +15,10 @@ from __future__ import annotations
 import csv
 import math
 import os
-import shutil
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -374,43 +374,51 @@ def csv_to_npy(
     dtype: type[np.floating] = np.float64,
     chunk_rows: int = CHUNK_ROWS,
 ) -> tuple[tuple[int, int], list[str]]:
-    """Convert the numeric table in the CSV file ``source`` (UTF-8; a first row that is not all numbers
-    is the header, as in :func:`~flowforge.datasets.load_table`) into the ``.npy`` file ``target`` of
-    ``dtype``, parsing ``chunk_rows`` rows at a time, so that a file larger than memory converts in
-    bounded memory. Blank rows are skipped. A missing, non-numeric or infinite value, or a row with
-    another number of fields, raises :class:`~flowforge.datasets.DataError` naming its line and column,
-    and leaves no ``target``: the rows go to a temporary file beside it, and the ``.npy`` is renamed into
-    place only when complete. Returns the array's shape and the column names (``x1, x2, ...`` without a
-    header)."""
+    """Convert the numeric table in the CSV file ``source`` into the ``.npy`` file ``target`` of ``dtype``,
+    parsing ``chunk_rows`` rows at a time, so that a file larger than memory converts in bounded memory.
+
+    The file is UTF-8; a first row with a cell that is neither a number nor a missing value is the
+    header (:func:`~flowforge.datasets.is_header`, as :func:`~flowforge.datasets.load_table` reads it),
+    and blank rows are skipped. A missing, non-numeric or infinite value, or a row with another number
+    of fields, raises :class:`~flowforge.datasets.DataError` naming its line and column, and leaves no
+    ``target``: the ``.npy`` is written under a temporary name beside it (the rows after room for the
+    header, which is written last) and renamed into place only when complete. Returns the array's
+    shape and the column names (``x1, x2, ...`` without a header)."""
     source, target = Path(source), Path(target)
     if target.suffix.lower() != ".npy":
         raise DataError(f"{target}: the converted table is written as .npy; name the file *.npy")
     if not source.is_file():
         raise DataError(f"{source}: no such file" if not source.exists() else f"{source}: not a regular file")
     dtype_ = np.dtype(dtype)
-    raw_path = target.with_name(f".{target.name}.{os.getpid()}.rows")
-    try:
-        names, rows = _parse_to_raw(source, raw_path, delimiter, dtype_, chunk_rows)
-        shape = (rows, len(names))
-        header = {"descr": np.lib.format.dtype_to_descr(dtype_), "fortran_order": False, "shape": shape}
-        with atomic_path(target, durable=True) as npy_path, open(npy_path, "wb") as out, open(raw_path, "rb") as raw:
-            np.lib.format.write_array_header_1_0(out, header)
-            shutil.copyfileobj(raw, out, 2**22)
-    finally:
-        if os.path.lexists(raw_path):
-            os.remove(raw_path)
-    return shape, names
+    descr = np.lib.format.dtype_to_descr(dtype_)
+    reserved = len(_npy_header(descr, (10**19, 10**12)))  # room for any shape's header
+    with atomic_path(target, durable=True) as npy_path, open(npy_path, "wb") as out:
+        out.write(b" " * reserved)
+        names, rows = _parse_rows(source, out, delimiter, dtype_, chunk_rows)
+        out.seek(0)
+        out.write(_npy_header(descr, (rows, len(names)), reserved))
+    return (rows, len(names)), names
 
 
-def _parse_to_raw(
-    source: Path, raw_path: Path, delimiter: str, dtype: np.dtype, chunk_rows: int
-) -> tuple[list[str], int]:
-    """Parse ``source`` in chunks of rows, appending them to ``raw_path`` as flat ``dtype`` values;
-    returns the column names and the number of rows."""
+def _npy_header(descr: Any, shape: tuple[int, int], length: int | None = None) -> bytes:
+    """The header of a version-1.0 ``.npy`` file of a C-ordered array, padded with spaces to ``length``
+    bytes (by default to the next multiple of 64, as NumPy writes it)."""
+    text = repr({"descr": descr, "fortran_order": False, "shape": shape})
+    size = length if length is not None else -(-(10 + len(text) + 1) // 64) * 64
+    padding = size - 10 - len(text) - 1
+    if padding < 0:
+        raise ValueError(f"a header of {len(text)} characters does not fit in {size} bytes")
+    header = (text + " " * padding + "\n").encode("latin1")
+    return b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header
+
+
+def _parse_rows(source: Path, out: BinaryIO, delimiter: str, dtype: np.dtype, chunk_rows: int) -> tuple[list[str], int]:
+    """Parse ``source`` in chunks of rows, appending them to ``out`` as flat ``dtype`` values; returns the
+    column names and the number of rows."""
     names: list[str] | None = None
     rows = 0
     try:
-        with open(source, encoding="utf-8-sig", newline="") as text, open(raw_path, "wb") as out:
+        with open(source, encoding="utf-8-sig", newline="") as text:
             reader = csv.reader(text, delimiter=delimiter)
             pending: list[tuple[int, list[str]]] = []
             for cells in reader:
