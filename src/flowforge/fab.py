@@ -111,6 +111,8 @@ class FAB:
     needs_data = False
     compilable = False
     """AIS runs inside the step, so the step is not compiled"""
+    state_keys = ("step_size", "steps", "ais_runs")
+    """what changes as it trains (in :meth:`state_dict`, not among the settings a resumed fit must share)"""
 
     def __init__(
         self,

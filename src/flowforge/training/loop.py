@@ -254,9 +254,10 @@ def fit(
     alike). The step runs eagerly (``compile="on"`` is refused), the loss history is the global loss in
     every process, and the NaN checks, signals and checkpoints (written by process 0, with every
     process's random stream) agree across the processes. Callbacks run in process 0 only, with batch
-    statistics of its own (they must not start collective operations of their own). The α-divergence, whose estimate is
-    not a mean over samples, and loss objects other than :class:`~flowforge.losses.ReverseKL` and
-    :class:`~flowforge.losses.ForwardKL` train in one process only.
+    statistics of its own (they must not start collective operations of their own). The α-divergence,
+    whose estimate is not a mean over samples, FAB and loss objects other than
+    :class:`~flowforge.losses.ReverseKL` and :class:`~flowforge.losses.ForwardKL` train in one process
+    only.
     """
     compile_mode = _validate(iterations, samples_per_step, compile, lr)
     positive_int("check_every", check_every)
@@ -385,7 +386,10 @@ def _loss_settings(loss: Any) -> dict[str, Any]:
     settings: dict[str, Any] = {"loss": type(loss).__name__}
     if isinstance(loss, ReverseKL | AlphaDivergence | ForwardKL | FAB):
         simple = int | float | str | None
-        settings.update({key: value for key, value in vars(loss).items() if isinstance(value, simple)})
+        changing = getattr(loss, "state_keys", ())  # what the loss changes as it trains (FAB's step size)
+        settings.update(
+            {key: value for key, value in vars(loss).items() if isinstance(value, simple) and key not in changing}
+        )
     return settings
 
 
