@@ -128,7 +128,10 @@ def main() -> None:
     parser.add_argument("--rows", default="4000000,16000000", help="rows of each file, comma-separated")
     parser.add_argument("--train-rows", type=int, default=200_000)
     parser.add_argument("--folder", default=None, help="where to write the files (default: a temporary folder)")
+    parser.add_argument("--modes", default="memory,stream", help="memory, stream or both (comma-separated)")
     args = parser.parse_args()
+    if not args.modes or not set(args.modes.split(",")) <= {"memory", "stream"}:
+        parser.error(f"--modes takes memory, stream or memory,stream; got {args.modes!r}")
     from flowforge.cli.data import STREAM_BYTES
 
     folder = Path(args.folder or tempfile.mkdtemp(prefix="flowforge-streaming-"))
@@ -152,7 +155,7 @@ def main() -> None:
             size = path.stat().st_size
             train = args.train_rows / rows
             split = f"{train:.6f},0.01,{1 - train - 0.01:.6f}"
-            modes = ["memory", "stream"] if size <= STREAM_BYTES else ["stream"]
+            modes = [m for m in args.modes.split(",") if m == "stream" or size <= STREAM_BYTES]
             for mode in modes:
                 out = folder / f"run-{rows}-{mode}"
                 command = [
