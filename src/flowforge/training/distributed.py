@@ -267,3 +267,17 @@ def same_seed(seed: int | None, world: World | None, device: torch.device) -> in
     drawn = torch.randint(0, 2**62, (1,), device=device)
     dist.broadcast(drawn, 0)
     return int(drawn.item())
+
+
+def enter(device: str | torch.device | None, seed: int | None, **same: float) -> tuple[World, torch.device, int | None]:
+    """What a fit does when it trains across processes, before it trains: this process's device
+    (:func:`local_device`), its :class:`World` (:func:`join`), a seed every process shares
+    (:func:`same_seed`) and the check that every process holds the same ``same`` values
+    (:func:`check_same`: row counts, sums of the data, settings)."""
+    chosen = local_device(device)
+    world = join(chosen)
+    if world is None:  # pragma: no cover - the caller checked launched()
+        raise RuntimeError("enter() outside a distributed run")
+    seed = same_seed(seed, world, chosen)
+    check_same(world, chosen, **same)
+    return world, chosen, seed

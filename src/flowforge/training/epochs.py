@@ -58,15 +58,12 @@ from .distributed import (
     SummedNLL,
     World,
     agree,
-    check_same,
     data_parallel,
+    enter,
     every_rng_state,
-    join,
     launched,
-    local_device,
     process_seed,
     restore_rng_state,
-    same_seed,
     single_process,
 )
 from .interrupt import DeferredSignals
@@ -548,11 +545,8 @@ def fit_data(
         raise ValueError("give a context for both the training and the validation data, or for neither")
     world = None
     if launched():
-        device = local_device(device)
-        world = join(device)
-        seed = same_seed(seed, world, device)
-        check_same(
-            world, device, rows=train_data.shape[0], data=total(train_data),
+        world, device, seed = enter(
+            device, seed, rows=train_data.shape[0], data=total(train_data),
             context=0.0 if train_context is None else total(train_context),
             validation_rows=-1 if validation_data is None else validation_data.shape[0],
             validation_data=0.0 if validation_data is None else total(validation_data),

@@ -48,15 +48,12 @@ from .distributed import (
     Share,
     World,
     agree,
-    check_same,
     data_parallel,
+    enter,
     every_rng_state,
-    join,
     launched,
-    local_device,
     process_seed,
     restore_rng_state,
-    same_seed,
 )
 from .interrupt import DeferredSignals
 
@@ -276,15 +273,11 @@ def fit(
                 "fit splits the samples of a step across processes for reverse_kl and forward_kl only; "
                 f"{getattr(loss, 'name', type(loss).__name__)} trains in one process (run it without torchrun)"
             )
-        device = local_device(device)
-        world = join(device)
-        assert world is not None
-        compile_mode = _distributed_compile_mode(compile_mode, loss, samples_per_step, world)
-        seed = same_seed(seed, world, device)
-        check_same(
-            world, device, iterations=iterations, samples_per_step=samples_per_step,
+        world, device, seed = enter(
+            device, seed, iterations=iterations, samples_per_step=samples_per_step,
             checkpoint=float(checkpoint is not None), resume=float(resume is not None),
         )  # fmt: skip
+        compile_mode = _distributed_compile_mode(compile_mode, loss, samples_per_step, world)
     if seed is not None:
         torch.manual_seed(seed if world is None else process_seed(seed, world.rank))
     device, parameters, lipschitz_layers = prepare(model, device)
